@@ -1,0 +1,51 @@
+// Build: esbuild bundles the bins and the client library as CommonJS (fast start, STACK §3),
+// then tsc emits the client's type declarations. Run: node scripts/build.mjs
+import { build } from 'esbuild'
+import { execFileSync } from 'node:child_process'
+import { chmodSync, existsSync, readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
+const shebang = { js: '#!/usr/bin/env node' }
+
+const common = {
+  absWorkingDir: root,
+  bundle: true,
+  format: 'cjs',
+  platform: 'node',
+  target: 'node20',
+  sourcemap: false,
+  minify: false,
+  legalComments: 'none',
+  logLevel: 'warning',
+  define: { CODEX_AUTHD_VERSION: JSON.stringify(pkg.version) },
+}
+
+const jobs = [
+  { entryPoints: ['src/client/cli.ts'], outfile: 'dist/codex-auth.cjs', banner: shebang, bin: true },
+  { entryPoints: ['src/client/index.ts'], outfile: 'dist/client.cjs' },
+]
+if (existsSync(join(root, 'src/daemon/main.ts'))) {
+  jobs.push({
+    entryPoints: ['src/daemon/main.ts'],
+    outfile: 'dist/codex-authd.cjs',
+    banner: shebang,
+    external: ['fs-ext'],
+    bin: true,
+  })
+}
+
+await Promise.all(
+  jobs.map(async ({ bin, ...opts }) => {
+    await build({ ...common, ...opts })
+    if (bin) chmodSync(join(root, opts.outfile), 0o755)
+  }),
+)
+
+// Type declarations for `codex-authd/client` (dist/types/client/index.d.ts).
+const require = createRequire(import.meta.url)
+const tsc = require.resolve('typescript/bin/tsc')
+execFileSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.client.json')], { cwd: root, stdio: 'inherit' })

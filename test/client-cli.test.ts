@@ -1,0 +1,581 @@
+// `codex-auth` (DESIGN §7): the pure parts, then the bundle end to end — first without a daemon
+// (usage, unreachable, exec failures before connecting), then against the real daemon.
+import t from 'tap'
+import { spawn, spawnSync } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import {
+  childEnv,
+  envLines,
+  lookupCommand,
+  maskApiKey,
+  parseArgs,
+  shellQuote,
+  statusDetails,
+  statusHeadline,
+  UsageError,
+} from '../src/client/cli-util.js'
+import type { AuthGrant, Status } from '../src/rpc/contract.js'
+import { CLI_BIN, makeHome, runCli, startDaemon, stopAtTeardown, tempDir } from './support/daemon.js'
+
+// A fake key with a quote and a space, to exercise shell quoting. Compared, never printed.
+const KEY = "sk-test-it's a 0123456789abcdef"
+const MASKED = `API key configured - ${KEY.slice(0, 8)}***${KEY.slice(-5)}`
+
+const nobody = () => path.join(tempDir('cad-nd-'), 'none.sock')
+
+function writeApiKeyAuth(home: string, key: string): void {
+  const tmp = path.join(home, `.auth.json.${process.pid}.tmp`)
+  fs.writeFileSync(tmp, JSON.stringify({ auth_mode: 'apikey', OPENAI_API_KEY: key }, null, 2), { mode: 0o600 })
+  fs.renameSync(tmp, path.join(home, 'auth.json'))
+}
+
+function baseStatus(over: Partial<Status> = {}): Status {
+  return {
+    loggedIn: true,
+    mode: 'chatgpt',
+    source: 'auth.json',
+    account: { email: 'a@example.com', planType: 'plus', accountId: 'acc' },
+    tokens: null,
+    refresh: { state: 'idle', lastError: null, nextAttemptAt: null },
+    settings: { codexHome: '/h', preferredAuthMethod: 'chatgpt', forcedLoginMethod: null, credentialsStore: 'file' },
+    problems: [],
+    daemon: { version: '0', pid: 1, startedAt: '', socket: '/s', activated: false },
+    ...over,
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// pure parts
+// ---------------------------------------------------------------------------------------------
+
+t.test('parseArgs', async (t) => {
+  const ok: Array<[string[], Record<string, unknown>]> = [
+    [['status'], { command: 'status', json: false, socket: null }],
+    [['--json', 'status'], { command: 'status', json: true }],
+    [['status', '--json', '--socket', '/s', '--codex-home=/h'], { command: 'status', json: true, socket: '/s', codexHome: '/h' }],
+    [['--socket=/x', 'token', '--min-validity', '600'], { command: 'token', socket: '/x', minValidity: 600 }],
+    [['token', '--min-validity=0'], { command: 'token', minValidity: 0 }],
+    [['login'], { command: 'login', device: false, withApiKey: false, noBrowser: false }],
+    [['login', '--device', '--no-browser'], { command: 'login', device: true, noBrowser: true }],
+    [['login', '--with-api-key'], { command: 'login', withApiKey: true }],
+    [['logout', '--no-revoke'], { command: 'logout', noRevoke: true }],
+    [['exec', '--', 'cmd', '--json', '-x'], { command: 'exec', argv: ['cmd', '--json', '-x'], json: false }],
+    [['exec', 'cmd', '--', 'a'], { command: 'exec', argv: ['cmd', '--', 'a'] }],
+    [['--socket', '/s', 'exec', '--min-validity', '5', '--', 'env'], { command: 'exec', socket: '/s', minValidity: 5, argv: ['env'] }],
+    [['--help'], { command: 'help' }],
+    [['status', '-h'], { command: 'help' }],
+    [['help'], { command: 'help' }],
+    [['--version'], { command: 'version' }],
+    [['watch'], { command: 'watch' }],
+    [['refresh'], { command: 'refresh' }],
+    [['env'], { command: 'env' }],
+  ]
+  for (const [args, want] of ok) t.match(parseArgs(args), want, args.join(' '))
+  const bad: Array<[string[], RegExp]> = [
+    [[], /no command/],
+    [['frobnicate'], /unknown command/],
+    [['status', 'extra'], /unexpected argument/],
+    [['status', '--device'], /unknown option --device for status/],
+    [['--bogus', 'status'], /unknown option --bogus/],
+    [['token', '--min-validity'], /needs a value/],
+    [['token', '--min-validity', 'ten'], /0 to 3600/],
+    [['token', '--min-validity', '3601'], /0 to 3600/],
+    [['token', '--min-validity', '-5'], /0 to 3600/],
+    [['login', '--device', '--with-api-key'], /choose one/],
+    [['exec'], /needs a command/],
+    [['exec', '--'], /needs a command/],
+    [['--socket'], /needs a value/],
+    [['--socket=', 'status'], /non-empty/],
+    [['--json=yes', 'status'], /takes no value/],
+    [['status', '--', 'x'], /only allowed after exec/],
+  ]
+  for (const [args, re] of bad) t.throws(() => parseArgs(args), { name: 'UsageError', message: re }, args.join(' ') || '(none)')
+  t.type((() => { try { parseArgs(['exec']) } catch (e) { return e } })(), UsageError)
+})
+
+t.test("maskApiKey: Codex's mask", async (t) => {
+  const cases: Array<[string, string]> = [
+    ['sk-proj-0123456789abcde', 'sk-proj-***abcde'],
+    ['sk-test-1234567890', 'sk-test-***67890'],
+    ['12345678901234', '12345678***01234'], // 14 chars: masked
+    ['1234567890123', '***'], // 13 chars
+    ['short', '***'],
+    ['', '***'],
+  ]
+  for (const [k, want] of cases) t.equal(maskApiKey(k), want, `${k.length} chars`)
+})
+
+t.test('shellQuote round-trips through sh', async (t) => {
+  for (const v of ['plain', "it's", "''", 'a b\tc\nd', '$HOME `x` "q" \\', '']) {
+    const r = spawnSync('sh', ['-c', `printf %s ${shellQuote(v)}`], { encoding: 'utf8' })
+    t.equal(r.stdout, v, JSON.stringify(v))
+  }
+})
+
+t.test('env lines and the child environment', async (t) => {
+  const api: AuthGrant = { mode: 'apikey', token: 'k1', accountId: null, expiresAt: null, email: null, planType: null }
+  const gpt: AuthGrant = { mode: 'chatgpt', token: 'at', accountId: 'acc-1', expiresAt: null, email: null, planType: null }
+  t.equal(envLines(api), "export CODEX_AUTH_MODE='apikey'\nexport OPENAI_API_KEY='k1'\nexport CODEX_API_KEY='k1'\n")
+  t.equal(envLines(gpt), "export CODEX_AUTH_MODE='chatgpt'\nexport CODEX_AUTH_TOKEN='at'\nexport CODEX_AUTH_ACCOUNT_ID='acc-1'\n")
+  t.equal(envLines({ ...gpt, accountId: null }), "export CODEX_AUTH_MODE='chatgpt'\nexport CODEX_AUTH_TOKEN='at'\n")
+  const parent = { PATH: '/bin', OPENAI_API_KEY: 'stale', CODEX_AUTH_TOKEN: 'stale', CODEX_AUTH_ACCOUNT_ID: 'stale', KEEP: '1' }
+  t.strictSame(childEnv(parent, api), { PATH: '/bin', KEEP: '1', CODEX_AUTH_MODE: 'apikey', OPENAI_API_KEY: 'k1', CODEX_API_KEY: 'k1' })
+  t.strictSame(childEnv(parent, gpt), { PATH: '/bin', KEEP: '1', CODEX_AUTH_MODE: 'chatgpt', CODEX_AUTH_TOKEN: 'at', CODEX_AUTH_ACCOUNT_ID: 'acc-1' })
+  t.equal(parent.OPENAI_API_KEY, 'stale', 'parent untouched')
+})
+
+t.test("status wording (Codex 0.171's lines)", async (t) => {
+  t.equal(statusHeadline(baseStatus({ loggedIn: false, mode: null, account: null }), null), 'Not logged in')
+  t.equal(statusHeadline(baseStatus(), null), 'Logged in using ChatGPT (a@example.com, plus)')
+  t.equal(statusHeadline(baseStatus({ account: { email: null, planType: 'pro', accountId: null } }), null), 'Logged in using ChatGPT (pro)')
+  t.equal(statusHeadline(baseStatus({ account: null }), null), 'Logged in using ChatGPT')
+  t.equal(statusHeadline(baseStatus({ mode: 'apikey', account: null }), 'sk-proj-0123456789abcde'), 'API key configured - sk-proj-***abcde')
+  t.equal(statusHeadline(baseStatus({ mode: 'apikey', account: null }), null), 'API key configured')
+  t.strictSame(statusDetails(baseStatus()), [])
+  t.strictSame(
+    statusDetails(
+      baseStatus({
+        refresh: { state: 'failed', lastError: { reason: 'reused', message: 'refresh token was already used' }, nextAttemptAt: null },
+        problems: [
+          { code: 'auth_permissions', message: 'auth.json is readable by others', file: '/h/auth.json', line: null, column: null },
+          { code: 'config_invalid', message: 'invalid value', file: '/h/config.toml', line: 2, column: 19 },
+          { code: 'store_unsupported', message: 'keyring is not supported', file: null, line: null, column: null },
+        ],
+      }),
+    ),
+    [
+      'Token refresh failed: refresh token was already used (reused)',
+      'Problem (auth_permissions): auth.json is readable by others [/h/auth.json]',
+      'Problem (config_invalid): invalid value [/h/config.toml:2:19]',
+      'Problem (store_unsupported): keyring is not supported',
+    ],
+  )
+  t.match(statusDetails(baseStatus({ refresh: { state: 'backoff', lastError: null, nextAttemptAt: '2030-01-01T00:00:00Z' } })), [
+    /backing off.*next attempt at 2030-01-01T00:00:00Z/,
+  ])
+})
+
+t.test('lookupCommand (execvp rules)', async (t) => {
+  const dir = tempDir('cad-lk-')
+  const exe = path.join(dir, 'runme')
+  fs.writeFileSync(exe, '#!/bin/sh\n', { mode: 0o755 })
+  const noexec = path.join(dir, 'plain')
+  fs.writeFileSync(noexec, 'x', { mode: 0o644 })
+  fs.mkdirSync(path.join(dir, 'sub'))
+  t.match(lookupCommand('runme', `/nonexistent:${dir}`, '/'), { ok: true, file: exe })
+  t.match(lookupCommand('./runme', '', dir), { ok: true, file: exe })
+  t.match(lookupCommand(exe, '', '/'), { ok: true })
+  t.match(lookupCommand('sh', process.env.PATH, '/'), { ok: true })
+  t.match(lookupCommand('no-such-cmd-xyz', dir, '/'), { ok: false, status: 127 })
+  t.match(lookupCommand(path.join(dir, 'nope'), dir, '/'), { ok: false, status: 127 })
+  t.match(lookupCommand('sub', dir, '/'), { ok: false, status: 127 }, 'a directory in PATH is skipped')
+  t.match(lookupCommand(path.join(dir, 'sub'), dir, '/'), { ok: false, status: 126 })
+  t.match(lookupCommand('', dir, '/'), { ok: false, status: 127 })
+  if (process.getuid?.() !== 0) {
+    t.match(lookupCommand(noexec, dir, '/'), { ok: false, status: 126 })
+    t.match(lookupCommand('plain', dir, '/'), { ok: false, status: 126 })
+  } else {
+    // root passes access(X_OK) only when some x bit is set: a 0644 file is still not executable
+    t.match(lookupCommand(noexec, dir, '/'), { ok: false, status: 126 })
+  }
+})
+
+// ---------------------------------------------------------------------------------------------
+// the bundle, no daemon
+// ---------------------------------------------------------------------------------------------
+
+t.test('bundle: help, version, usage errors (64)', async (t) => {
+  const help = await runCli(['--help'])
+  t.equal(help.code, 0)
+  t.match(help.stdout, /Usage: codex-auth/)
+  const v = await runCli(['--version'])
+  t.equal(v.code, 0)
+  const pkg = JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+  t.equal(v.stdout, `codex-auth ${pkg.version}\n`)
+  for (const args of [[], ['frob'], ['status', '--bogus'], ['token', '--min-validity', 'x'], ['login', '--device', '--with-api-key']]) {
+    const r = await runCli(args, { socket: nobody() })
+    t.equal(r.code, 64, `${args.join(' ') || '(none)'} -> 64`)
+    t.match(r.stderr, /^codex-auth: .*\nTry 'codex-auth --help'/)
+    t.equal(r.stdout, '')
+  }
+  const empty = await runCli(['login', '--with-api-key'], { socket: nobody(), input: ' \n' })
+  t.equal(empty.code, 64, 'empty key on stdin')
+  t.match(empty.stderr, /No API key provided via stdin\./)
+})
+
+t.test('bundle: --with-api-key refuses a TTY (64)', async (t) => {
+  const r = spawnSync('script', ['-qec', `${process.execPath} ${CLI_BIN} --socket ${nobody()} login --with-api-key`, '/dev/null'], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  if (r.error) {
+    t.pass('script(1) not available: skipped')
+    return
+  }
+  t.equal(r.status, 64)
+  t.match(r.stdout + r.stderr, /--with-api-key expects the API key on stdin\. Try piping it, e\.g\. `printenv OPENAI_API_KEY \| codex-auth login --with-api-key`\./)
+})
+
+t.test('bundle: daemon unreachable (2), exec setup failure (125)', async (t) => {
+  const sock = nobody()
+  for (const args of [['status'], ['status', '--json'], ['token'], ['env'], ['refresh'], ['logout'], ['watch'], ['login', '--device']]) {
+    const r = await runCli(args, { socket: sock })
+    t.equal(r.code, 2, `${args.join(' ')} -> 2`)
+    t.match(r.stderr, /systemctl --user start codex-authd\.socket/)
+    t.match(r.stderr, /codex-authd/)
+    t.equal(r.stdout, '')
+  }
+  const viaEnv = await runCli(['status'], { env: { CODEX_AUTHD_SOCK: sock } })
+  t.equal(viaEnv.code, 2, 'CODEX_AUTHD_SOCK is honoured')
+  t.match(viaEnv.stderr, sock)
+  const home = await makeHome()
+  const viaHome = await runCli(['--codex-home', home, 'status'], { env: { HOME: '/nonexistent' } })
+  t.equal(viaHome.code, 2)
+  t.match(viaHome.stderr, home, 'socket path derived from --codex-home')
+  t.notOk(fs.existsSync(path.join(home, 'run')), 'the client creates nothing')
+
+  const e = await runCli(['exec', '--', 'true'], { socket: sock })
+  t.equal(e.code, 125, 'exec: daemon unreachable -> 125')
+  t.match(e.stderr, /systemctl --user start/)
+})
+
+t.test('bundle: exec fails before connecting (125/126/127)', async (t) => {
+  const sock = nobody() // nothing listens: these must not need the daemon
+  const dir = tempDir('cad-ex-')
+  fs.writeFileSync(path.join(dir, 'plain'), 'x', { mode: 0o644 })
+  const cases: Array<[string[], number, RegExp]> = [
+    [['exec'], 125, /needs a command/],
+    [['exec', '--'], 125, /needs a command/],
+    [['exec', '--', 'no-such-command-xyz'], 127, /no-such-command-xyz: command not found/],
+    [['exec', '--', path.join(dir, 'missing')], 127, /No such file or directory/],
+    [['exec', '--', path.join(dir, 'plain')], 126, /Permission denied/],
+    [['exec', '--', dir], 126, /Is a directory/],
+  ]
+  for (const [args, code, re] of cases) {
+    const r = await runCli(args, { socket: sock })
+    t.equal(r.code, code, `${args.slice(2).join(' ') || args.join(' ')} -> ${code}`)
+    t.match(r.stderr, re)
+  }
+})
+
+// ---------------------------------------------------------------------------------------------
+// against the real daemon
+// ---------------------------------------------------------------------------------------------
+
+t.test('logged out: status 1, token/env 1, exec 125', async (t) => {
+  const d = stopAtTeardown(t, await startDaemon())
+  const s = await runCli(['status'], { socket: d.socket })
+  t.equal(s.code, 1)
+  t.equal(s.stdout, 'Not logged in\n')
+  const j = await runCli(['status', '--json'], { socket: d.socket })
+  t.equal(j.code, 1)
+  const st = JSON.parse(j.stdout) as Status
+  t.match(st, { loggedIn: false, mode: null, daemon: { pid: d.pid, socket: d.socket }, settings: { codexHome: d.home } })
+  for (const cmd of ['token', 'env']) {
+    const r = await runCli([cmd], { socket: d.socket })
+    t.equal(r.code, 1, `${cmd} -> 1`)
+    t.equal(r.stdout, '')
+    t.match(r.stderr, /Not logged in/)
+  }
+  const e = await runCli(['exec', '--', 'true'], { socket: d.socket })
+  t.equal(e.code, 125)
+  t.match(e.stderr, /Not logged in/)
+  const home = await runCli(['--codex-home', d.home, 'status'], { env: { CODEX_AUTHD_SOCK: d.socket } })
+  t.equal(home.code, 1, 'CODEX_AUTHD_SOCK finds the daemon')
+})
+
+t.test('API key from the daemon env: status, token, env, exec', async (t) => {
+  const d = stopAtTeardown(t, await startDaemon({ env: { OPENAI_API_KEY: KEY } }))
+  const s = await runCli(['status'], { socket: d.socket })
+  t.equal(s.code, 0)
+  t.equal(s.stdout.split('\n')[0], MASKED, 'masked as Codex does')
+  t.notOk(s.stdout.includes(KEY) || s.stderr.includes(KEY), 'no key in status output')
+
+  const j = await runCli(['--json', 'status'], { socket: d.socket })
+  t.equal(j.code, 0)
+  t.match(JSON.parse(j.stdout), { loggedIn: true, mode: 'apikey', source: 'env' })
+  t.notOk(j.stdout.includes(KEY))
+
+  const tok = await runCli(['token'], { socket: d.socket })
+  t.equal(tok.code, 0)
+  t.ok(tok.stdout === KEY + '\n', 'token prints only the key and a newline')
+  t.equal(tok.stderr, '')
+  const tok2 = await runCli(['token', '--min-validity', '3600'], { socket: d.socket })
+  t.equal(tok2.code, 0)
+  t.ok(tok2.stdout === KEY + '\n')
+
+  const env = await runCli(['env'], { socket: d.socket })
+  t.equal(env.code, 0)
+  t.match(env.stdout, /^export CODEX_AUTH_MODE='apikey'\nexport OPENAI_API_KEY='.*'\nexport CODEX_API_KEY='.*'\n$/)
+  const evald = spawnSync('sh', ['-c', `${env.stdout}\nprintf '%s\\n%s\\n%s' "$CODEX_AUTH_MODE" "$OPENAI_API_KEY" "$CODEX_API_KEY"`], { encoding: 'utf8' })
+  t.ok(evald.stdout === `apikey\n${KEY}\n${KEY}`, 'eval of env gives back the exact key (quoting)')
+
+  // exec: the child sees the credential in its environment only
+  const probe =
+    'process.stdout.write(JSON.stringify({mode: process.env.CODEX_AUTH_MODE, openai: process.env.OPENAI_API_KEY, codex: process.env.CODEX_API_KEY, token: process.env.CODEX_AUTH_TOKEN ?? null, argv: process.argv, keep: process.env.KEEP_ME}))'
+  const ex = await runCli(['exec', '--', process.execPath, '-e', probe, 'arg1'], {
+    socket: d.socket,
+    env: { CODEX_AUTH_TOKEN: 'stale-token', KEEP_ME: 'yes' },
+  })
+  t.equal(ex.code, 0)
+  const child = JSON.parse(ex.stdout) as { mode: string; openai: string; codex: string; token: string | null; argv: string[]; keep: string }
+  t.equal(child.mode, 'apikey')
+  t.ok(child.openai === KEY && child.codex === KEY, 'OPENAI_API_KEY and CODEX_API_KEY set')
+  t.equal(child.token, null, 'an inherited CODEX_AUTH_TOKEN is removed')
+  t.equal(child.keep, 'yes', 'the rest of the environment is inherited')
+  t.equal(child.argv[child.argv.length - 1], 'arg1')
+  t.notOk(child.argv.some((a) => a.includes(KEY)), 'no secret in argv')
+  t.notOk(ex.stderr.includes(KEY))
+
+  const st7 = await runCli(['exec', '--', 'sh', '-c', 'exit 7'], { socket: d.socket })
+  t.equal(st7.code, 7, "the child's exit status")
+  const sig = await runCli(['exec', '--', 'sh', '-c', 'kill -TERM $$'], { socket: d.socket })
+  t.equal(sig.code, 128 + 15, 'killed by SIGTERM -> 143')
+  const viaPath = await runCli(['exec', 'sh', '-c', 'test "$CODEX_AUTH_MODE" = apikey'], { socket: d.socket })
+  t.equal(viaPath.code, 0, 'exec without -- and with a PATH lookup')
+})
+
+t.test('watch prints one JSON line per authChanged', async (t) => {
+  const d = stopAtTeardown(t, await startDaemon())
+  const p = spawn(process.execPath, [CLI_BIN, '--socket', d.socket, 'watch'], {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  t.teardown(() => {
+    p.kill('SIGKILL')
+  })
+  let out = ''
+  let err = ''
+  const lines: string[] = []
+  let onLine: (() => void) | null = null
+  p.stdout.setEncoding('utf8').on('data', (s: string) => {
+    out += s
+    let i: number
+    while ((i = out.indexOf('\n')) !== -1) {
+      lines.push(out.slice(0, i))
+      out = out.slice(i + 1)
+      onLine?.()
+    }
+  })
+  await new Promise<void>((resolve, reject) => {
+    p.stderr.setEncoding('utf8').on('data', (s: string) => {
+      err += s
+      if (err.includes('Watching')) resolve()
+    })
+    p.once('exit', (code) => reject(new Error(`watch exited ${code}: ${err}`)))
+  })
+  const nextLine = (pred: (s: Status) => boolean) =>
+    new Promise<Status>((resolve) => {
+      const check = () => {
+        for (const l of lines) {
+          const s = JSON.parse(l) as Status
+          if (pred(s)) {
+            onLine = null
+            return resolve(s)
+          }
+        }
+      }
+      onLine = check
+      check()
+    })
+  writeApiKeyAuth(d.home, KEY)
+  const s = await nextLine((x) => x.loggedIn)
+  t.match(s, { loggedIn: true, mode: 'apikey', source: 'auth.json' })
+  t.ok(lines.every((l) => !l.includes('\n') && !l.includes(KEY)), 'one JSON object per line, no secret')
+  fs.rmSync(path.join(d.home, 'auth.json'))
+  t.match(await nextLine((x) => !x.loggedIn), { loggedIn: false })
+  p.kill('SIGTERM')
+})
+
+t.test('login, logout, refresh (exit 3 while the daemon lacks them)', async (t) => {
+  const d = stopAtTeardown(t, await startDaemon())
+  writeApiKeyAuth(d.home, KEY)
+  /** Either the implemented behaviour or -32601 -> exit 3 with the reason. */
+  const notYet = (r: { code: number | null; stderr: string }) => r.code === 3 && /does not support/.test(r.stderr)
+
+  const ref = await runCli(['refresh'], { socket: d.socket })
+  if (notYet(ref)) t.pass('refresh: -32601 -> 3')
+  else {
+    t.equal(ref.code, 0, 'refresh in API-key mode answers the API-key grant')
+    t.notOk(ref.stdout.includes(KEY))
+  }
+
+  const lo = await runCli(['logout', '--no-revoke'], { socket: d.socket })
+  if (notYet(lo)) t.pass('logout: -32601 -> 3')
+  else {
+    t.equal(lo.code, 0)
+    t.equal(lo.stdout, 'Successfully logged out\n')
+    t.notOk(fs.existsSync(path.join(d.home, 'auth.json')))
+    const again = await runCli(['logout'], { socket: d.socket })
+    t.equal(again.code, 0)
+    t.equal(again.stdout, 'Not logged in\n')
+  }
+
+  const key2 = 'sk-test-second-key-0123456789'
+  const li = await runCli(['login', '--with-api-key'], { socket: d.socket, input: `  ${key2}\n` })
+  t.notOk(li.stdout.includes(key2) || li.stderr.includes(key2), 'the key is never echoed')
+  if (notYet(li)) t.pass('login: -32601 -> 3')
+  else {
+    t.equal(li.code, 0)
+    t.match(li.stdout, /Successfully logged in/)
+    const tok = await runCli(['token'], { socket: d.socket })
+    t.ok(tok.stdout === key2 + '\n', 'the trimmed key is served')
+  }
+
+  const dev = await runCli(['login', '--device'], { socket: d.socket })
+  t.ok(notYet(dev) || dev.code === 3 || dev.code === 0, `login --device answers (exit ${dev.code})`)
+})
+
+// ---------------------------------------------------------------------------------------------
+// against a scripted daemon: flows the real one may not serve yet, and daemon-side errors
+// ---------------------------------------------------------------------------------------------
+
+type Script = (msg: { id: number; method: string; params?: any }, send: (m: unknown) => void) => void
+
+async function scriptedDaemon(t: { teardown(fn: () => unknown): void }, script: Script): Promise<{ socket: string; calls: Array<{ method: string; params?: unknown }> }> {
+  const { createServer } = await import('node:net')
+  const socket = path.join(tempDir('cad-sd-'), 's.sock')
+  const calls: Array<{ method: string; params?: unknown }> = []
+  const conns = new Set<import('node:net').Socket>()
+  const server = createServer((sock) => {
+    conns.add(sock)
+    sock.on('close', () => conns.delete(sock))
+    sock.on('error', () => {})
+    let buf = ''
+    sock.setEncoding('utf8').on('data', (d: string) => {
+      buf += d
+      let i: number
+      while ((i = buf.indexOf('\n')) !== -1) {
+        const msg = JSON.parse(buf.slice(0, i))
+        buf = buf.slice(i + 1)
+        calls.push({ method: msg.method, params: msg.params })
+        script(msg, (m) => sock.write(JSON.stringify(m) + '\n'))
+      }
+    })
+  })
+  await new Promise<void>((r) => server.listen(socket, r))
+  t.teardown(() => {
+    for (const c of conns) c.destroy()
+    server.close()
+  })
+  return { socket, calls }
+}
+
+const ok = (id: number, result: unknown) => ({ jsonrpc: '2.0', id, result })
+const fail = (id: number, code: number, message: string, data?: unknown) => ({ jsonrpc: '2.0', id, error: { code, message, data } })
+
+t.test('scripted: browser login waits and succeeds', async (t) => {
+  const { socket, calls } = await scriptedDaemon(t, (m, send) => {
+    if (m.method === 'subscribe') send(ok(m.id, { subscribed: true }))
+    else if (m.method === 'login')
+      send(ok(m.id, { loginId: 'L1', method: 'browser', authUrl: 'http://127.0.0.1:9/oauth/authorize?state=s', callbackUrl: 'http://127.0.0.1:1455/auth/callback' }))
+    else if (m.method === 'awaitLogin') setTimeout(() => send(ok(m.id, { loginId: 'L1', status: 'succeeded', error: null })), 20)
+  })
+  const r = await runCli(['login', '--no-browser'], { socket })
+  t.equal(r.code, 0)
+  t.match(r.stdout, /Starting local login server on http:\/\/127\.0\.0\.1:1455\.\nIf your browser did not open, navigate to this URL to authenticate:\n\nhttp:\/\/127\.0\.0\.1:9\/oauth\/authorize\?state=s\n/)
+  t.match(r.stdout, /Successfully logged in\n$/)
+  t.match(r.stderr, /Waiting/)
+  t.match(calls, [{ method: 'subscribe' }, { method: 'login', params: { method: 'browser' } }, { method: 'awaitLogin', params: { loginId: 'L1' } }])
+})
+
+t.test('scripted: device login fails by notification (3)', async (t) => {
+  const { socket } = await scriptedDaemon(t, (m, send) => {
+    if (m.method === 'subscribe') send(ok(m.id, { subscribed: true }))
+    else if (m.method === 'login')
+      send(ok(m.id, { loginId: 'D1', method: 'device', verificationUrl: 'http://127.0.0.1:9/codex/device', userCode: 'ABCD-EFGH', expiresAt: '2030-01-01T00:15:00Z' }))
+    else if (m.method === 'awaitLogin') {
+      // never answered: the notification decides
+      send({ jsonrpc: '2.0', method: 'loginCompleted', params: { loginId: 'other', status: 'succeeded', error: null } })
+      send({ jsonrpc: '2.0', method: 'loginCompleted', params: { loginId: 'D1', status: 'failed', error: { reason: 'access_denied', message: 'the user said no' } } })
+    }
+  })
+  const r = await runCli(['login', '--device'], { socket })
+  t.equal(r.code, 3)
+  t.match(r.stdout, /http:\/\/127\.0\.0\.1:9\/codex\/device/)
+  t.match(r.stdout, /ABCD-EFGH/)
+  t.match(r.stderr, /Login failed: the user said no \(access_denied\)/)
+
+  const j = await runCli(['--json', 'login', '--device'], { socket })
+  t.equal(j.code, 3)
+  const [started, result] = j.stdout.trim().split('\n').map((l) => JSON.parse(l))
+  t.match(started, { loginId: 'D1', method: 'device', userCode: 'ABCD-EFGH' })
+  t.match(result, { loginId: 'D1', status: 'failed' })
+})
+
+t.test('scripted: logout wording and the revocation note', async (t) => {
+  let was = true
+  const { socket, calls } = await scriptedDaemon(t, (m, send) => {
+    if (m.method === 'status') send(ok(m.id, baseStatus({ tokens: { expiresAt: null, lastRefresh: null, nextRefreshAt: null } })))
+    else if (m.method === 'logout') {
+      send(ok(m.id, { wasLoggedIn: was, revoked: false }))
+      was = false
+    }
+  })
+  const r = await runCli(['logout'], { socket })
+  t.equal(r.code, 0)
+  t.equal(r.stdout, 'Successfully logged out\n')
+  t.match(r.stderr, /could not be revoked/)
+  t.match(calls.find((c) => c.method === 'logout'), { params: { revoke: true } })
+  const again = await runCli(['logout', '--no-revoke'], { socket })
+  t.equal(again.code, 0)
+  t.equal(again.stdout, 'Not logged in\n')
+  t.equal(again.stderr, '')
+  t.match(calls.filter((c) => c.method === 'logout')[1], { params: { revoke: false } })
+})
+
+t.test('scripted: refresh output never carries the token', async (t) => {
+  const grant = { mode: 'chatgpt', token: 'secret-access-token', accountId: 'acc', expiresAt: '2030-01-01T00:00:00Z', email: 'a@example.com', planType: 'plus' }
+  const { socket } = await scriptedDaemon(t, (m, send) => send(ok(m.id, grant)))
+  const r = await runCli(['refresh'], { socket })
+  t.equal(r.code, 0)
+  t.equal(r.stdout, 'Token refreshed; valid until 2030-01-01T00:00:00Z\n')
+  const j = await runCli(['refresh', '--json'], { socket })
+  t.strictSame(JSON.parse(j.stdout), { mode: 'chatgpt', accountId: 'acc', expiresAt: '2030-01-01T00:00:00Z', email: 'a@example.com', planType: 'plus' })
+  const e = await runCli(['env'], { socket })
+  t.equal(e.stdout, "export CODEX_AUTH_MODE='chatgpt'\nexport CODEX_AUTH_TOKEN='secret-access-token'\nexport CODEX_AUTH_ACCOUNT_ID='acc'\n")
+  const ex = await runCli(['exec', '--', 'sh', '-c', 'printf "%s|%s|%s|%s" "$CODEX_AUTH_MODE" "$CODEX_AUTH_TOKEN" "$CODEX_AUTH_ACCOUNT_ID" "${OPENAI_API_KEY-unset}"'], {
+    socket,
+    env: { OPENAI_API_KEY: 'inherited' },
+  })
+  t.equal(ex.stdout, 'chatgpt|secret-access-token|acc|unset', 'chatgpt variables; inherited API key removed')
+})
+
+t.test('scripted: daemon-side errors map to exit 3 (and -32001 to 1)', async (t) => {
+  const answers: Record<string, [number, string, unknown]> = {
+    '-32001': [-32001, 'Not logged in', { reason: 'not_logged_in' }],
+    '-32002': [-32002, 'refresh token was already used', { reason: 'refresh_failed', kind: 'reused' }],
+    '-32003': [-32003, 'a login is running', { reason: 'login_in_progress', loginId: 'L9' }],
+    '-32004': [-32004, 'could not complete', { reason: 'login_failed' }],
+    '-32005': [-32005, 'forced_login_method = api', { reason: 'forbidden_by_policy' }],
+    '-32006': [-32006, 'auth.json is not valid JSON', { reason: 'store_unreadable', file: '/h/auth.json', line: 3, column: 7 }],
+    '-32603': [-32603, 'Internal error', undefined],
+  }
+  let current = '-32001'
+  const { socket } = await scriptedDaemon(t, (m, send) => {
+    const [code, message, data] = answers[current]!
+    send(fail(m.id, code, message, data))
+  })
+  const want: Record<string, [number, RegExp]> = {
+    '-32001': [1, /Not logged in/],
+    '-32002': [3, /token refresh failed \(reused\): refresh token was already used/],
+    '-32003': [3, /already in progress \(L9\)/],
+    '-32004': [3, /login failed: could not complete/],
+    '-32005': [3, /forbidden by policy: forced_login_method = api/],
+    '-32006': [3, /credential store unreadable: auth\.json is not valid JSON \[\/h\/auth\.json:3:7\]/],
+    '-32603': [3, /internal daemon error/],
+  }
+  for (const code of Object.keys(answers)) {
+    current = code
+    const r = await runCli(['token'], { socket })
+    t.equal(r.code, want[code]![0], `token: ${code} -> ${want[code]![0]}`)
+    t.match(r.stderr, want[code]![1])
+    t.equal(r.stdout, '')
+    const ex = await runCli(['exec', '--', 'true'], { socket })
+    t.equal(ex.code, 125, `exec: ${code} -> 125`)
+  }
+  current = '-32003'
+  const li = await runCli(['login'], { socket })
+  t.equal(li.code, 3, 'login while another runs -> 3')
+})

@@ -1,0 +1,329 @@
+// The live cache (DESIGN §1, §11): whatever happens to auth.json and config.toml on disk, getAuth
+// ends up serving what is there, never a half-written file. Synchronisation is by authChanged
+// notifications or by polling a condition with a deadline — never by fixed sleeps.
+import t, { type Test } from 'tap'
+import fs from 'node:fs'
+import path from 'node:path'
+import { makeHome, startDaemon, stopAtTeardown, tempDir, type RunningDaemon } from './support/daemon.js'
+import { rawConnect, type RawConnection } from './support/rpc.js'
+import { fakeJwt } from './support/tokens.js'
+
+t.setTimeout(120_000)
+
+const AUTH_CLAIM = 'https://api.openai.com/auth'
+
+interface FakeAuth {
+  json: Record<string, unknown>
+  text: string
+  access: string
+}
+
+function chatgptAuth(tag: string, apiKey: string | null = null): FakeAuth {
+  const now = Math.floor(Date.now() / 1000)
+  const account = `acc-${tag}`
+  const access = fakeJwt({ exp: now + 30 * 86400, iat: now, tag, [AUTH_CLAIM]: { chatgpt_account_id: account } })
+  const id = fakeJwt({ email: `${tag}@example.com`, [AUTH_CLAIM]: { chatgpt_plan_type: 'plus', chatgpt_account_id: account } })
+  const json = {
+    auth_mode: 'chatgpt',
+    OPENAI_API_KEY: apiKey,
+    tokens: { id_token: id, access_token: access, refresh_token: `rt-fake-${tag}`, account_id: account },
+    last_refresh: new Date().toISOString(),
+  }
+  return { json, text: JSON.stringify(json, null, 2) + '\n', access }
+}
+
+let tmpSeq = 0
+function renameInto(file: string, text: string): void {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${tmpSeq++}.tmp`)
+  fs.writeFileSync(tmp, text, { mode: 0o600 })
+  fs.renameSync(tmp, file)
+}
+
+/** Truncate and write in place, as older Codex versions did (same inode). */
+function writeInPlace(file: string, text: string): void {
+  const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC, 0o600)
+  try {
+    fs.writeSync(fd, text)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+async function daemon(t: Test, home: string): Promise<RunningDaemon> {
+  return stopAtTeardown(t, await startDaemon({ home }))
+}
+
+async function connect(t: Test, d: RunningDaemon): Promise<RawConnection> {
+  const c = await rawConnect(d.socket)
+  t.teardown(() => c.close())
+  return c
+}
+
+async function subscribe(t: Test, d: RunningDaemon): Promise<RawConnection> {
+  const c = await connect(t, d)
+  c.send({ jsonrpc: '2.0', id: 0, method: 'subscribe' })
+  const r = await c.next()
+  if (r.result?.subscribed !== true) throw new Error('subscribe failed')
+  return c
+}
+
+/** The next authChanged notification whose Status satisfies `pred`. */
+async function nextChange(c: RawConnection, pred: (status: any) => boolean): Promise<any> {
+  for (;;) {
+    const m = await c.next()
+    if (m.method === 'authChanged' && pred(m.params)) return m.params
+  }
+}
+
+/** Poll `check` until it returns true or the deadline passes. */
+async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (await check()) return
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`)
+    await new Promise((r) => setTimeout(r, 5))
+  }
+}
+
+async function token(c: RawConnection): Promise<string | null> {
+  const r = await c.call('getAuth')
+  return r.result?.token ?? null
+}
+
+async function untilServed(c: RawConnection, expected: string, what: string): Promise<void> {
+  await until(what, async () => (await token(c)) === expected)
+}
+
+t.test('auth.json created after start', async (t) => {
+  const home = await makeHome()
+  const d = await daemon(t, home)
+  const sub = await subscribe(t, d)
+  const c = await connect(t, d)
+  t.equal((await c.call('getAuth')).error.code, -32001)
+
+  const a = chatgptAuth('created')
+  renameInto(path.join(home, 'auth.json'), a.text)
+  const s = await nextChange(sub, (s) => s.loggedIn)
+  t.equal(s.account.email, 'created@example.com')
+  t.equal(await token(c), a.access, 'getAuth serves it once authChanged arrived')
+})
+
+t.test('atomic renames, one after another', async (t) => {
+  const home = await makeHome()
+  const file = path.join(home, 'auth.json')
+  renameInto(file, chatgptAuth('r0').text)
+  const d = await daemon(t, home)
+  const sub = await subscribe(t, d)
+  const c = await connect(t, d)
+  for (let i = 1; i <= 5; i++) {
+    const a = chatgptAuth(`r${i}`)
+    renameInto(file, a.text)
+    await nextChange(sub, (s) => s.account?.email === `r${i}@example.com`)
+    t.equal(await token(c), a.access, `rename ${i} served`)
+  }
+  const st = (await c.call('status')).result
+  t.same(st.problems, [], 'no problem along the way')
+})
+
+t.test('in-place writes', async (t) => {
+  const home = await makeHome()
+  const file = path.join(home, 'auth.json')
+  writeInPlace(file, chatgptAuth('w0').text)
+  const d = await daemon(t, home)
+  const c = await connect(t, d)
+  const ino = fs.statSync(file).ino
+  for (let i = 1; i <= 5; i++) {
+    const a = chatgptAuth(`w${i}`)
+    writeInPlace(file, a.text)
+    await untilServed(c, a.access, `in-place write ${i}`)
+    t.pass(`in-place write ${i} served`)
+  }
+  t.equal(fs.statSync(file).ino, ino, 'the same file all along')
+})
+
+t.test('two writes 10 ms apart: the final content wins', async (t) => {
+  const home = await makeHome()
+  const file = path.join(home, 'auth.json')
+  writeInPlace(file, chatgptAuth('x0').text)
+  const d = await daemon(t, home)
+  const c = await connect(t, d)
+  for (let i = 1; i <= 6; i++) {
+    const first = chatgptAuth(`x${i}a`)
+    const second = chatgptAuth(`x${i}b`)
+    const write = i % 2 === 0 ? renameInto : writeInPlace
+    write(file, first.text)
+    await new Promise((r) => setTimeout(r, 10)) // the scenario under test, not synchronisation
+    write(file, second.text)
+    await untilServed(c, second.access, `round ${i}: second write served`)
+    t.pass(`round ${i} (${write.name}): the second write is served`)
+  }
+})
+
+t.test('CODEX_HOME deleted and recreated', async (t) => {
+  const home = await makeHome()
+  renameInto(path.join(home, 'auth.json'), chatgptAuth('h0').text)
+  const d = await daemon(t, home)
+  const sub = await subscribe(t, d)
+  const c = await connect(t, d)
+
+  fs.rmSync(home, { recursive: true, force: true })
+  await nextChange(sub, (s) => !s.loggedIn)
+  t.equal((await c.call('getAuth')).error.code, -32001, 'nothing served once the home is gone')
+
+  // Recreate it ourselves (racing the daemon, which recreates it too) and log in again.
+  fs.mkdirSync(home, { recursive: true, mode: 0o700 })
+  const a = chatgptAuth('h1')
+  renameInto(path.join(home, 'auth.json'), a.text)
+  await untilServed(c, a.access, 'auth.json in the recreated home')
+  t.pass('served from the recreated home')
+
+  // And once more, quickly: delete and recreate with new content without waiting in between.
+  fs.rmSync(home, { recursive: true, force: true })
+  fs.mkdirSync(home, { recursive: true, mode: 0o700 })
+  const b = chatgptAuth('h2')
+  renameInto(path.join(home, 'auth.json'), b.text)
+  await untilServed(c, b.access, 'auth.json after a quick delete+recreate')
+  t.pass('served after a quick delete and recreate')
+
+  const later = chatgptAuth('h3')
+  writeInPlace(path.join(home, 'auth.json'), later.text)
+  await untilServed(c, later.access, 'the watcher still works after the recreation')
+  t.pass('still watching')
+})
+
+t.test('auth.json deleted: not logged in; restored: served', async (t) => {
+  const home = await makeHome()
+  const file = path.join(home, 'auth.json')
+  renameInto(file, chatgptAuth('d0').text)
+  const d = await daemon(t, home)
+  const sub = await subscribe(t, d)
+  const c = await connect(t, d)
+  fs.rmSync(file)
+  await nextChange(sub, (s) => !s.loggedIn)
+  t.equal((await c.call('getAuth')).error.code, -32001)
+  const a = chatgptAuth('d1')
+  renameInto(file, a.text)
+  await nextChange(sub, (s) => s.loggedIn)
+  t.equal(await token(c), a.access)
+})
+
+t.test('a half-written auth.json never replaces the served credential', async (t) => {
+  const home = await makeHome()
+  const file = path.join(home, 'auth.json')
+  const good = chatgptAuth('good')
+  writeInPlace(file, good.text)
+  const d = await daemon(t, home)
+  const c = await connect(t, d)
+  t.equal(await token(c), good.access)
+
+  const next = chatgptAuth('next')
+  const half = next.text.slice(0, Math.floor(next.text.length / 2))
+  writeInPlace(file, half)
+  // Every getAuth while the file is broken still returns the last good token.
+  await until('status shows auth_unreadable', async () => {
+    const g = await c.call('getAuth')
+    if (g.result?.token !== good.access) throw new Error('a broken file replaced the served credential')
+    const s = (await c.call('status')).result
+    return s.problems.some((p: any) => p.code === 'auth_unreadable')
+  })
+  const s = (await c.call('status')).result
+  const p = s.problems.find((x: any) => x.code === 'auth_unreadable')
+  t.equal(p.file, file)
+  t.type(p.line, 'number')
+  t.type(p.column, 'number')
+  t.equal(s.loggedIn, true, 'still logged in with the last good credential')
+  t.equal(await token(c), good.access, 'getAuth still serves the last good token')
+  t.equal(fs.readFileSync(file, 'utf8'), half, 'the daemon never wrote over the broken file')
+
+  // The writer finishes: the new content is served and the problem goes away.
+  writeInPlace(file, next.text)
+  await untilServed(c, next.access, 'the completed file')
+  const s2 = (await c.call('status')).result
+  t.notOk(s2.problems.some((x: any) => x.code === 'auth_unreadable'), 'problem cleared')
+
+  // Same with a rename of a broken file into place.
+  renameInto(file, '{"auth_mode": "chatgpt", "tokens": {')
+  await until('auth_unreadable after a broken rename', async () => {
+    if ((await token(c)) !== next.access) throw new Error('a broken file replaced the served credential')
+    return (await c.call('status')).result.problems.some((x: any) => x.code === 'auth_unreadable')
+  })
+  t.pass('a broken rename keeps the last good credential too')
+})
+
+t.test('config.toml changes apply live', async (t) => {
+  const home = await makeHome()
+  const key = 'sk-fake-live-0000000000000000abcde'
+  const a = chatgptAuth('cfg', key)
+  renameInto(path.join(home, 'auth.json'), a.text)
+  const d = await daemon(t, home)
+  const sub = await subscribe(t, d)
+  const c = await connect(t, d)
+  const g0 = (await c.call('getAuth')).result
+  t.equal(g0.mode, 'chatgpt', 'tokens by default')
+
+  const config = path.join(home, 'config.toml')
+  fs.writeFileSync(config, 'preferred_auth_method = "apikey"\n')
+  const s1 = await nextChange(sub, (s) => s.mode === 'apikey')
+  t.equal(s1.settings.preferredAuthMethod, 'apikey')
+  const g1 = (await c.call('getAuth')).result
+  t.equal(g1.mode, 'apikey')
+  t.ok(g1.token === key, 'serves the key')
+
+  renameInto(config, 'preferred_auth_method = "chatgpt"\n')
+  await nextChange(sub, (s) => s.mode === 'chatgpt')
+  t.equal(await token(c), a.access, 'back to tokens after a rename of config.toml')
+
+  fs.writeFileSync(config, 'preferred_auth_method = "apikey"\n')
+  await nextChange(sub, (s) => s.mode === 'apikey')
+  fs.rmSync(config)
+  await nextChange(sub, (s) => s.mode === 'chatgpt')
+  t.pass('removing config.toml restores the defaults')
+
+  fs.writeFileSync(config, 'forced_login_method = "api"\n')
+  const s2 = await nextChange(sub, (s) => s.settings.forcedLoginMethod === 'api')
+  t.equal(s2.mode, 'apikey', 'forced api narrows to the key')
+
+  fs.writeFileSync(config, 'preferred_auth_method = [unclosed\n')
+  const s3 = await nextChange(sub, (s) => s.problems.some((p: any) => p.code === 'config_invalid'))
+  t.equal(s3.mode, 'chatgpt', 'an unparsable config.toml falls back to the defaults')
+  t.equal(await token(c), a.access)
+})
+
+t.test('a symlinked auth.json: changes to the target are picked up', async (t) => {
+  const home = await makeHome()
+  const elsewhere = tempDir('cad-target-')
+  const target = path.join(elsewhere, 'real-auth.json')
+  writeInPlace(target, chatgptAuth('s0').text)
+  fs.symlinkSync(target, path.join(home, 'auth.json'))
+  const d = await daemon(t, home)
+  const c = await connect(t, d)
+  const sub = await subscribe(t, d)
+  t.equal((await c.call('getAuth')).result.accountId, 'acc-s0')
+
+  const a = chatgptAuth('s1')
+  writeInPlace(target, a.text)
+  await nextChange(sub, (s) => s.account?.accountId === 'acc-s1')
+  t.equal(await token(c), a.access, 'in-place write to the target')
+
+  const b = chatgptAuth('s2')
+  renameInto(target, b.text)
+  await nextChange(sub, (s) => s.account?.accountId === 'acc-s2')
+  t.equal(await token(c), b.access, 'rename onto the target')
+  t.ok(fs.lstatSync(path.join(home, 'auth.json')).isSymbolicLink(), 'the link is left alone')
+
+  // Point the link at another file in yet another directory, then change that one.
+  const elsewhere2 = tempDir('cad-target2-')
+  const target2 = path.join(elsewhere2, 'auth2.json')
+  const c3 = chatgptAuth('s3')
+  writeInPlace(target2, c3.text)
+  const link = path.join(home, 'auth.json')
+  const tmpLink = path.join(home, '.auth.json.link')
+  fs.symlinkSync(target2, tmpLink)
+  fs.renameSync(tmpLink, link)
+  await nextChange(sub, (s) => s.account?.accountId === 'acc-s3')
+  t.equal(await token(c), c3.access, 'relinked')
+  const c4 = chatgptAuth('s4')
+  writeInPlace(target2, c4.text)
+  await untilServed(c, c4.access, 'a change to the new target')
+  t.pass('the new target is watched')
+})
