@@ -1,5 +1,6 @@
 // The cache: watch CODEX_HOME -> read -> resolve -> notify. Never stale for longer than one read
 // after a change, and never replaces a good credential with a half-written file (DESIGN §1, §11).
+import { stat } from 'node:fs/promises'
 import path from 'node:path'
 import { EventEmitter } from 'node:events'
 import type { FSWatcher } from 'chokidar'
@@ -65,6 +66,10 @@ export class AuthState extends EventEmitter<StateEvents> {
   private watcher: FSWatcher | null = null
   private targetWatcher: FSWatcher | null = null
   private watchedTargetDir: string | null = null
+  /** dev:ino of CODEX_HOME when the watcher was set up (null: missing then). */
+  private watchedHomeId: string | null = null
+  /** homeGone was emitted for the home being watched (chokidar saw it go). */
+  private homeGoneSeen = false
   private running: Promise<void> | null = null
   private again = false
   private trailing: NodeJS.Timeout | null = null
@@ -185,6 +190,7 @@ export class AuthState extends EventEmitter<StateEvents> {
       served = this.snap.served
     }
     if (read.state === 'ok') await this.watchTarget()
+    await this.rewatchIfHomeReplaced()
     this.inputs = { read, fileAuth: served, settings: settingsResult.settings, configProblems }
     this.recompute()
   }
@@ -254,12 +260,41 @@ export class AuthState extends EventEmitter<StateEvents> {
       ignored: (p: string) => !(p === parent || p === home || (path.dirname(p) === home && WATCHED.has(path.basename(p)))),
     })
     watcher.on('all', (event, p) => {
-      if (p === home && event === 'unlinkDir') this.emit('homeGone')
+      if (p === home && event === 'unlinkDir') {
+        this.homeGoneSeen = true
+        this.emit('homeGone')
+      }
       if (p !== parent) this.schedule()
     })
     watcher.on('error', (e) => this.emit('error', e))
     await new Promise<void>((resolve) => watcher.once('ready', () => resolve()))
+    if (this.stopped) {
+      await watcher.close()
+      return
+    }
     this.watcher = watcher
+    this.homeGoneSeen = false
+    this.watchedHomeId = await homeIdOf(home)
+  }
+
+  /**
+   * CODEX_HOME removed and created again before chokidar noticed the removal: chokidar keeps its
+   * dead fs.watch handle for the old directory (keyed by path) and never sees the new one's files.
+   * A home with another inode than the one watched gets a fresh watcher.
+   */
+  private async rewatchIfHomeReplaced(): Promise<void> {
+    if (this.stopped || this.watcher === null) return
+    const id = await homeIdOf(this.home)
+    if (id === null || id === this.watchedHomeId) return
+    // Replaced without an unlinkDir: the owner must take its lock in the new directory too.
+    if (!this.homeGoneSeen) this.emit('homeGone')
+    const old = this.watcher
+    this.watcher = null
+    await old.close()
+    if (this.stopped) return
+    await this.watch()
+    // Anything written between the replacement and the new watcher: read once more.
+    this.again = true
   }
 
   /** A symlinked auth.json: watch the target's directory too (DESIGN §11). */
@@ -278,6 +313,15 @@ export class AuthState extends EventEmitter<StateEvents> {
     w.on('all', () => this.schedule())
     w.on('error', (e) => this.emit('error', e))
     this.targetWatcher = w
+  }
+}
+
+async function homeIdOf(home: string): Promise<string | null> {
+  try {
+    const st = await stat(home)
+    return `${st.dev}:${st.ino}`
+  } catch {
+    return null
   }
 }
 

@@ -193,8 +193,10 @@ t.test('bundle: help, version, usage errors (64)', async (t) => {
   t.equal(v.code, 0)
   const pkg = JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
   t.equal(v.stdout, `codex-auth ${pkg.version}\n`)
-  for (const args of [[], ['frob'], ['status', '--bogus'], ['token', '--min-validity', 'x'], ['login', '--device', '--with-api-key']]) {
-    const r = await runCli(args, { socket: nobody() })
+  const usage = [[], ['frob'], ['status', '--bogus'], ['token', '--min-validity', 'x'], ['login', '--device', '--with-api-key']]
+  const results = await Promise.all(usage.map((args) => runCli(args, { socket: nobody() })))
+  for (const [i, args] of usage.entries()) {
+    const r = results[i]!
     t.equal(r.code, 64, `${args.join(' ') || '(none)'} -> 64`)
     t.match(r.stderr, /^codex-auth: .*\nTry 'codex-auth --help'/)
     t.equal(r.stdout, '')
@@ -219,8 +221,10 @@ t.test('bundle: --with-api-key refuses a TTY (64)', async (t) => {
 
 t.test('bundle: daemon unreachable (2), exec setup failure (125)', async (t) => {
   const sock = nobody()
-  for (const args of [['status'], ['status', '--json'], ['token'], ['env'], ['refresh'], ['logout'], ['watch'], ['login', '--device']]) {
-    const r = await runCli(args, { socket: sock })
+  const cmds = [['status'], ['status', '--json'], ['token'], ['env'], ['refresh'], ['logout'], ['watch'], ['login', '--device']]
+  const results = await Promise.all(cmds.map((args) => runCli(args, { socket: sock })))
+  for (const [i, args] of cmds.entries()) {
+    const r = results[i]!
     t.equal(r.code, 2, `${args.join(' ')} -> 2`)
     t.match(r.stderr, /systemctl --user start codex-authd\.socket/)
     t.match(r.stderr, /codex-authd/)
@@ -252,8 +256,9 @@ t.test('bundle: exec fails before connecting (125/126/127)', async (t) => {
     [['exec', '--', path.join(dir, 'plain')], 126, /Permission denied/],
     [['exec', '--', dir], 126, /Is a directory/],
   ]
-  for (const [args, code, re] of cases) {
-    const r = await runCli(args, { socket: sock })
+  const results = await Promise.all(cases.map(([args]) => runCli(args, { socket: sock })))
+  for (const [i, [args, code, re]] of cases.entries()) {
+    const r = results[i]!
     t.equal(r.code, code, `${args.slice(2).join(' ') || args.join(' ')} -> ${code}`)
     t.match(r.stderr, re)
   }
@@ -552,9 +557,10 @@ t.test('scripted: daemon-side errors map to exit 3 (and -32001 to 1)', async (t)
     '-32006': [-32006, 'auth.json is not valid JSON', { reason: 'store_unreadable', file: '/h/auth.json', line: 3, column: 7 }],
     '-32603': [-32603, 'Internal error', undefined],
   }
-  let current = '-32001'
+  // --min-validity N selects the N-th answer, so the runs can go in parallel
+  const codes = Object.keys(answers)
   const { socket } = await scriptedDaemon(t, (m, send) => {
-    const [code, message, data] = answers[current]!
+    const [code, message, data] = answers[codes[m.params?.minValiditySeconds ?? 2]!]!
     send(fail(m.id, code, message, data))
   })
   const want: Record<string, [number, RegExp]> = {
@@ -566,16 +572,17 @@ t.test('scripted: daemon-side errors map to exit 3 (and -32001 to 1)', async (t)
     '-32006': [3, /credential store unreadable: auth\.json is not valid JSON \[\/h\/auth\.json:3:7\]/],
     '-32603': [3, /internal daemon error/],
   }
-  for (const code of Object.keys(answers)) {
-    current = code
-    const r = await runCli(['token'], { socket })
+  const runs = await Promise.all(
+    codes.map((_, i) => Promise.all([runCli(['token', '--min-validity', String(i)], { socket }), runCli(['exec', '--min-validity', String(i), '--', 'true'], { socket })])),
+  )
+  for (const [i, code] of codes.entries()) {
+    const [r, ex] = runs[i]!
     t.equal(r.code, want[code]![0], `token: ${code} -> ${want[code]![0]}`)
     t.match(r.stderr, want[code]![1])
     t.equal(r.stdout, '')
-    const ex = await runCli(['exec', '--', 'true'], { socket })
     t.equal(ex.code, 125, `exec: ${code} -> 125`)
+    t.match(ex.stderr, want[code]![1])
   }
-  current = '-32003'
   const li = await runCli(['login'], { socket })
   t.equal(li.code, 3, 'login while another runs -> 3')
 })

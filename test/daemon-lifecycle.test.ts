@@ -266,6 +266,30 @@ t.test('CODEX_HOME deleted while running: recreated 0700, lock retaken, new auth
   await until('getAuth serves the new auth.json', async () => (await c.call('getAuth')).result?.token === b.access)
   t.pass('new auth.json served')
   t.equal(d.proc.exitCode, null, 'still running')
+  t.notOk(d.logs.some((l) => l.includes('could not be recreated')), 'no failed recreation logged')
+})
+
+t.test('CODEX_HOME deleted and at once recreated by someone else: lock retaken there too', async (t) => {
+  const home = await makeHome()
+  writeAuth(home, chatgptAuth('q0').json)
+  const d = await daemon(t, { home })
+  const c = await connect(t, d.socket)
+  for (let i = 1; i <= 3; i++) {
+    fs.rmSync(home, { recursive: true, force: true })
+    fs.mkdirSync(home, { mode: 0o700 })
+    const a = chatgptAuth(`q${i}`)
+    writeAuth(home, a.json)
+    await until(`round ${i}: auth.json in the recreated home served`, async () => (await c.call('getAuth')).result?.token === a.access)
+    await until(`round ${i}: authd.lock held in the new directory`, () => lockHeld(path.join(home, 'authd.lock')))
+    t.pass(`round ${i}: served, and the new home is locked`)
+    // Later writes are still seen (the watcher follows the new directory).
+    const b = chatgptAuth(`q${i}b`)
+    fs.writeFileSync(path.join(home, 'auth.json'), JSON.stringify(b.json), { mode: 0o600 })
+    await until(`round ${i}: in-place write seen`, async () => (await c.call('getAuth')).result?.token === b.access)
+  }
+  const second = await runDaemonCommand(['--codex-home', home, '--socket', path.join(tempDir('cad-s-'), 's.sock')])
+  t.equal(second.code, 3, 'a second daemon is refused')
+  t.notOk(d.logs.some((l) => l.includes('could not be recreated')), 'no failed recreation logged')
 })
 
 /** Spawn `systemd-socket-activate`; resolves once it listens. */

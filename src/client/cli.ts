@@ -316,7 +316,6 @@ async function cmdLogin(a: ParsedArgs): Promise<number> {
         `Starting local login server on ${origin}.\n` +
           `If your browser did not open, navigate to this URL to authenticate:\n\n${started.authUrl}\n\n`,
       )
-      if (!a.noBrowser) openBrowser(started.authUrl)
     } else if (started.method === 'device') {
       out(
         'Follow these steps to sign in with ChatGPT using device code authorization:\n\n' +
@@ -324,6 +323,7 @@ async function cmdLogin(a: ParsedArgs): Promise<number> {
           `2. Enter this one-time code (expires at ${started.expiresAt})\n   ${started.userCode}\n\n`,
       )
     }
+    if (started.method === 'browser' && !a.noBrowser) openBrowser(started.authUrl)
     if (started.method === 'apikey') return CliExit.Ok
     if (!a.json) err('Waiting for the login to complete (Ctrl-C to cancel)...')
     const result = await waiter.wait(started.loginId)

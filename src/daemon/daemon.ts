@@ -34,6 +34,8 @@ export interface DaemonContext {
   limits?: Partial<TransportLimits>
   /** Test and tuning knobs of the refresher (lock and HTTP timeouts). */
   refresh?: Partial<Pick<RefresherOptions, 'lockTimeoutMs' | 'httpTimeoutMs' | 'getAuthWaitMs'>>
+  /** Test knobs of the logins (CODEX_AUTHD_LOGIN_TIMEOUT_MS, CODEX_AUTHD_DEVICE_INTERVAL_MS). */
+  login?: { loginTimeoutMs?: number; deviceIntervalMs?: number }
 }
 
 export interface RunningDaemon {
@@ -117,6 +119,7 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
     log,
     loginPorts: options.loginPorts,
     broadcast: (method, params) => transport.broadcast(method, params),
+    ...ctx.login,
   })
 
   const statusNow = (snap: Snapshot) => buildStatus(snap, daemon, refresher.status(), home)

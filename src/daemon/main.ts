@@ -51,6 +51,7 @@ async function main(argv: string[]): Promise<number> {
       version: VERSION,
       log,
       limits: limitsFromEnv(process.env),
+      login: loginTuningFromEnv(process.env),
     })
   } catch (e) {
     if (e instanceof StartError) {
@@ -85,6 +86,23 @@ function limitsFromEnv(env: NodeJS.ProcessEnv): { idleTimeoutMs?: number } {
   const raw = env.CODEX_AUTHD_IDLE_TIMEOUT_MS
   const ms = raw === undefined ? NaN : Number(raw)
   return Number.isInteger(ms) && ms > 0 ? { idleTimeoutMs: ms } : {}
+}
+
+/**
+ * Hidden, for tests: CODEX_AUTHD_LOGIN_TIMEOUT_MS shortens the 15-minute login expiry,
+ * CODEX_AUTHD_DEVICE_INTERVAL_MS the device polling interval used when the server names none.
+ */
+function loginTuningFromEnv(env: NodeJS.ProcessEnv): { loginTimeoutMs?: number; deviceIntervalMs?: number } {
+  const ms = (raw: string | undefined): number | undefined => {
+    const n = raw === undefined ? NaN : Number(raw)
+    return Number.isInteger(n) && n > 0 ? n : undefined
+  }
+  const out: { loginTimeoutMs?: number; deviceIntervalMs?: number } = {}
+  const timeout = ms(env.CODEX_AUTHD_LOGIN_TIMEOUT_MS)
+  const interval = ms(env.CODEX_AUTHD_DEVICE_INTERVAL_MS)
+  if (timeout !== undefined) out.loginTimeoutMs = timeout
+  if (interval !== undefined) out.deviceIntervalMs = interval
+  return out
 }
 
 process.on('uncaughtException', (e) => {

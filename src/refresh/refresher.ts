@@ -117,8 +117,8 @@ export class Refresher implements FreshTokenSource {
     return {
       state: this.inFlight !== null ? 'refreshing' : permanent ? 'failed' : backoff ? 'backoff' : 'idle',
       lastError: this.lastError,
-      nextAttemptAt: backoff ? new Date(this.backoff!.until).toISOString() : null,
-      nextRefreshAt: due !== null && !permanent ? new Date(due).toISOString() : null,
+      nextAttemptAt: backoff ? isoMs(this.backoff!.until) : null,
+      nextRefreshAt: due !== null && !permanent ? isoMs(due) : null,
     }
   }
 
@@ -299,7 +299,7 @@ export class Refresher implements FreshTokenSource {
       const attempt = (this.backoff?.refreshToken === spent ? this.backoff.attempt : 0) + 1
       const until = now + backoffDelay(attempt, this.o.random() * 2 - 1)
       this.backoff = { refreshToken: spent, attempt, until, failure }
-      this.o.log.warn({ kind: failure.kind, status: failure.status, attempt, retryAt: new Date(until).toISOString() }, 'refresh failed; will retry')
+      this.o.log.warn({ kind: failure.kind, status: failure.status, attempt, retryAt: isoMs(until) }, 'refresh failed; will retry')
     }
     return failure
   }
@@ -391,12 +391,29 @@ export class Refresher implements FreshTokenSource {
         })
         this.o.log.info({ outcome: res.outcome }, 'parked refresh result handled')
         if (res.outcome === 'written') await this.o.state.reload()
+        else if (res.outcome === 'lock_timeout') await this.resumeParked(hash, account, parsed.auth)
       }
     } catch (e) {
       this.o.log.warn({ err: { type: (e as Error)?.name } }, 'parked refresh result could not be used')
     }
     // Deleted either way (DESIGN §9 step 6): a parked result is good for one start only.
     await fs.rm(file, { force: true })
+  }
+
+  /**
+   * The locks were busy at start: deleting the park would lose a rotated refresh token (the one
+   * we spent is dead at the server). If auth.json still holds the spent token, hold the parked
+   * tokens as pending, exactly as before the restart, and let the commit loop retry.
+   */
+  private async resumeParked(spentHash: string, accountId: string | null, parked: AuthFile): Promise<void> {
+    const cur = await readAuth(this.o.home)
+    if (cur.state !== 'ok' || cur.auth.tokens === null) return
+    if (sha256(cur.auth.tokens.refreshToken) !== spentHash || cur.auth.tokens.accountId !== accountId) return
+    this.o.state.setPending({ spentRefreshToken: cur.auth.tokens.refreshToken, accountId, auth: mergeRefreshed(cur.auth, parked), stuck: true })
+    this.o.log.warn('parked refresh result could not be committed yet; holding it')
+    this.committing = this.commitLoop().finally(() => {
+      this.committing = null
+    })
   }
 
   // ---- scheduling -----------------------------------------------------------------------------
@@ -530,7 +547,13 @@ function sha256(s: string): string {
 }
 
 function isoOrNull(sec: number | null): string | null {
-  return sec === null ? null : new Date(sec * 1000).toISOString()
+  return sec === null ? null : isoMs(sec * 1000)
+}
+
+/** An RFC 3339 time, or null for one Date cannot hold (an absurd `exp` must not throw). */
+function isoMs(ms: number): string | null {
+  const d = new Date(ms)
+  return Number.isNaN(d.getTime()) ? null : d.toISOString()
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {

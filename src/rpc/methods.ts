@@ -3,6 +3,7 @@
 import { ErrorCode, GET_AUTH_DEFAULT_MIN_VALIDITY, GET_AUTH_MAX_MIN_VALIDITY, type AuthGrant, type ErrorInfo, type RefreshState, type Status } from './contract.js'
 import { RpcError, invalidParams } from './errors.js'
 import type { Snapshot } from '../state.js'
+import type { Problem } from '../types.js'
 import type { Transport } from './transport.js'
 
 export interface RefreshStatus {
@@ -53,6 +54,10 @@ export function parseGetAuthParams(params: unknown): { minValiditySeconds: numbe
   return { minValiditySeconds: v }
 }
 
+function unreadableError(p: Problem): RpcError {
+  return new RpcError(ErrorCode.StoreUnreadable, p.message, { file: p.file, line: p.line, column: p.column })
+}
+
 function isoFromSeconds(s: number | null): string | null {
   return s === null ? null : new Date(s * 1000).toISOString()
 }
@@ -78,11 +83,14 @@ export function grantFrom(snap: Snapshot): AuthGrant {
       throw new RpcError(ErrorCode.NotLoggedIn, `auth.json uses auth_mode "${r.mode}", which codex-authd does not serve`)
     case 'none': {
       const unreadable = snap.problems.find((p) => p.code === 'auth_unreadable')
-      if (unreadable) {
-        throw new RpcError(ErrorCode.StoreUnreadable, unreadable.message, {
-          file: unreadable.file,
-          line: unreadable.line,
-          column: unreadable.column,
+      if (unreadable) throw unreadableError(unreadable)
+      // keyring/ephemeral: nothing in auth.json, and the configured store is one we cannot read.
+      const store = snap.settings.credentialsStore
+      if (store === 'keyring' || store === 'ephemeral') {
+        throw new RpcError(ErrorCode.StoreUnreadable, `the configured credential store "${store}" is not supported yet`, {
+          file: null,
+          line: null,
+          column: null,
         })
       }
       throw new RpcError(ErrorCode.NotLoggedIn, 'Not logged in')
@@ -126,7 +134,13 @@ export function registerCoreMethods(transport: Transport, deps: MethodDeps, code
     const { minValiditySeconds } = parseGetAuthParams(params)
     const snap = deps.snapshot()
     if (snap.resolved.kind === 'chatgpt' && deps.refresher !== null) await deps.refresher.ensureFresh(minValiditySeconds)
-    return grantFrom(deps.snapshot())
+    const now = deps.snapshot()
+    // DESIGN §11: the last good credential of an unparsable file is served until it expires.
+    if (now.read.state === 'unreadable' && now.resolved.kind === 'chatgpt') {
+      const exp = now.resolved.accessClaims.exp
+      if (exp !== null && exp * 1000 <= Date.now()) throw unreadableError(now.read.problem)
+    }
+    return grantFrom(now)
   })
   transport.addMethod('status', (params) => {
     paramsObject(params)

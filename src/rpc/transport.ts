@@ -55,7 +55,12 @@ export interface TransportEvents {
 
 interface ConnState extends Connection {
   socket: net.Socket
-  parts: Buffer[]
+  /**
+   * The partial line, in one buffer that grows by doubling: a list of received chunks would cost
+   * an object per chunk (a client trickling one byte per write would pin ~60 bytes of heap per
+   * byte, far beyond what the buffer cap counts). Its capacity is what bufferedIn counts.
+   */
+  part: Buffer | null
   partBytes: number
   inFlight: number
   paused: boolean
@@ -133,7 +138,7 @@ export class Transport {
       id: this.nextId++,
       subscribed: false,
       socket,
-      parts: [],
+      part: null,
       partBytes: 0,
       inFlight: 0,
       paused: false,
@@ -143,17 +148,27 @@ export class Transport {
     socket.setNoDelay?.(true)
     socket.setTimeout(this.limits.idleTimeoutMs)
     socket.on('timeout', () => {
-      if (!c.subscribed && c.inFlight === 0) socket.end()
+      // Idle: nothing running, and not waiting for notifications (or already closing for a fault).
+      // Destroy rather than end(): a peer that never closes its side would otherwise keep the
+      // connection, and its partial line, forever.
+      if (c.inFlight > 0 || (c.subscribed && !c.closing)) return
+      c.closing = true
+      this.releasePart(c)
+      socket.destroy()
     })
     socket.on('data', (chunk: Buffer) => this.onData(c, chunk))
     socket.on('error', () => {})
     socket.on('close', () => {
-      this.bufferedIn -= c.partBytes
-      c.partBytes = 0
-      c.parts = []
+      this.releasePart(c)
       c.closing = true
       this.conns.delete(c)
     })
+  }
+
+  private releasePart(c: ConnState): void {
+    this.bufferedIn -= c.part?.length ?? 0
+    c.part = null
+    c.partBytes = 0
   }
 
   private onData(c: ConnState, chunk: Buffer): void {
@@ -165,13 +180,10 @@ export class Transport {
       const piece = chunk.subarray(start, nl)
       if (c.partBytes + piece.length > this.limits.maxLineBytes) return this.lineTooLong(c)
       let line: Buffer
-      if (c.partBytes === 0) line = piece
+      if (c.part === null) line = piece
       else {
-        c.parts.push(piece)
-        line = Buffer.concat(c.parts)
-        this.bufferedIn -= c.partBytes
-        c.parts = []
-        c.partBytes = 0
+        line = Buffer.concat([c.part.subarray(0, c.partBytes), piece])
+        this.releasePart(c)
       }
       start = nl + 1
       this.onLine(c, line)
@@ -180,15 +192,24 @@ export class Transport {
     if (start < chunk.length) {
       const rest = chunk.subarray(start)
       if (c.partBytes + rest.length > this.limits.maxLineBytes) return this.lineTooLong(c)
-      if (this.bufferedBytes + rest.length > this.limits.maxBufferedBytes) {
+      const need = c.partBytes + rest.length
+      const capacity = c.part?.length ?? 0
+      // Copy (never keep a subarray: it would pin the whole chunk); grow by doubling, at most to
+      // the line limit, which `need` is within.
+      const grown = need > capacity ? Math.min(Math.max(need, capacity * 2), this.limits.maxLineBytes) : capacity
+      if (this.bufferedBytes + (grown - capacity) > this.limits.maxBufferedBytes) {
         this.events.onLimit('buffer_cap', c.id)
         this.fail(c, ErrorCode.InvalidRequest, 'Server busy: too much data buffered')
         return
       }
-      // Copy: a subarray would pin the whole chunk while we wait for the rest of the line.
-      c.parts.push(Buffer.from(rest))
-      c.partBytes += rest.length
-      this.bufferedIn += rest.length
+      if (grown !== capacity) {
+        const next = Buffer.allocUnsafeSlow(grown)
+        if (c.part !== null) c.part.copy(next, 0, 0, c.partBytes)
+        c.part = next
+        this.bufferedIn += grown - capacity
+      }
+      rest.copy(c.part!, c.partBytes)
+      c.partBytes = need
     }
   }
 
@@ -201,9 +222,7 @@ export class Transport {
   private fail(c: ConnState, code: number, message: string): void {
     this.write(c, JSON.stringify(createJSONRPCErrorResponse(null, code, message)) + '\n')
     c.closing = true
-    this.bufferedIn -= c.partBytes
-    c.parts = []
-    c.partBytes = 0
+    this.releasePart(c)
     c.socket.end()
   }
 

@@ -103,6 +103,22 @@ export interface ProviderOptions {
   tokenDelayMs?: number
   /** rotate refresh tokens on every use (default true) */
   rotateRefreshToken?: boolean
+  /**
+   * Called with every answer the token/revoke front sends (forwarded or injected), after it was
+   * written: the request's form fields and the raw body, e.g. to record each issued token set.
+   */
+  onAnswer?: (answer: EndpointAnswer) => void
+  /** more redirect URIs to register for the client (e.g. a stand-in issuer's /deviceauth/callback) */
+  extraRedirectUris?: string[]
+}
+
+export interface EndpointAnswer {
+  call: TokenCall
+  /** the request's fields (JSON bodies converted to form fields) */
+  request: URLSearchParams
+  status: number
+  /** the body text sent to the caller */
+  body: string
 }
 
 export type Endpoint = 'token' | 'revoke'
@@ -399,7 +415,7 @@ export async function startProvider(opts: ProviderOptions = {}): Promise<TestPro
         token_endpoint_auth_method: 'none',
         grant_types: ['authorization_code', 'refresh_token', DEVICE_GRANT_TYPE],
         response_types: ['code'],
-        redirect_uris: [...REDIRECT_URIS],
+        redirect_uris: [...REDIRECT_URIS, ...(opts.extraRedirectUris ?? [])],
       },
     ],
     jwks: { keys: [jwk] },
@@ -650,6 +666,7 @@ export async function startProvider(opts: ProviderOptions = {}): Promise<TestPro
       res.writeHead(injected.status, headers)
       res.end(text)
       finish(injected.status)
+      opts.onAnswer?.({ call, request: form, status: injected.status, body: text })
       return
     }
 
@@ -724,6 +741,7 @@ export async function startProvider(opts: ProviderOptions = {}): Promise<TestPro
       call.error = code
       sendJson(res, 401, openaiError(code), { 'x-json-adapted': '1' })
       finish(401)
+      opts.onAnswer?.({ call, request: form, status: 401, body: JSON.stringify(openaiError(code)) })
       return
     }
 
@@ -737,6 +755,7 @@ export async function startProvider(opts: ProviderOptions = {}): Promise<TestPro
     res.writeHead(upstream.status, out)
     res.end(upstream.body)
     finish(upstream.status)
+    opts.onAnswer?.({ call, request: form, status: upstream.status, body: upstream.body.toString('utf8') })
   }
 
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {

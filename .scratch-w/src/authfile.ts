@@ -1,0 +1,516 @@
+// auth.json as Codex 0.171 reads and writes it (COMPAT Part A §2, Part B §2.2 and §5). Pure: the
+// caller reads and writes the bytes. Problems never quote secret values: only key names, JSON
+// types and positions.
+import { isCodexValidIdToken } from './jwt.js'
+import type { AuthFile, Problem, TokenData } from './types.js'
+
+export type AuthFileParse = { ok: true; auth: AuthFile } | { ok: false; problem: Problem }
+
+/** `auth_mode` values Codex 0.171 deserializes; any other string makes it reject the file. */
+export const CODEX_AUTH_MODES: readonly string[] = Object.freeze([
+  'apikey',
+  'chatgpt',
+  'chatgptAuthTokens',
+  'headers',
+  'agentIdentity',
+  'personalAccessToken',
+  'bedrockApiKey',
+  'bedrockAccessKeys',
+])
+
+// ---------------------------------------------------------------------------------------------
+// A small JSON parser that keeps positions, so problems can say "line 5 column 27" as Codex
+// (serde_json) does, and so duplicate keys can be seen (serde rejects a repeated known field).
+
+type JsonNode =
+  | { kind: 'object'; entries: { key: string; keyEnd: number; value: JsonNode }[]; start: number; end: number }
+  | { kind: 'array'; items: JsonNode[]; start: number; end: number }
+  | { kind: 'string'; value: string; start: number; end: number }
+  | { kind: 'number'; value: number; start: number; end: number }
+  | { kind: 'boolean'; value: boolean; start: number; end: number }
+  | { kind: 'null'; start: number; end: number }
+
+class JsonSyntaxError extends Error {
+  readonly code = 'json_syntax'
+  constructor(
+    message: string,
+    readonly offset: number,
+  ) {
+    super(message)
+  }
+}
+
+/** serde_json's recursion limit. */
+const MAX_DEPTH = 128
+
+class JsonParser {
+  private i = 0
+  constructor(private readonly s: string) {}
+
+  parseDocument(): JsonNode {
+    this.ws()
+    const node = this.value(0)
+    this.ws()
+    if (this.i < this.s.length) throw new JsonSyntaxError('trailing characters', this.i)
+    return node
+  }
+
+  private ws(): void {
+    while (this.i < this.s.length) {
+      const c = this.s.charCodeAt(this.i)
+      if (c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d) this.i++
+      else break
+    }
+  }
+
+  private fail(msg: string): never {
+    throw new JsonSyntaxError(this.i >= this.s.length && !msg.startsWith('EOF') ? 'EOF while parsing a value' : msg, this.i)
+  }
+
+  private value(depth: number): JsonNode {
+    if (depth > MAX_DEPTH) this.fail('recursion limit exceeded')
+    const c = this.s[this.i]
+    const start = this.i
+    switch (c) {
+      case '{':
+        return this.object(depth)
+      case '[':
+        return this.array(depth)
+      case '"': {
+        const value = this.string()
+        return { kind: 'string', value, start, end: this.i - 1 }
+      }
+      case 't':
+      case 'f':
+      case 'n':
+        return this.literal()
+      default:
+        if (c === '-' || (c !== undefined && c >= '0' && c <= '9')) return this.number()
+        return this.fail('expected value')
+    }
+  }
+
+  private literal(): JsonNode {
+    const start = this.i
+    for (const [word, node] of [
+      ['true', { kind: 'boolean', value: true }],
+      ['false', { kind: 'boolean', value: false }],
+      ['null', { kind: 'null' }],
+    ] as const) {
+      if (this.s.startsWith(word, this.i)) {
+        this.i += word.length
+        return { ...node, start, end: this.i - 1 } as JsonNode
+      }
+    }
+    return this.fail('expected value')
+  }
+
+  private number(): JsonNode {
+    const start = this.i
+    const m = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y
+    m.lastIndex = this.i
+    const r = m.exec(this.s)
+    if (!r || r[0] === '-') return this.fail('invalid number')
+    this.i += r[0].length
+    const value = Number(r[0])
+    if (!Number.isFinite(value)) throw new JsonSyntaxError('number out of range', start)
+    return { kind: 'number', value, start, end: this.i - 1 }
+  }
+
+  private string(): string {
+    this.i++ // opening quote
+    let out = ''
+    for (;;) {
+      if (this.i >= this.s.length) this.fail('EOF while parsing a string')
+      const ch = this.s[this.i] as string
+      const code = ch.charCodeAt(0)
+      if (ch === '"') {
+        this.i++
+        return out
+      }
+      if (code < 0x20) this.fail('control character (\\u0000-\\u001F) found while parsing a string')
+      if (ch !== '\\') {
+        out += ch
+        this.i++
+        continue
+      }
+      this.i++
+      const e = this.s[this.i]
+      const simple: Record<string, string> = { '"': '"', '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' }
+      if (e !== undefined && Object.hasOwn(simple, e)) {
+        out += simple[e]
+        this.i++
+        continue
+      }
+      if (e !== 'u') this.fail('invalid escape')
+      const hi = this.hex4()
+      if (hi >= 0xd800 && hi <= 0xdbff) {
+        if (this.s[this.i] !== '\\' || this.s[this.i + 1] !== 'u') this.fail('lone leading surrogate in hex escape')
+        this.i++
+        const lo = this.hex4()
+        if (lo < 0xdc00 || lo > 0xdfff) this.fail('lone leading surrogate in hex escape')
+        out += String.fromCharCode(hi, lo)
+      } else if (hi >= 0xdc00 && hi <= 0xdfff) {
+        this.fail('unexpected end of hex escape')
+      } else {
+        out += String.fromCharCode(hi)
+      }
+    }
+  }
+
+  /** At the `u` of `\uXXXX`: consumes it and the four hex digits. */
+  private hex4(): number {
+    this.i++
+    const h = this.s.slice(this.i, this.i + 4)
+    if (!/^[0-9a-fA-F]{4}$/.test(h)) this.fail('invalid escape')
+    this.i += 4
+    return parseInt(h, 16)
+  }
+
+  private object(depth: number): JsonNode {
+    const start = this.i
+    this.i++
+    const entries: { key: string; keyEnd: number; value: JsonNode }[] = []
+    this.ws()
+    if (this.s[this.i] === '}') {
+      this.i++
+      return { kind: 'object', entries, start, end: this.i - 1 }
+    }
+    for (;;) {
+      this.ws()
+      if (this.s[this.i] !== '"') this.fail(entries.length ? 'trailing comma or key must be a string' : 'key must be a string')
+      const key = this.string()
+      const keyEnd = this.i - 1
+      this.ws()
+      if (this.s[this.i] !== ':') this.fail('expected `:`')
+      this.i++
+      this.ws()
+      const value = this.value(depth + 1)
+      entries.push({ key, keyEnd, value })
+      this.ws()
+      const c = this.s[this.i]
+      if (c === ',') {
+        this.i++
+        continue
+      }
+      if (c === '}') {
+        this.i++
+        return { kind: 'object', entries, start, end: this.i - 1 }
+      }
+      this.fail('expected `,` or `}`')
+    }
+  }
+
+  private array(depth: number): JsonNode {
+    const start = this.i
+    this.i++
+    const items: JsonNode[] = []
+    this.ws()
+    if (this.s[this.i] === ']') {
+      this.i++
+      return { kind: 'array', items, start, end: this.i - 1 }
+    }
+    for (;;) {
+      this.ws()
+      items.push(this.value(depth + 1))
+      this.ws()
+      const c = this.s[this.i]
+      if (c === ',') {
+        this.i++
+        continue
+      }
+      if (c === ']') {
+        this.i++
+        return { kind: 'array', items, start, end: this.i - 1 }
+      }
+      this.fail('expected `,` or `]`')
+    }
+  }
+}
+
+/** Sets an own property, also for `__proto__`, so parsed keys can never touch a prototype. */
+function setOwn(obj: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true })
+}
+
+function toPlain(node: JsonNode): unknown {
+  switch (node.kind) {
+    case 'object': {
+      const o: Record<string, unknown> = {}
+      for (const e of node.entries) setOwn(o, e.key, toPlain(e.value))
+      return o
+    }
+    case 'array':
+      return node.items.map(toPlain)
+    case 'null':
+      return null
+    default:
+      return node.value
+  }
+}
+
+function describe(node: JsonNode): string {
+  switch (node.kind) {
+    case 'object':
+      return 'an object'
+    case 'array':
+      return 'an array'
+    case 'string':
+      return 'a string'
+    case 'number':
+      return 'a number'
+    case 'boolean':
+      return 'a boolean'
+    case 'null':
+      return 'null'
+  }
+}
+
+/**
+ * 1-based line and column of `offset` the way serde_json counts them: lines split on `\n`, the
+ * column counts UTF-8 bytes up to and including the character at `offset`.
+ */
+export function lineColumn(text: string, offset: number): { line: number; column: number } {
+  const at = Math.max(0, Math.min(offset, text.length - 1))
+  let line = 1
+  let lineStart = 0
+  for (let i = 0; i < at; i++) {
+    if (text.charCodeAt(i) === 0x0a) {
+      line++
+      lineStart = i + 1
+    }
+  }
+  if (text.charCodeAt(at) === 0x0a && at > lineStart) return { line, column: Buffer.byteLength(text.slice(lineStart, at)) }
+  return { line, column: Buffer.byteLength(text.slice(lineStart, at + 1)) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation, field by field as serde derives it for Codex's AuthDotJson / TokenData.
+
+class Invalid extends Error {
+  readonly code = 'auth_invalid'
+  constructor(
+    readonly reason: string,
+    readonly offset: number | null,
+  ) {
+    super(reason)
+  }
+}
+
+/**
+ * RFC 3339 as chrono's `DateTime<Utc>` deserializer accepts it: `T`, `t` or a space between date
+ * and time, optional fraction, `Z`/`z` or a numeric offset. Ranges are checked, leap second allowed.
+ */
+export function isRfc3339(s: string): boolean {
+  const m = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[Zz]|[+-](\d{2}):?(\d{2}))$/.exec(s)
+  if (!m) return false
+  const [y, mo, d, h, mi, se, oh, om] = m.slice(1).map((x) => (x === undefined ? 0 : Number(x))) as number[]
+  if (mo! < 1 || mo! > 12 || d! < 1 || h! > 23 || mi! > 59 || se! > 60 || oh! > 23 || om! > 59) return false
+  const daysInMonth = new Date(Date.UTC(y!, mo!, 0)).getUTCDate()
+  return d! <= daysInMonth
+}
+
+const SAFE_ENUM_TEXT = /^[A-Za-z0-9_.-]{1,40}$/
+
+function optString(node: JsonNode, name: string): string | null {
+  if (node.kind === 'null') return null
+  if (node.kind === 'string') return node.value
+  throw new Invalid(`${name} must be a string or null, found ${describe(node)}`, node.end)
+}
+
+function reqString(node: JsonNode, name: string): string {
+  if (node.kind === 'string') return node.value
+  throw new Invalid(`${name} must be a string, found ${describe(node)}`, node.end)
+}
+
+function checkDuplicate(seen: Set<string>, key: string, known: readonly string[], name: string, offset: number): void {
+  if (!known.includes(key)) return
+  if (seen.has(key)) throw new Invalid(`duplicate key ${name}${key}`, offset)
+  seen.add(key)
+}
+
+const TOKEN_KEYS = ['id_token', 'access_token', 'refresh_token', 'account_id'] as const
+
+function parseTokens(node: JsonNode): TokenData | null {
+  if (node.kind === 'null') return null
+  if (node.kind !== 'object') throw new Invalid(`tokens must be an object or null, found ${describe(node)}`, node.end)
+  const seen = new Set<string>()
+  let idToken: string | undefined
+  let accessToken: string | undefined
+  let refreshToken: string | undefined
+  let accountId: string | null = null
+  const extra: Record<string, unknown> = {}
+  for (const e of node.entries) {
+    checkDuplicate(seen, e.key, TOKEN_KEYS, 'tokens.', e.keyEnd)
+    switch (e.key) {
+      case 'id_token':
+        idToken = reqString(e.value, 'tokens.id_token')
+        if (!isCodexValidIdToken(idToken)) {
+          throw new Invalid(
+            'tokens.id_token is not a JWT Codex accepts (three non-empty dot-separated parts with a base64url JSON-object payload)',
+            e.value.end,
+          )
+        }
+        break
+      case 'access_token':
+        accessToken = reqString(e.value, 'tokens.access_token')
+        break
+      case 'refresh_token':
+        refreshToken = reqString(e.value, 'tokens.refresh_token')
+        break
+      case 'account_id':
+        accountId = optString(e.value, 'tokens.account_id')
+        break
+      default:
+        setOwn(extra, e.key, toPlain(e.value))
+    }
+  }
+  // serde reports missing fields at the end of the object, in declaration order.
+  if (idToken === undefined) throw new Invalid('tokens.id_token is missing', node.end)
+  if (accessToken === undefined) throw new Invalid('tokens.access_token is missing', node.end)
+  if (refreshToken === undefined) throw new Invalid('tokens.refresh_token is missing', node.end)
+  return { idToken, accessToken, refreshToken, accountId, extra }
+}
+
+const TOP_KEYS = ['auth_mode', 'OPENAI_API_KEY', 'tokens', 'last_refresh'] as const
+
+function parseTop(node: JsonNode): AuthFile {
+  if (node.kind !== 'object') throw new Invalid(`the top level must be a JSON object, found ${describe(node)}`, node.start)
+  const seen = new Set<string>()
+  const auth: AuthFile = { authMode: null, openaiApiKey: null, tokens: null, lastRefresh: null, extra: {} }
+  for (const e of node.entries) {
+    checkDuplicate(seen, e.key, TOP_KEYS, '', e.keyEnd)
+    switch (e.key) {
+      case 'auth_mode': {
+        const mode = optString(e.value, 'auth_mode')
+        if (mode !== null && !CODEX_AUTH_MODES.includes(mode)) {
+          const shown = SAFE_ENUM_TEXT.test(mode) ? ` "${mode}"` : ''
+          throw new Invalid(`unknown auth_mode value${shown} (Codex knows ${CODEX_AUTH_MODES.join(', ')})`, e.value.end)
+        }
+        auth.authMode = mode
+        break
+      }
+      case 'OPENAI_API_KEY':
+        auth.openaiApiKey = optString(e.value, 'OPENAI_API_KEY')
+        break
+      case 'tokens':
+        auth.tokens = parseTokens(e.value)
+        break
+      case 'last_refresh': {
+        const v = optString(e.value, 'last_refresh')
+        if (v !== null && !isRfc3339(v)) {
+          throw new Invalid('last_refresh is not an RFC 3339 timestamp (like 2026-11-26T13:40:37.393253877Z)', e.value.end)
+        }
+        auth.lastRefresh = v
+        break
+      }
+      default:
+        setOwn(auth.extra, e.key, toPlain(e.value))
+    }
+  }
+  return auth
+}
+
+/**
+ * Parses auth.json exactly as strictly as Codex 0.171 (COMPAT Part B §5): what Codex rejects is
+ * `auth_unreadable`, what it accepts parses, unknown keys are kept in `extra`.
+ */
+export function parseAuthFile(text: string, file: string): AuthFileParse {
+  const problem = (reason: string, offset: number | null): AuthFileParse => {
+    const pos = offset === null ? null : lineColumn(text, offset)
+    const where = pos ? ` at line ${pos.line} column ${pos.column}` : ''
+    return {
+      ok: false,
+      problem: {
+        code: 'auth_unreadable',
+        message: `${file} is not credential JSON Codex accepts: ${reason}${where}`,
+        file,
+        line: pos?.line ?? null,
+        column: pos?.column ?? null,
+      },
+    }
+  }
+  if (text.trim() === '') return problem('the file is empty', null)
+  let root: JsonNode
+  try {
+    root = new JsonParser(text).parseDocument()
+  } catch (err) {
+    if (err instanceof JsonSyntaxError) return problem(`invalid JSON (${err.message})`, err.offset)
+    throw err
+  }
+  try {
+    return { ok: true, auth: parseTop(root) }
+  } catch (err) {
+    if (err instanceof Invalid) return problem(err.reason, err.offset)
+    throw err
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing: serde_json::to_string_pretty of Codex's struct, plus the unknown keys we keep.
+
+function indentJson(value: unknown, indent: string): string {
+  return JSON.stringify(value, null, 2).replace(/\n/g, `\n${indent}`)
+}
+
+function writeObject(entries: [string, unknown][], indent: string): string {
+  const kept = entries.filter(([, v]) => v !== undefined)
+  if (kept.length === 0) return '{}'
+  const inner = indent + '  '
+  const body = kept.map(([k, v]) => `${inner}${JSON.stringify(k)}: ${v instanceof RawObject ? v.text : indentJson(v, inner)}`)
+  return `{\n${body.join(',\n')}\n${indent}}`
+}
+
+/** An already-written nested object, so writeObject keeps our key order instead of JS's. */
+class RawObject {
+  constructor(readonly text: string) {}
+}
+
+/**
+ * auth.json in Codex 0.171's format: 2-space indent, no trailing newline, keys `auth_mode`
+ * (omitted when null), `OPENAI_API_KEY` (always), `tokens` (omitted when null; `account_id`
+ * always written, as null when absent, since Codex has no skip_serializing_if on it),
+ * `last_refresh` (omitted when null), then unknown keys in file order (Codex would drop these).
+ */
+export function serializeAuthFile(auth: AuthFile): string {
+  const top: [string, unknown][] = []
+  if (auth.authMode !== null) top.push(['auth_mode', auth.authMode])
+  top.push(['OPENAI_API_KEY', auth.openaiApiKey])
+  if (auth.tokens !== null) {
+    const t = auth.tokens
+    const tokenEntries: [string, unknown][] = [
+      ['id_token', t.idToken],
+      ['access_token', t.accessToken],
+      ['refresh_token', t.refreshToken],
+      ['account_id', t.accountId],
+    ]
+    for (const [k, v] of Object.entries(t.extra)) {
+      if (!(TOKEN_KEYS as readonly string[]).includes(k)) tokenEntries.push([k, v])
+    }
+    top.push(['tokens', new RawObject(writeObject(tokenEntries, '  '))])
+  }
+  if (auth.lastRefresh !== null) top.push(['last_refresh', auth.lastRefresh])
+  for (const [k, v] of Object.entries(auth.extra)) {
+    if (!(TOP_KEYS as readonly string[]).includes(k)) top.push([k, v])
+  }
+  return writeObject(top, '')
+}
+
+/**
+ * `last_refresh` as Codex writes it: UTC, `Z`, nine fractional digits. `nanos` (0..999999999)
+ * replaces the sub-second part of `date` when the caller has a finer clock.
+ */
+export function formatLastRefresh(date: Date, nanos?: number): string {
+  const iso = date.toISOString() // YYYY-MM-DDTHH:MM:SS.sssZ
+  const sub = nanos ?? date.getUTCMilliseconds() * 1_000_000
+  const frac = String(Math.max(0, Math.min(999_999_999, Math.trunc(sub)))).padStart(9, '0')
+  return iso.replace(/\.\d{3}Z$/, `.${frac}Z`)
+}
+
+/** DESIGN §9's "changed": a different access or refresh token (no tokens on both sides = same). */
+export function sameCredentials(a: AuthFile | null, b: AuthFile | null): boolean {
+  const ta = a?.tokens ?? null
+  const tb = b?.tokens ?? null
+  if (ta === null || tb === null) return ta === tb
+  return ta.accessToken === tb.accessToken && ta.refreshToken === tb.refreshToken
+}

@@ -1,0 +1,457 @@
+// `codex-auth`, the thin client of DESIGN §7. Bundled to dist/codex-auth.cjs (CommonJS, no pino).
+// It never starts a daemon. Secrets go to stdout only where asked for (token, env) and to a
+// child's environment (exec); never to stderr, never to argv.
+
+import { spawn } from 'node:child_process'
+import * as os from 'node:os'
+import {
+  AuthdError,
+  AuthdTimeoutError,
+  ConnectionClosedError,
+  DaemonUnreachableError,
+  connect,
+  type AuthdClient,
+} from './index.js'
+import { CliExit, ErrorCode, type AuthGrant, type LoginResult, type LoginStarted, type Status } from '../rpc/contract.js'
+import {
+  HELP,
+  UsageError,
+  childEnv,
+  envLines,
+  lookupCommand,
+  parseArgs,
+  statusDetails,
+  statusHeadline,
+  type ParsedArgs,
+} from './cli-util.js'
+import { VERSION } from '../version.js'
+
+
+const out = (s: string): void => {
+  process.stdout.write(s)
+}
+const err = (s: string): void => {
+  process.stderr.write(s.endsWith('\n') ? s : s + '\n')
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error -> exit code
+// ---------------------------------------------------------------------------------------------
+
+function describeDaemonError(e: AuthdError): string {
+  const data = (e.data ?? {}) as Record<string, unknown>
+  switch (e.code) {
+    case ErrorCode.RefreshFailed:
+      return `token refresh failed${typeof data.kind === 'string' ? ` (${data.kind})` : ''}: ${e.message}`
+    case ErrorCode.LoginInProgress:
+      return `a login is already in progress${typeof data.loginId === 'string' ? ` (${data.loginId})` : ''}: ${e.message}`
+    case ErrorCode.LoginFailed:
+      return `login failed: ${e.message}`
+    case ErrorCode.ForbiddenByPolicy:
+      return `forbidden by policy: ${e.message}`
+    case ErrorCode.StoreUnreadable: {
+      const where =
+        typeof data.file === 'string'
+          ? ` [${data.file}${typeof data.line === 'number' ? `:${data.line}${typeof data.column === 'number' ? `:${data.column}` : ''}` : ''}]`
+          : ''
+      return `credential store unreadable: ${e.message}${where}`
+    }
+    case ErrorCode.InternalError:
+      return `internal daemon error: ${e.message}`
+    case ErrorCode.MethodNotFound:
+      return `this daemon does not support the request (${e.message})`
+    case ErrorCode.InvalidParams:
+      return `invalid request${typeof data.field === 'string' ? ` (${data.field})` : ''}: ${e.message}`
+    default:
+      return `daemon error ${e.code}: ${e.message}`
+  }
+}
+
+/** Prints why and returns the exit status for a failure of a non-exec command. */
+function failureExit(e: unknown): number {
+  if (e instanceof UsageError) {
+    err(`codex-auth: ${e.message}\nTry 'codex-auth --help'.`)
+    return CliExit.Usage
+  }
+  if (e instanceof DaemonUnreachableError) {
+    err(`codex-auth: ${e.message}`)
+    return CliExit.Unreachable
+  }
+  if (e instanceof AuthdError) {
+    if (e.code === ErrorCode.NotLoggedIn) {
+      err(`Not logged in${e.message && e.message !== 'Not logged in' ? ` (${e.message})` : ''}. Run \`codex-auth login\`.`)
+      return CliExit.NotLoggedIn
+    }
+    err(`codex-auth: ${describeDaemonError(e)}`)
+    return CliExit.DaemonFailure
+  }
+  if (e instanceof ConnectionClosedError || e instanceof AuthdTimeoutError) {
+    err(`codex-auth: ${e.message}`)
+    return CliExit.DaemonFailure
+  }
+  err(`codex-auth: ${e instanceof Error ? e.message : String(e)}`)
+  return CliExit.DaemonFailure
+}
+
+function open(a: ParsedArgs, reconnect = false): Promise<AuthdClient> {
+  const opts: Parameters<typeof connect>[0] = { reconnect }
+  if (a.socket !== null) opts.socket = a.socket
+  if (a.codexHome !== null) opts.codexHome = a.codexHome
+  return connect(opts)
+}
+
+function publicGrant(g: AuthGrant): Omit<AuthGrant, 'token'> {
+  return { mode: g.mode, accountId: g.accountId, expiresAt: g.expiresAt, email: g.email, planType: g.planType }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------------------------
+
+async function cmdStatus(a: ParsedArgs): Promise<number> {
+  const client = await open(a)
+  try {
+    const status = await client.status()
+    if (a.json) {
+      out(JSON.stringify(status, null, 2) + '\n')
+    } else {
+      let key: string | null = null
+      if (status.loggedIn && status.mode === 'apikey') {
+        try {
+          const g = await client.getAuth()
+          if (g.mode === 'apikey') key = g.token
+        } catch {
+          // the headline then goes without the mask
+        }
+      }
+      out(statusHeadline(status, key) + '\n')
+      for (const line of statusDetails(status)) out(line + '\n')
+    }
+    return status.loggedIn ? CliExit.Ok : CliExit.NotLoggedIn
+  } finally {
+    client.close()
+  }
+}
+
+async function cmdToken(a: ParsedArgs): Promise<number> {
+  const client = await open(a)
+  try {
+    const g = await client.getAuth(a.minValidity !== null ? { minValiditySeconds: a.minValidity } : undefined)
+    out(g.token + '\n')
+    return CliExit.Ok
+  } finally {
+    client.close()
+  }
+}
+
+async function cmdEnv(a: ParsedArgs): Promise<number> {
+  const client = await open(a)
+  try {
+    const g = await client.getAuth(a.minValidity !== null ? { minValiditySeconds: a.minValidity } : undefined)
+    out(envLines(g))
+    return CliExit.Ok
+  } finally {
+    client.close()
+  }
+}
+
+async function cmdExec(a: ParsedArgs): Promise<number> {
+  const cmd = a.argv[0] as string
+  const found = lookupCommand(cmd, process.env.PATH, process.cwd())
+  if (!found.ok) {
+    err(`codex-auth: ${found.reason}`)
+    return found.status
+  }
+  let grant: AuthGrant
+  try {
+    const client = await open(a)
+    try {
+      grant = await client.getAuth(a.minValidity !== null ? { minValiditySeconds: a.minValidity } : undefined)
+    } finally {
+      client.close()
+    }
+  } catch (e) {
+    failureExit(e) // prints the reason
+    return CliExit.ExecSetupFailed
+  }
+  const env = childEnv(process.env, grant)
+  return new Promise<number>((resolve) => {
+    let child: ReturnType<typeof spawn>
+    try {
+      child = spawn(found.file, a.argv.slice(1), { stdio: 'inherit', env, argv0: cmd })
+    } catch (e) {
+      err(`codex-auth: cannot run ${cmd}: ${e instanceof Error ? e.message : String(e)}`)
+      return resolve(CliExit.ExecSetupFailed)
+    }
+    // The terminal sends SIGINT/SIGQUIT to the whole process group: the child gets them itself.
+    const ignore = () => {}
+    const forward = (sig: NodeJS.Signals) => () => {
+      child.kill(sig)
+    }
+    const handlers: Array<[NodeJS.Signals, () => void]> = [
+      ['SIGINT', ignore],
+      ['SIGQUIT', ignore],
+      ['SIGTERM', forward('SIGTERM')],
+      ['SIGHUP', forward('SIGHUP')],
+      ['SIGUSR1', forward('SIGUSR1')],
+      ['SIGUSR2', forward('SIGUSR2')],
+    ]
+    for (const [s, h] of handlers) process.on(s, h)
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      for (const [s, h] of handlers) process.off(s, h)
+      err(`codex-auth: ${cmd}: ${e.code === 'ENOENT' ? 'command not found' : e.message}`)
+      resolve(e.code === 'ENOENT' ? CliExit.ExecNotFound : e.code === 'EACCES' || e.code === 'ENOEXEC' ? CliExit.ExecNotExecutable : CliExit.ExecSetupFailed)
+    })
+    child.on('exit', (code, signal) => {
+      for (const [s, h] of handlers) process.off(s, h)
+      if (code !== null) return resolve(code)
+      const n = signal ? os.constants.signals[signal] : undefined
+      resolve(128 + (n ?? 0))
+    })
+  })
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks).toString('utf8')
+}
+
+function openBrowser(url: string): void {
+  const darwin = process.platform === 'darwin'
+  if (!darwin && !process.env.DISPLAY && !process.env.WAYLAND_DISPLAY) return
+  try {
+    const child = spawn(darwin ? 'open' : 'xdg-open', [url], { stdio: 'ignore', detached: true })
+    child.on('error', () => {})
+    child.unref()
+  } catch {
+    // no browser: the URL is printed anyway
+  }
+}
+
+/** Subscribes before the login starts, so that no loginCompleted can be missed. */
+async function loginWaiter(client: AuthdClient): Promise<{ wait(loginId: string): Promise<LoginResult>; close(): void }> {
+  const seen = new Map<string, LoginResult>()
+  let want: { loginId: string; resolve: (r: LoginResult) => void } | null = null
+  const unsubscribe = await client.subscribe({
+    loginCompleted: (r) => {
+      if (r.status === 'pending') return
+      if (want && want.loginId === r.loginId) want.resolve(r)
+      else seen.set(r.loginId, r)
+    },
+  })
+  return {
+    async wait(loginId: string): Promise<LoginResult> {
+      const notified = new Promise<LoginResult>((resolve) => {
+        const early = seen.get(loginId)
+        if (early) resolve(early)
+        else want = { loginId, resolve }
+      })
+      const polled = (async () => {
+        for (;;) {
+          const r = await client.awaitLogin({ loginId, timeoutSeconds: 30 })
+          if (r.status !== 'pending') return r
+        }
+      })()
+      polled.catch(() => {})
+      return Promise.race([notified, polled])
+    },
+    close: unsubscribe,
+  }
+}
+
+async function cmdLogin(a: ParsedArgs): Promise<number> {
+  if (a.withApiKey) {
+    if (process.stdin.isTTY) {
+      throw new UsageError(
+        '--with-api-key expects the API key on stdin. Try piping it, e.g. `printenv OPENAI_API_KEY | codex-auth login --with-api-key`.',
+        'login',
+      )
+    }
+    if (!a.json) err('Reading API key from stdin...')
+    const apiKey = (await readStdin()).trim()
+    if (apiKey === '') {
+      err('No API key provided via stdin.')
+      return CliExit.Usage
+    }
+    const client = await open(a)
+    try {
+      const started = await client.login({ method: 'apikey', apiKey })
+      if (a.json) out(JSON.stringify(started) + '\n')
+      else out('Successfully logged in\n')
+      return CliExit.Ok
+    } finally {
+      client.close()
+    }
+  }
+
+  const client = await open(a)
+  let loginId: string | null = null
+  const onSigint = () => {
+    const id = loginId
+    const done = (): never => {
+      err('Login cancelled')
+      client.close()
+      process.exit(128 + (os.constants.signals.SIGINT ?? 2))
+    }
+    if (id === null) done()
+    else client.cancelLogin({ loginId: id }).then(done, done)
+  }
+  process.on('SIGINT', onSigint)
+  process.on('SIGTERM', onSigint)
+  try {
+    const waiter = await loginWaiter(client)
+    const started: LoginStarted = await client.login({ method: a.device ? 'device' : 'browser' })
+    loginId = started.loginId
+    if (a.json) {
+      out(JSON.stringify(started) + '\n')
+    } else if (started.method === 'browser') {
+      let origin = started.callbackUrl
+      try {
+        origin = new URL(started.callbackUrl).origin
+      } catch {
+        // keep the URL as given
+      }
+      out(
+        `Starting local login server on ${origin}.\n` +
+          `If your browser did not open, navigate to this URL to authenticate:\n\n${started.authUrl}\n\n`,
+      )
+    } else if (started.method === 'device') {
+      out(
+        'Follow these steps to sign in with ChatGPT using device code authorization:\n\n' +
+          `1. Open this link in your browser and sign in to your account\n   ${started.verificationUrl}\n\n` +
+          `2. Enter this one-time code (expires at ${started.expiresAt})\n   ${started.userCode}\n\n`,
+      )
+    }
+    if (started.method === 'browser' && !a.noBrowser) openBrowser(started.authUrl)
+    if (started.method === 'apikey') return CliExit.Ok
+    if (!a.json) err('Waiting for the login to complete (Ctrl-C to cancel)...')
+    const result = await waiter.wait(started.loginId)
+    waiter.close()
+    if (a.json) out(JSON.stringify(result) + '\n')
+    if (result.status === 'succeeded') {
+      if (!a.json) out('Successfully logged in\n')
+      return CliExit.Ok
+    }
+    if (!a.json) {
+      const why = result.error ? `${result.error.message} (${result.error.reason})` : result.status
+      err(`Login ${result.status === 'cancelled' ? 'cancelled' : result.status === 'expired' ? 'expired' : 'failed'}: ${why}`)
+    }
+    return CliExit.DaemonFailure
+  } finally {
+    process.off('SIGINT', onSigint)
+    process.off('SIGTERM', onSigint)
+    client.close()
+  }
+}
+
+async function cmdLogout(a: ParsedArgs): Promise<number> {
+  const client = await open(a)
+  try {
+    const revoke = !a.noRevoke
+    let hadTokens = false
+    if (revoke) {
+      try {
+        const s = await client.status()
+        hadTokens = s.mode === 'chatgpt' || s.tokens !== null
+      } catch {
+        // only used for the note below
+      }
+    }
+    const r = await client.logout({ revoke })
+    if (a.json) out(JSON.stringify(r) + '\n')
+    else out(r.wasLoggedIn ? 'Successfully logged out\n' : 'Not logged in\n')
+    if (revoke && r.wasLoggedIn && hadTokens && !r.revoked) {
+      err('Note: the refresh token could not be revoked at the issuer; the local credentials were removed.')
+    }
+    return CliExit.Ok
+  } finally {
+    client.close()
+  }
+}
+
+async function cmdRefresh(a: ParsedArgs): Promise<number> {
+  const client = await open(a)
+  try {
+    const g = await client.refresh()
+    if (a.json) out(JSON.stringify(publicGrant(g)) + '\n')
+    else if (g.mode === 'apikey') out('Refreshed (an API key is being served)\n')
+    else out(`Token refreshed${g.expiresAt ? `; valid until ${g.expiresAt}` : ''}\n`)
+    return CliExit.Ok
+  } finally {
+    client.close()
+  }
+}
+
+async function cmdWatch(a: ParsedArgs): Promise<number> {
+  const client = await open(a, true)
+  const line = (s: Status) => out(JSON.stringify(s) + '\n')
+  await client.subscribe({
+    authChanged: line,
+    resubscribed: () => {
+      // The daemon restarted: what changed meanwhile was not notified, so say where things stand.
+      client.status().then(line, () => {})
+    },
+  })
+  err(`Watching ${client.socket} for auth changes (one JSON line each; Ctrl-C to stop)`)
+  return new Promise<number>(() => {})
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------------------------
+
+export async function main(args: readonly string[]): Promise<number> {
+  let a: ParsedArgs
+  try {
+    a = parseArgs(args)
+  } catch (e) {
+    if (e instanceof UsageError && e.command === 'exec') {
+      err(`codex-auth: ${e.message}`)
+      return CliExit.ExecSetupFailed
+    }
+    return failureExit(e)
+  }
+  try {
+    switch (a.command) {
+      case 'help':
+        out(HELP)
+        return CliExit.Ok
+      case 'version':
+        out(`codex-auth ${VERSION}\n`)
+        return CliExit.Ok
+      case 'status':
+        return await cmdStatus(a)
+      case 'token':
+        return await cmdToken(a)
+      case 'env':
+        return await cmdEnv(a)
+      case 'exec':
+        return await cmdExec(a)
+      case 'login':
+        return await cmdLogin(a)
+      case 'logout':
+        return await cmdLogout(a)
+      case 'refresh':
+        return await cmdRefresh(a)
+      case 'watch':
+        return await cmdWatch(a)
+    }
+  } catch (e) {
+    if (a.command === 'exec') {
+      failureExit(e)
+      return CliExit.ExecSetupFailed
+    }
+    return failureExit(e)
+  }
+}
+
+function finish(code: number): void {
+  // Let stdout drain (a pipe to a slow reader) before exiting.
+  process.stdout.write('', () => process.exit(code))
+}
+
+main(process.argv.slice(2)).then(finish, (e: unknown) => {
+  err(`codex-auth: ${e instanceof Error ? e.message : String(e)}`)
+  finish(CliExit.DaemonFailure)
+})

@@ -1,0 +1,217 @@
+// Composition root: wires home, state, transport and methods; owns start-up order, signals and
+// shutdown (DESIGN §4, §8). Start-up order: lock the home, load and resolve, then listen.
+import fs from 'node:fs'
+import net from 'node:net'
+import { DaemonExit } from '../rpc/contract.js'
+import { HomeError, HomeOwnedError, resolveCodexHome, takeHomeLock } from '../home.js'
+import type { Logger } from '../log.js'
+import { resolveSocketPath } from '../paths.js'
+import { registerLoginMethods } from '../login/methods.js'
+import { Refresher, type RefresherOptions } from '../refresh/refresher.js'
+import { buildStatus, registerCoreMethods, type DaemonInfo } from '../rpc/methods.js'
+import { SocketPathError, listenOnFd, listenOnPath, prepareSocketDir, takeActivationFd } from '../rpc/socket.js'
+import { Transport, type TransportLimits } from '../rpc/transport.js'
+import { AuthState, type Snapshot } from '../state.js'
+import type { LockHandle } from '../store/flock.js'
+import type { Problem } from '../types.js'
+import type { DaemonOptions } from './options.js'
+
+export class StartError extends Error {
+  readonly exitCode: number
+  constructor(message: string, exitCode: number) {
+    super(message)
+    this.name = 'StartError'
+    this.exitCode = exitCode
+  }
+}
+
+export interface DaemonContext {
+  env: NodeJS.ProcessEnv
+  pid: number
+  uid: number
+  version: string
+  log: Logger
+  limits?: Partial<TransportLimits>
+  /** Test and tuning knobs of the refresher (lock and HTTP timeouts). */
+  refresh?: Partial<Pick<RefresherOptions, 'lockTimeoutMs' | 'httpTimeoutMs' | 'getAuthWaitMs'>>
+  /** Test knobs of the logins (CODEX_AUTHD_LOGIN_TIMEOUT_MS, CODEX_AUTHD_DEVICE_INTERVAL_MS). */
+  login?: { loginTimeoutMs?: number; deviceIntervalMs?: number }
+}
+
+export interface RunningDaemon {
+  readonly home: string
+  readonly socket: string
+  readonly state: AuthState
+  readonly transport: Transport
+  stop(reason: string): Promise<void>
+  reloadConfig(): Promise<void>
+}
+
+export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): Promise<RunningDaemon> {
+  const { log } = ctx
+  let home: string
+  try {
+    home = resolveCodexHome(ctx.env, options.codexHome).path
+  } catch (e) {
+    if (e instanceof HomeError) throw new StartError(e.message, DaemonExit.Config)
+    throw e
+  }
+
+  const activationFd = takeActivationFd(ctx.env, ctx.pid)
+  const socketPath = resolveSocketPath({ flag: options.socket, codexHome: home, env: ctx.env, uid: ctx.uid }).path
+
+  let homeLock: LockHandle
+  try {
+    homeLock = await takeHomeLock(home, activationFd !== null ? `${socketPath} (socket-activated)` : socketPath)
+  } catch (e) {
+    if (e instanceof HomeOwnedError) throw new StartError(e.message, DaemonExit.HomeOwned)
+    throw new StartError(`cannot lock ${home}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, DaemonExit.Config)
+  }
+
+  const release = async (): Promise<void> => {
+    await homeLock.release()
+  }
+
+  if (activationFd === null) {
+    try {
+      prepareSocketDir(socketPath, ctx.uid)
+    } catch (e) {
+      await release()
+      if (e instanceof SocketPathError) throw new StartError(e.message, DaemonExit.SocketUnusable)
+      throw e
+    }
+  }
+
+  const envApiKey = ctx.env.OPENAI_API_KEY?.trim() ? ctx.env.OPENAI_API_KEY : null
+  const state = new AuthState({ home, envApiKey, overrides: options.overrides })
+  await state.start()
+
+  const transport = new Transport(
+    {
+      onInternalError: (method, error) => log.error({ method, err: errorSummary(error) }, 'method failed'),
+      onLimit: (kind, connId) => log.warn({ kind, connId }, 'connection limit reached'),
+    },
+    ctx.limits,
+  )
+  const daemon: DaemonInfo = {
+    version: ctx.version,
+    pid: ctx.pid,
+    startedAt: new Date().toISOString(),
+    socket: socketPath,
+    activated: activationFd !== null,
+  }
+  const refresher = new Refresher({
+    home,
+    state,
+    issuer: { issuer: options.issuer, kind: options.issuerKind, clientId: options.clientId },
+    env: ctx.env,
+    log,
+    userAgent: `codex-authd/${ctx.version}`,
+    ...ctx.refresh,
+  })
+  await refresher.start()
+  registerCoreMethods(transport, { snapshot: () => state.current, daemon, refresher }, home)
+  const logins = registerLoginMethods(transport, {
+    home,
+    state,
+    issuer: { issuer: options.issuer, kind: options.issuerKind, clientId: options.clientId },
+    env: ctx.env,
+    log,
+    loginPorts: options.loginPorts,
+    broadcast: (method, params) => transport.broadcast(method, params),
+    ...ctx.login,
+  })
+
+  const statusNow = (snap: Snapshot) => buildStatus(snap, daemon, refresher.status(), home)
+  let loggedProblems = new Set<string>()
+  const logProblems = (problems: Problem[]): void => {
+    const now = new Set<string>()
+    for (const p of problems) {
+      const key = `${p.code}\u0000${p.message}`
+      now.add(key)
+      if (!loggedProblems.has(key)) log.warn({ problem: p.code, file: p.file, line: p.line, column: p.column }, p.message)
+    }
+    loggedProblems = now
+  }
+  logProblems(state.current.problems)
+
+  state.on('change', (snap) => {
+    const s = statusNow(snap)
+    log.info({ loggedIn: s.loggedIn, mode: s.mode, source: s.source, accountId: s.account?.accountId ?? null }, 'auth changed')
+    logProblems(snap.problems)
+    transport.broadcast('authChanged', s)
+  })
+  state.on('error', (e) => log.error({ err: errorSummary(e) }, 'watcher error'))
+  state.on('homeGone', () => {
+    // DESIGN §4: recreate the home (0700) and its lock as soon as we notice.
+    void (async () => {
+      try {
+        fs.mkdirSync(home, { recursive: true, mode: 0o700 })
+        const old = homeLock
+        homeLock = await takeHomeLock(home, socketPath)
+        await old.release()
+        log.warn({ home }, 'CODEX_HOME was removed; recreated it')
+      } catch (e) {
+        log.error({ home, err: errorSummary(e) }, 'CODEX_HOME was removed and could not be recreated')
+      }
+    })()
+  })
+
+  const server = net.createServer({ pauseOnConnect: false })
+  transport.attach(server)
+  try {
+    if (activationFd !== null) await listenOnFd(server, activationFd)
+    else await listenOnPath(server, socketPath)
+  } catch (e) {
+    await state.stop()
+    await release()
+    if (e instanceof SocketPathError) throw new StartError(e.message, DaemonExit.SocketUnusable)
+    throw new StartError(`cannot listen: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, DaemonExit.SocketUnusable)
+  }
+  log.info(
+    { version: ctx.version, home, socket: socketPath, activated: activationFd !== null, loggedIn: statusNow(state.current).loggedIn },
+    'codex-authd started',
+  )
+
+  let stopping: Promise<void> | null = null
+  const stop = (reason: string): Promise<void> => {
+    stopping ??= (async () => {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve())
+        transport.closeAll()
+      })
+      // A socket we bound is ours to remove; one systemd handed us is never unlinked.
+      if (activationFd === null) {
+        try {
+          if (fs.lstatSync(socketPath).isSocket()) fs.rmSync(socketPath, { force: true })
+        } catch {
+          // already gone
+        }
+      }
+      await logins.stop()
+      await refresher.stop()
+      await state.stop()
+      await release()
+      log.info({ reason }, 'codex-authd stopped')
+    })()
+    return stopping
+  }
+
+  return {
+    home,
+    socket: socketPath,
+    state,
+    transport,
+    stop,
+    reloadConfig: () => state.reload(),
+  }
+}
+
+/** An error for the log: its class and errno code, never its message (it may quote input). */
+export function errorSummary(e: unknown): { type: string; code?: string } {
+  if (e instanceof Error) {
+    const code = (e as NodeJS.ErrnoException).code
+    return code !== undefined ? { type: e.name, code: String(code) } : { type: e.name }
+  }
+  return { type: typeof e }
+}

@@ -1,0 +1,119 @@
+// `codex-authd` entry point: parse, start, handle signals, map failures to exit codes (DESIGN §8).
+import fs from 'node:fs'
+import path from 'node:path'
+import { createLogger } from '../log.js'
+import { DaemonExit } from '../rpc/contract.js'
+import { VERSION } from '../version.js'
+import { StartError, errorSummary, startDaemon } from './daemon.js'
+import { HELP, UsageError, parseDaemonArgs } from './options.js'
+
+async function main(argv: string[]): Promise<number> {
+  let command
+  try {
+    command = parseDaemonArgs(argv)
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`codex-authd: ${e.message}\nTry 'codex-authd --help'.\n`)
+      return DaemonExit.Config
+    }
+    throw e
+  }
+  if (command.kind === 'help') {
+    process.stdout.write(HELP)
+    return 0
+  }
+  if (command.kind === 'version') {
+    process.stdout.write(`codex-authd ${VERSION}\n`)
+    return 0
+  }
+  if (command.kind === 'service') {
+    const { runServiceCommand } = await import('../service/install.js')
+    // The bundle runs as `node <package>/dist/codex-authd.cjs`: that file is the daemon to install.
+    const daemonPath = fs.realpathSync(process.argv[1] ?? '')
+    return runServiceCommand(command.args, {
+      env: process.env,
+      platform: process.platform,
+      stdout: (s) => process.stdout.write(s),
+      stderr: (s) => process.stderr.write(s),
+      nodePath: process.execPath,
+      daemonPath,
+      packageRoot: path.dirname(path.dirname(daemonPath)),
+    })
+  }
+
+  const log = createLogger(command.options.logLevel)
+  let daemon
+  try {
+    daemon = await startDaemon(command.options, {
+      env: process.env,
+      pid: process.pid,
+      uid: process.getuid?.() ?? 0,
+      version: VERSION,
+      log,
+      limits: limitsFromEnv(process.env),
+      login: loginTuningFromEnv(process.env),
+    })
+  } catch (e) {
+    if (e instanceof StartError) {
+      log.error({ exitCode: e.exitCode }, e.message)
+      process.stderr.write(`codex-authd: ${e.message}\n`)
+      return e.exitCode
+    }
+    throw e
+  }
+
+  return new Promise<number>((resolve) => {
+    const shutdown = (signal: NodeJS.Signals): void => {
+      daemon.stop(signal).then(
+        () => resolve(DaemonExit.Ok),
+        (e) => {
+          log.error({ err: errorSummary(e) }, 'shutdown failed')
+          resolve(DaemonExit.Crash)
+        },
+      )
+    }
+    process.once('SIGTERM', shutdown)
+    process.once('SIGINT', shutdown)
+    process.on('SIGHUP', () => {
+      log.info('SIGHUP: reloading configuration')
+      void daemon.reloadConfig()
+    })
+  })
+}
+
+/** Hidden, for tests and benchmarks: CODEX_AUTHD_IDLE_TIMEOUT_MS shortens the idle-connection timeout. */
+function limitsFromEnv(env: NodeJS.ProcessEnv): { idleTimeoutMs?: number } {
+  const raw = env.CODEX_AUTHD_IDLE_TIMEOUT_MS
+  const ms = raw === undefined ? NaN : Number(raw)
+  return Number.isInteger(ms) && ms > 0 ? { idleTimeoutMs: ms } : {}
+}
+
+/**
+ * Hidden, for tests: CODEX_AUTHD_LOGIN_TIMEOUT_MS shortens the 15-minute login expiry,
+ * CODEX_AUTHD_DEVICE_INTERVAL_MS the device polling interval used when the server names none.
+ */
+function loginTuningFromEnv(env: NodeJS.ProcessEnv): { loginTimeoutMs?: number; deviceIntervalMs?: number } {
+  const ms = (raw: string | undefined): number | undefined => {
+    const n = raw === undefined ? NaN : Number(raw)
+    return Number.isInteger(n) && n > 0 ? n : undefined
+  }
+  const out: { loginTimeoutMs?: number; deviceIntervalMs?: number } = {}
+  const timeout = ms(env.CODEX_AUTHD_LOGIN_TIMEOUT_MS)
+  const interval = ms(env.CODEX_AUTHD_DEVICE_INTERVAL_MS)
+  if (timeout !== undefined) out.loginTimeoutMs = timeout
+  if (interval !== undefined) out.deviceIntervalMs = interval
+  return out
+}
+
+process.on('uncaughtException', (e) => {
+  process.stderr.write(`codex-authd: crashed: ${errorSummary(e).type}\n`)
+  process.exit(DaemonExit.Crash)
+})
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e) => {
+    process.stderr.write(`codex-authd: crashed: ${errorSummary(e).type}\n`)
+    process.exit(DaemonExit.Crash)
+  },
+)

@@ -1,0 +1,139 @@
+// `codex-authd` command line (DESIGN §8), validated once at start.
+import { parseArgs } from 'node:util'
+import type { LevelWithSilent } from 'pino'
+import { parseConfigOverride, type ConfigOverride } from '../config.js'
+
+export const DEFAULT_ISSUER = 'https://auth.openai.com'
+export const DEFAULT_CLIENT_ID = 'app_EMoamEEZ73f0CkXaXp7hrann'
+export const DEFAULT_LOGIN_PORTS = [1455, 1457]
+
+export type IssuerKind = 'openai' | 'oidc'
+
+export interface DaemonOptions {
+  codexHome: string | null
+  socket: string | null
+  overrides: ConfigOverride[]
+  issuer: string
+  issuerKind: IssuerKind
+  clientId: string
+  loginPorts: number[]
+  logLevel: LevelWithSilent
+}
+
+export type Command =
+  | { kind: 'run'; options: DaemonOptions }
+  | { kind: 'help' }
+  | { kind: 'version' }
+  | { kind: 'service'; args: string[] }
+
+/** Bad arguments: the daemon exits 78 with this message. */
+export class UsageError extends Error {
+  readonly code = 'usage'
+  constructor(message: string) {
+    super(message)
+    this.name = 'UsageError'
+  }
+}
+
+const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+
+export const HELP = `Usage: codex-authd [options]
+       codex-authd service install|uninstall [--systemd | --launchd] [--force]
+
+Owns the Codex CLI's credentials ($CODEX_HOME/auth.json) and serves them over a Unix socket.
+
+Options:
+  --codex-home DIR        CODEX_HOME to serve (default: $CODEX_HOME, else ~/.codex)
+  --socket PATH           socket path (default: $CODEX_AUTHD_SOCK, else a runtime directory)
+  -c key=value            config.toml override, as codex -c (repeatable)
+  --issuer URL            OAuth issuer (default ${DEFAULT_ISSUER})
+  --issuer-kind KIND      openai | oidc (default: openai for the default issuer, else oidc)
+  --client-id ID          OAuth client id (default ${DEFAULT_CLIENT_ID})
+  --login-ports P1,P2     browser-login callback ports (default ${DEFAULT_LOGIN_PORTS.join(',')})
+  --log-level LEVEL       fatal|error|warn|info|debug|trace|silent (default info)
+  --version               print the version
+  --help                  print this help
+
+Exit codes: 0 stopped, 1 crashed, 3 another daemon owns this CODEX_HOME,
+4 unusable socket path or directory, 78 invalid CODEX_HOME or arguments.
+`
+
+export function parseDaemonArgs(argv: string[]): Command {
+  if (argv[0] === 'service') return { kind: 'service', args: argv.slice(1) }
+  let parsed
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: false,
+      strict: true,
+      options: {
+        'codex-home': { type: 'string' },
+        socket: { type: 'string' },
+        config: { type: 'string', short: 'c', multiple: true },
+        issuer: { type: 'string' },
+        'issuer-kind': { type: 'string' },
+        'client-id': { type: 'string' },
+        'login-ports': { type: 'string' },
+        'log-level': { type: 'string' },
+        version: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    })
+  } catch (e) {
+    throw new UsageError((e as Error).message)
+  }
+  const v = parsed.values
+  if (v.help) return { kind: 'help' }
+  if (v.version) return { kind: 'version' }
+
+  const issuer = v.issuer ?? DEFAULT_ISSUER
+  let issuerUrl: URL
+  try {
+    issuerUrl = new URL(issuer)
+  } catch {
+    throw new UsageError(`--issuer is not a URL: ${issuer}`)
+  }
+  if (issuerUrl.protocol !== 'https:' && issuerUrl.protocol !== 'http:') throw new UsageError('--issuer must be an http(s) URL')
+  const kindArg = v['issuer-kind']
+  if (kindArg !== undefined && kindArg !== 'openai' && kindArg !== 'oidc') {
+    throw new UsageError(`--issuer-kind must be openai or oidc, not ${kindArg}`)
+  }
+  const issuerKind: IssuerKind = kindArg ?? (issuer.replace(/\/+$/, '') === DEFAULT_ISSUER ? 'openai' : 'oidc')
+
+  const loginPorts = v['login-ports'] === undefined ? DEFAULT_LOGIN_PORTS : parsePorts(v['login-ports'])
+  const logLevel = v['log-level'] ?? 'info'
+  if (!LEVELS.has(logLevel)) throw new UsageError(`--log-level must be one of ${[...LEVELS].join(', ')}`)
+
+  const overrides: ConfigOverride[] = []
+  for (const arg of v.config ?? []) {
+    try {
+      overrides.push(parseConfigOverride(arg))
+    } catch (e) {
+      throw new UsageError((e as Error).message)
+    }
+  }
+  if (v.socket === '') throw new UsageError('--socket must not be empty')
+  if (v['codex-home'] === '') throw new UsageError('--codex-home must not be empty')
+
+  return {
+    kind: 'run',
+    options: {
+      codexHome: v['codex-home'] ?? null,
+      socket: v.socket ?? null,
+      overrides,
+      issuer: issuer.replace(/\/+$/, ''),
+      issuerKind,
+      clientId: v['client-id'] ?? DEFAULT_CLIENT_ID,
+      loginPorts,
+      logLevel: logLevel as LevelWithSilent,
+    },
+  }
+}
+
+function parsePorts(s: string): number[] {
+  const ports = s.split(',').map((p) => Number(p.trim()))
+  if (ports.length === 0 || ports.some((p) => !Number.isInteger(p) || p < 1 || p > 65535)) {
+    throw new UsageError(`--login-ports must be a comma-separated list of ports, not ${s}`)
+  }
+  return ports
+}

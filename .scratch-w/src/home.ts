@@ -1,0 +1,99 @@
+// CODEX_HOME resolution as Codex does it (COMPAT Part A §1, DESIGN §4), plus the daemon's
+// per-home ownership lock.
+import fs from 'node:fs'
+import path from 'node:path'
+import { canonicalizePath, defaultCodexHomeFor } from './paths.js'
+import { acquireLock, type LockHandle } from './store/flock.js'
+
+export class HomeError extends Error {
+  readonly code = 'home_invalid'
+  readonly path: string
+  constructor(message: string, homePath: string) {
+    super(message)
+    this.name = 'HomeError'
+    this.path = homePath
+  }
+}
+
+export interface CodexHome {
+  /** Canonical path (symlinks resolved). */
+  path: string
+  /** True when this is the default ~/.codex (it decides the socket id "default"). */
+  isDefault: boolean
+}
+
+/**
+ * `--codex-home` flag, else non-empty `CODEX_HOME` (must exist and be a directory, as Codex
+ * requires), else `~/.codex`, created 0700 when missing so that a fresh machine just works.
+ */
+export function resolveCodexHome(env: NodeJS.ProcessEnv, flag?: string | null): CodexHome {
+  const explicit = flag ?? (env.CODEX_HOME ? env.CODEX_HOME : null)
+  const defaultPath = defaultCodexHomeFor(env)
+  let target: string
+  if (explicit !== null) {
+    target = path.resolve(explicit)
+    let st: fs.Stats
+    try {
+      st = fs.statSync(target)
+    } catch {
+      const what = flag != null ? '--codex-home' : 'CODEX_HOME'
+      throw new HomeError(`${what} points to "${target}", but that path does not exist`, target)
+    }
+    if (!st.isDirectory()) {
+      const what = flag != null ? '--codex-home' : 'CODEX_HOME'
+      throw new HomeError(`${what} points to "${target}", but that path is not a directory`, target)
+    }
+  } else {
+    target = defaultPath
+    try {
+      fs.mkdirSync(target, { recursive: true, mode: 0o700 })
+    } catch (e) {
+      throw new HomeError(`cannot create "${target}": ${(e as NodeJS.ErrnoException).code ?? 'error'}`, target)
+    }
+    if (!fs.statSync(target).isDirectory()) throw new HomeError(`"${target}" is not a directory`, target)
+  }
+  const canonical = fs.realpathSync(target)
+  return { path: canonical, isDefault: canonical === canonicalizePath(defaultPath) }
+}
+
+export class HomeOwnedError extends Error {
+  readonly code = 'home_owned'
+  constructor(message: string) {
+    super(message)
+    this.name = 'HomeOwnedError'
+  }
+}
+
+/** The file a running daemon writes its socket path into, so a second one can name it. */
+const OWNER_FILE = 'authd.lock'
+
+/**
+ * One daemon per CODEX_HOME: a non-blocking exclusive flock on `$CODEX_HOME/authd.lock`, held for
+ * the daemon's lifetime. The lock file also records the holder's socket for the refusal message.
+ */
+export async function takeHomeLock(home: string, socketPath: string): Promise<LockHandle> {
+  const lockPath = path.join(home, OWNER_FILE)
+  let handle: LockHandle
+  try {
+    handle = await acquireLock(lockPath, { timeoutMs: 0, mode: 0o600 })
+  } catch (e) {
+    if ((e as { code?: string }).code === 'lock_timeout') {
+      let holder = ''
+      try {
+        holder = fs.readFileSync(lockPath, 'utf8').trim()
+      } catch {
+        // unreadable: say less
+      }
+      const where = holder ? ` (its socket: ${holder})` : ''
+      throw new HomeOwnedError(`another codex-authd already owns ${home}${where}`)
+    }
+    throw e
+  }
+  try {
+    // Truncating and writing by path leaves the flock on our open descriptor intact.
+    fs.writeFileSync(lockPath, socketPath + '\n', { mode: 0o600 })
+  } catch {
+    // The socket note is a courtesy; the lock is what matters.
+  }
+  return handle
+}

@@ -1,0 +1,44 @@
+// pino on stdout, synchronous (an async destination loses lines on SIGTERM/SIGKILL: STACK §2g).
+// Secrets are redacted by path as a second line of defence; the first is that no code puts a
+// secret into a log object or message at all.
+import pino, { type Logger, type LevelWithSilent } from 'pino'
+
+export type { Logger }
+
+const SECRET_KEYS = [
+  'token',
+  'apiKey',
+  'api_key',
+  'OPENAI_API_KEY',
+  'access_token',
+  'refresh_token',
+  'id_token',
+  'accessToken',
+  'refreshToken',
+  'idToken',
+  'code_verifier',
+  'codeVerifier',
+  'authorization',
+]
+
+/** Every secret key at the top level, one level down and inside `tokens`/`auth.tokens`. */
+export const REDACT_PATHS: string[] = [
+  ...SECRET_KEYS,
+  ...SECRET_KEYS.map((k) => `*.${k}`),
+  ...SECRET_KEYS.map((k) => `*.tokens.${k}`),
+  ...SECRET_KEYS.map((k) => `auth.tokens.${k}`),
+]
+
+export const LOG_LEVELS: readonly LevelWithSilent[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+
+export function createLogger(level: LevelWithSilent, fd = 1): Logger {
+  return pino(
+    {
+      level,
+      base: { pid: process.pid },
+      redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+    },
+    pino.destination({ dest: fd, sync: true }),
+  )
+}

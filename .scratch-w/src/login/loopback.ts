@@ -1,0 +1,92 @@
+// Binding the login callback server the way Codex does (COMPAT Part A §5): 127.0.0.1 only; when a
+// port is taken, one GET /cancel to whoever holds it (a previous Codex or codex-authd login server
+// gives it up), then retry every 200 ms, 10 attempts in all, then the next port.
+import http from 'node:http'
+
+export interface BindOptions {
+  ports: readonly number[]
+  /** bind attempts per port (Codex: 10) */
+  attempts?: number
+  /** wait between attempts (Codex: 200 ms) */
+  retryMs?: number
+  /** timeout of the /cancel request (Codex: 2 s) */
+  cancelTimeoutMs?: number
+  signal?: AbortSignal
+  /** observes each /cancel sent (tests, logs) */
+  onCancelSent?: (port: number) => void
+}
+
+export class PortsBusyError extends Error {
+  readonly code = 'ports_busy'
+  constructor(readonly ports: readonly number[]) {
+    super(
+      ports.length === 1
+        ? `Port 127.0.0.1:${ports[0]} is already in use`
+        : `Ports ${ports.map((p) => `127.0.0.1:${p}`).join(', ')} are already in use`,
+    )
+    this.name = 'PortsBusyError'
+  }
+}
+
+function listenOnce(server: http.Server, port: number): Promise<'ok' | 'busy'> {
+  return new Promise((resolve, reject) => {
+    const onError = (e: NodeJS.ErrnoException) => {
+      server.off('listening', onListening)
+      if (e.code === 'EADDRINUSE' || e.code === 'EACCES') resolve('busy')
+      else reject(e)
+    }
+    const onListening = () => {
+      server.off('error', onError)
+      resolve('ok')
+    }
+    server.once('error', onError)
+    server.once('listening', onListening)
+    // exclusive: never share the port with a cluster sibling; IPv4 loopback only, as Codex.
+    server.listen({ port, host: '127.0.0.1', exclusive: true })
+  })
+}
+
+/** One GET /cancel to a previous login server on this port; every failure is ignored. */
+export function requestCancel(port: number, timeoutMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/cancel', timeout: timeoutMs, agent: false }, (res) => {
+      res.resume()
+      res.on('end', () => resolve())
+      res.on('error', () => resolve())
+    })
+    req.on('timeout', () => req.destroy())
+    req.on('error', () => resolve())
+    req.on('close', () => resolve())
+  })
+}
+
+function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms)
+    function done() {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', done)
+      resolve()
+    }
+    signal?.addEventListener('abort', done, { once: true })
+  })
+}
+
+/** Listens on the first port that can be had; returns it. Throws PortsBusyError. */
+export async function bindLoginServer(server: http.Server, opts: BindOptions): Promise<number> {
+  const attempts = opts.attempts ?? 10
+  const retryMs = opts.retryMs ?? 200
+  const cancelTimeoutMs = opts.cancelTimeoutMs ?? 2000
+  for (const port of opts.ports) {
+    for (let attempt = 0; attempt < attempts; attempt++) {
+      if (opts.signal?.aborted) throw new PortsBusyError(opts.ports)
+      if ((await listenOnce(server, port)) === 'ok') return port
+      if (attempt === 0) {
+        opts.onCancelSent?.(port)
+        await requestCancel(port, cancelTimeoutMs)
+      }
+      if (attempt < attempts - 1) await delay(retryMs, opts.signal)
+    }
+  }
+  throw new PortsBusyError(opts.ports)
+}

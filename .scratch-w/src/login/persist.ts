@@ -1,0 +1,79 @@
+// Writing what a login or logout decided, under Codex's two locks (store/authstore.ts). An
+// explicit login or logout may replace or remove an auth.json we cannot read (DESIGN §11).
+// Unknown top-level fields of the old file are kept (DESIGN: unknown fields survive our
+// rewrites); everything else is exactly what Codex 0.171 writes.
+import { formatLastRefresh } from '../authfile.js'
+import { AuthWriteError, commitAuth, type CommitResult } from '../store/authstore.js'
+import type { AuthFile } from '../types.js'
+import { LoginError } from './errors.js'
+import type { LoginTokens } from './oauth.js'
+
+export const LOCK_TIMEOUT_MESSAGE = 'credential commit lock timed out'
+
+/** The file a ChatGPT login writes: auth_mode chatgpt, OPENAI_API_KEY null, tokens, last_refresh now. */
+export function chatgptAuthFile(tokens: LoginTokens, accountId: string | null, now: Date, keep: AuthFile | null): AuthFile {
+  return {
+    authMode: 'chatgpt',
+    openaiApiKey: null,
+    tokens: {
+      idToken: tokens.idToken,
+      accessToken: tokens.accessToken,
+      refreshToken: tokens.refreshToken,
+      accountId,
+      extra: {},
+    },
+    lastRefresh: formatLastRefresh(now),
+    extra: { ...(keep?.extra ?? {}) },
+  }
+}
+
+/** The file an API-key login writes: {"auth_mode":"apikey","OPENAI_API_KEY":key} (tokens dropped). */
+export function apiKeyAuthFile(apiKey: string, keep: AuthFile | null): AuthFile {
+  return { authMode: 'apikey', openaiApiKey: apiKey, tokens: null, lastRefresh: null, extra: { ...(keep?.extra ?? {}) } }
+}
+
+/** A commit that could not be made, as a LoginError (store_failed); never quotes contents. */
+function commitFailure(r: CommitResult): LoginError {
+  if (r.outcome === 'lock_timeout') return new LoginError('store_failed', LOCK_TIMEOUT_MESSAGE)
+  return new LoginError('store_failed', 'auth.json could not be written')
+}
+
+async function commit(home: string, build: (current: AuthFile | null) => AuthFile, lockTimeoutMs?: number): Promise<{ previous: AuthFile | null; written: AuthFile }> {
+  let previous: AuthFile | null = null
+  let result: CommitResult
+  try {
+    result = await commitAuth(home, {
+      overwriteUnreadable: true,
+      lockTimeoutMs,
+      update: (current) => {
+        previous = current
+        return build(current)
+      },
+    })
+  } catch (e) {
+    if (e instanceof AuthWriteError) throw new LoginError('store_failed', `auth.json could not be written (${(e.cause as NodeJS.ErrnoException | undefined)?.code ?? 'I/O error'})`)
+    throw e
+  }
+  if (result.outcome !== 'written') throw commitFailure(result)
+  return { previous, written: result.auth }
+}
+
+/** Writes a ChatGPT login; returns the file it replaced (to revoke a superseded refresh token). */
+export function persistChatgptLogin(home: string, tokens: LoginTokens, accountId: string | null, now: Date, lockTimeoutMs?: number) {
+  return commit(home, (current) => chatgptAuthFile(tokens, accountId, now, current), lockTimeoutMs)
+}
+
+export function persistApiKeyLogin(home: string, apiKey: string, lockTimeoutMs?: number) {
+  return commit(home, (current) => apiKeyAuthFile(apiKey, current), lockTimeoutMs)
+}
+
+export type RemoveResult = { ok: true; existed: boolean } | { ok: false; lock: 'auth.lock' | 'auth.json.lock' }
+
+/** Logout's delete: under both locks, whatever the file holds (Codex does not compare). */
+export async function removeAuthFile(home: string, lockTimeoutMs?: number): Promise<RemoveResult> {
+  const r = await commitAuth(home, { overwriteUnreadable: true, lockTimeoutMs, update: () => null })
+  if (r.outcome === 'deleted') return { ok: true, existed: r.existed }
+  if (r.outcome === 'lock_timeout') return { ok: false, lock: r.lock }
+  // update always returns null, so nothing else can come back; treat it as "not removed".
+  return { ok: false, lock: 'auth.json.lock' }
+}

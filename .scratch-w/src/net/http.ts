@@ -1,0 +1,92 @@
+// Outbound HTTP for refresh, login and revocation. Honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY as
+// Codex does (Node's fetch does not by itself; undici's EnvHttpProxyAgent does: DESIGN §3).
+// undici is loaded on first use, so an idle daemon never pays for it.
+import type { Dispatcher } from 'undici'
+
+let dispatcher: Promise<Dispatcher> | null = null
+let undiciFetch: Promise<typeof import('undici').fetch> | null = null
+
+function load(): Promise<[Dispatcher, typeof import('undici').fetch]> {
+  const mod = import('undici')
+  dispatcher ??= mod.then((u) => new u.EnvHttpProxyAgent())
+  undiciFetch ??= mod.then((u) => u.fetch)
+  return Promise.all([dispatcher, undiciFetch])
+}
+
+export type HttpAnswer =
+  | { type: 'http'; status: number; body: unknown; text: string }
+  | { type: 'unparsable'; status: number; text: string }
+  | { type: 'network'; code: string }
+  | { type: 'timeout' }
+
+export interface PostOptions {
+  timeoutMs: number
+  headers?: Record<string, string>
+  /** 'json' sends a JSON body (Codex's refresh and revoke), 'form' an urlencoded one. */
+  encoding: 'json' | 'form'
+}
+
+/**
+ * POST and read the whole answer. Never throws for network faults: they come back as values so
+ * that the caller classifies them. `body` is the parsed JSON (null for an empty body).
+ */
+export async function post(url: string, body: Record<string, string>, opts: PostOptions): Promise<HttpAnswer> {
+  const [agent, fetch] = await load()
+  const headers: Record<string, string> = {
+    accept: 'application/json',
+    'content-type': opts.encoding === 'json' ? 'application/json' : 'application/x-www-form-urlencoded',
+    ...opts.headers,
+  }
+  const payload = opts.encoding === 'json' ? JSON.stringify(body) : new URLSearchParams(body).toString()
+  const signal = AbortSignal.timeout(opts.timeoutMs)
+  let status: number
+  let text: string
+  try {
+    const res = await fetch(url, { method: 'POST', headers, body: payload, dispatcher: agent, signal, redirect: 'manual' })
+    status = res.status
+    text = await res.text()
+  } catch (e) {
+    if (signal.aborted) return { type: 'timeout' }
+    return { type: 'network', code: networkCode(e) }
+  }
+  if (text.trim() === '') return { type: 'http', status, body: null, text }
+  try {
+    return { type: 'http', status, body: JSON.parse(text) as unknown, text }
+  } catch {
+    return { type: 'unparsable', status, text }
+  }
+}
+
+/**
+ * A fetch for openid-client (its `customFetch`): goes through the proxy agent, and hands every
+ * answer's status and body to `tap` before openid-client can reject it, so that a rotated refresh
+ * token is never lost to a validation error (DESIGN §9).
+ */
+export function proxiedFetchFor(tap?: (status: number, text: string) => void, timeoutMs = 30_000) {
+  return async (url: string, options: { method?: string; headers?: Record<string, string> | Headers; body?: unknown; redirect?: string; signal?: AbortSignal }): Promise<Response> => {
+    const [agent, fetch] = await load()
+    const headers = options.headers instanceof Headers ? Object.fromEntries(options.headers.entries()) : options.headers
+    const res = await fetch(url, {
+      method: options.method,
+      headers,
+      body: options.body as string | undefined,
+      redirect: 'manual',
+      dispatcher: agent,
+      signal: options.signal ?? AbortSignal.timeout(timeoutMs),
+    })
+    const text = await res.text()
+    tap?.(res.status, text)
+    // openid-client checks `instanceof Response` against the global class, not undici's.
+    return new Response(text === '' && (res.status === 204 || res.status === 304) ? null : text, {
+      status: res.status,
+      headers: Object.fromEntries(res.headers.entries()),
+    })
+  }
+}
+
+function networkCode(e: unknown): string {
+  const cause = (e as { cause?: { code?: unknown } } | null)?.cause
+  if (cause && typeof cause.code === 'string') return cause.code
+  const code = (e as { code?: unknown } | null)?.code
+  return typeof code === 'string' ? code : 'ERR_NETWORK'
+}

@@ -1,0 +1,141 @@
+// Socket-path rules of DESIGN §4. The daemon and every client compute the same path with these
+// functions; nothing here creates a file or a directory.
+
+import { createHash } from 'node:crypto'
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
+
+// ---------------------------------------------------------------------------------------------
+// Socket path (DESIGN §4)
+// ---------------------------------------------------------------------------------------------
+
+export type SocketSource = 'flag' | 'env' | 'runtime' | 'home'
+
+export interface SocketPathInput {
+  /** `--socket PATH`; null, undefined or '' means not given. */
+  flag?: string | null
+  env: NodeJS.ProcessEnv
+  /** The canonical CODEX_HOME (see canonicalCodexHome). */
+  codexHome: string
+  /** The canonical `~/.codex`, or the plain path when it does not exist. */
+  defaultCodexHome: string
+  uid: number
+  /** Whether `/run/user/<uid>` exists, is owned by `uid` and has no group/other bits. */
+  runUserDirOk: (dir: string) => boolean
+}
+
+export interface SocketPathResult {
+  path: string
+  source: SocketSource
+}
+
+/** Directory under the runtime directory that holds the sockets. */
+export const RUNTIME_SUBDIR = 'codex-authd'
+
+/** `<id>` of `<runtime>/codex-authd/<id>.sock`: `default`, or 16 hex of SHA-256 of the home. */
+export function socketIdFor(codexHome: string, defaultCodexHome: string): string {
+  if (codexHome === defaultCodexHome) return 'default'
+  return createHash('sha256').update(codexHome, 'utf8').digest('hex').slice(0, 16)
+}
+
+/**
+ * The socket path, by DESIGN §4 rules 1-3. Pure: all I/O comes in through `input`.
+ * Empty strings count as unset. A relative `XDG_RUNTIME_DIR` is ignored, as the XDG Base
+ * Directory spec requires.
+ */
+export function computeSocketPath(input: SocketPathInput): SocketPathResult {
+  if (input.flag) return { path: input.flag, source: 'flag' }
+  const envSock = input.env.CODEX_AUTHD_SOCK
+  if (envSock) return { path: envSock, source: 'env' }
+
+  let runtime: string | null = null
+  const xdg = input.env.XDG_RUNTIME_DIR
+  if (xdg && path.isAbsolute(xdg)) {
+    runtime = xdg
+  } else {
+    const runUser = `/run/user/${input.uid}`
+    if (input.runUserDirOk(runUser)) runtime = runUser
+  }
+  if (runtime !== null) {
+    const id = socketIdFor(input.codexHome, input.defaultCodexHome)
+    return { path: path.join(runtime, RUNTIME_SUBDIR, `${id}.sock`), source: 'runtime' }
+  }
+  return { path: path.join(input.codexHome, 'run', 'authd.sock'), source: 'home' }
+}
+
+/** The I/O edge of rule 2: a directory owned by `uid` with no group/other permission bits. */
+export function checkRunUserDir(dir: string, uid: number): boolean {
+  try {
+    const st = fs.statSync(dir)
+    return st.isDirectory() && st.uid === uid && (st.mode & 0o077) === 0
+  } catch {
+    return false
+  }
+}
+
+/** Longest usable socket path in bytes (sun_path minus the NUL): 107 on Linux, 104 on macOS. */
+export const SOCKET_PATH_MAX: Readonly<Record<'linux' | 'darwin', number>> = Object.freeze({
+  linux: 107,
+  darwin: 104,
+})
+
+/** The limit for a platform; other platforms get the smaller (BSD) limit. */
+export function socketPathMax(platform: NodeJS.Platform | string = process.platform): number {
+  return platform === 'linux' ? SOCKET_PATH_MAX.linux : SOCKET_PATH_MAX.darwin
+}
+
+/** libuv truncates longer paths silently, so both ends must check. Counts UTF-8 bytes. */
+export function socketPathTooLong(p: string, platform: NodeJS.Platform | string = process.platform): boolean {
+  return Buffer.byteLength(p, 'utf8') > socketPathMax(platform)
+}
+
+// ---------------------------------------------------------------------------------------------
+// CODEX_HOME, as far as the socket rules need it (no creation, no checks)
+// ---------------------------------------------------------------------------------------------
+
+/** `$HOME/.codex` (os.homedir() when HOME is unset or empty). Not canonicalized. */
+export function defaultCodexHomeFor(env: NodeJS.ProcessEnv): string {
+  const home = env.HOME || os.homedir()
+  return path.join(home, '.codex')
+}
+
+/** realpath when the path exists, else the absolute plain path. */
+export function canonicalizePath(p: string): string {
+  const abs = path.resolve(p)
+  try {
+    return fs.realpathSync(abs)
+  } catch {
+    return abs
+  }
+}
+
+/**
+ * CODEX_HOME as the socket rules see it: `flag` (`--codex-home`), else env `CODEX_HOME` when
+ * non-empty, else `$HOME/.codex`; canonicalized when it exists, else the plain absolute path.
+ */
+export function canonicalCodexHome(env: NodeJS.ProcessEnv, flag?: string | null): string {
+  const raw = flag || env.CODEX_HOME || defaultCodexHomeFor(env)
+  return canonicalizePath(raw)
+}
+
+/** Convenience for clients and the daemon: the whole rule with the real file system. */
+export function resolveSocketPath(opts: {
+  flag?: string | null
+  codexHome?: string | null
+  env?: NodeJS.ProcessEnv
+  uid?: number
+}): SocketPathResult & { codexHome: string } {
+  const env = opts.env ?? process.env
+  const uid = opts.uid ?? (typeof process.getuid === 'function' ? process.getuid() : 0)
+  const codexHome = canonicalCodexHome(env, opts.codexHome)
+  const result = computeSocketPath({
+    flag: opts.flag ?? null,
+    env,
+    codexHome,
+    defaultCodexHome: canonicalizePath(defaultCodexHomeFor(env)),
+    uid,
+    runUserDirOk: (dir) => checkRunUserDir(dir, uid),
+  })
+  return { ...result, codexHome }
+}

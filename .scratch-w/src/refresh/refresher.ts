@@ -1,0 +1,561 @@
+// One refresher per CODEX_HOME (DESIGN §9): decides when, spends the refresh token once for every
+// caller, holds the answer as pending until it is committed under Codex's locks, and backs off.
+import { createHash } from 'node:crypto'
+import fs from 'node:fs/promises'
+import { formatLastRefresh, serializeAuthFile, parseAuthFile } from '../authfile.js'
+import { decodeAccessTokenClaims, decodeIdTokenClaims, isCodexValidIdToken } from '../jwt.js'
+import type { Logger } from '../log.js'
+import { post } from '../net/http.js'
+import { oidcConfiguration, openAiEndpoints, type IssuerConfig } from '../net/issuer.js'
+import { ErrorCode, type ErrorInfo } from '../rpc/contract.js'
+import { RpcError } from '../rpc/errors.js'
+import type { FreshTokenSource, RefreshStatus } from '../rpc/methods.js'
+import type { AuthState, PendingTokens } from '../state.js'
+import { AuthWriteError, commitAuth, parkPath, readAuth, writePrivateFileAtomic, type AuthRead } from '../store/authstore.js'
+import type { AuthFile, TokenData } from '../types.js'
+import { backoffDelay, classifyFailure, refreshDueAt, timerDelay, type RefreshFailure, type TokenAnswer } from './policy.js'
+
+export interface RefresherOptions {
+  home: string
+  state: AuthState
+  issuer: IssuerConfig
+  env: NodeJS.ProcessEnv
+  log: Logger
+  userAgent: string
+  now?: () => number
+  /** in [0, 1) */
+  random?: () => number
+  lockTimeoutMs?: number
+  httpTimeoutMs?: number
+  /** How long getAuth waits for a refresh (DESIGN §6: about 10 s). */
+  getAuthWaitMs?: number
+}
+
+/** The tokens a refresh would spend, and what the file must still hold for the result to land. */
+interface Candidate {
+  auth: AuthFile
+  tokens: TokenData
+  /** The refresh token auth.json holds (differs from tokens.refreshToken while a commit is pending). */
+  fileRefreshToken: string
+  fileAccountId: string | null
+}
+
+type Outcome = { ok: true } | { ok: false; failure: RefreshFailure } | { ok: false; skipped: 'adopted' | 'no_tokens' | 'unreadable' }
+
+/** Fields a token endpoint may return; each is optional (COMPAT Part B §1.5). */
+interface TokenFields {
+  id_token?: string
+  access_token?: string
+  refresh_token?: string
+}
+
+type TokenResult = { ok: true; tokens: TokenFields } | { ok: false; answer: TokenAnswer }
+
+const NO_TOKENS: RefreshFailure = {
+  kind: 'transient',
+  permanent: false,
+  message: 'Failed to refresh token: the token endpoint answered without tokens',
+  status: null,
+}
+
+export class Refresher implements FreshTokenSource {
+  private readonly o: Required<Omit<RefresherOptions, 'now' | 'random'>> & { now: () => number; random: () => number }
+  private inFlight: Promise<Outcome> | null = null
+  private committing: Promise<void> | null = null
+  private permanent: { refreshToken: string; failure: RefreshFailure } | null = null
+  private backoff: { refreshToken: string; attempt: number; until: number; failure: RefreshFailure } | null = null
+  private lastError: ErrorInfo | null = null
+  private lastDoneMs: number | null = null
+  private seen: { accessToken: string; firstSeenMs: number; jitter: number } | null = null
+  private timer: NodeJS.Timeout | null = null
+  private commitTimer: NodeJS.Timeout | null = null
+  private commitAttempt = 0
+  private stopped = false
+
+  constructor(options: RefresherOptions) {
+    this.o = {
+      lockTimeoutMs: 5000,
+      httpTimeoutMs: 30_000,
+      getAuthWaitMs: 10_000,
+      now: Date.now,
+      random: Math.random,
+      ...options,
+    } as typeof this.o
+  }
+
+  /** Commit what a previous run parked, then follow the state. */
+  async start(): Promise<void> {
+    await this.commitParked()
+    this.o.state.on('change', () => this.onStateChange())
+    this.o.state.on('pendingDropped', () => {
+      if (this.commitTimer) clearTimeout(this.commitTimer)
+      this.commitTimer = null
+      this.commitAttempt = 0
+    })
+    this.onStateChange()
+  }
+
+  /** SIGTERM: wait for a running refresh, try the commit once more, park what still cannot land. */
+  async stop(): Promise<void> {
+    this.stopped = true
+    if (this.timer) clearTimeout(this.timer)
+    if (this.commitTimer) clearTimeout(this.commitTimer)
+    await this.inFlight?.catch(() => {})
+    await this.committing?.catch(() => {})
+    const pending = this.o.state.current.pending
+    if (pending === null) return
+    if (await this.commitOnce(pending)) return
+    await this.park(pending)
+  }
+
+  status(): RefreshStatus {
+    const cand = this.candidate()
+    const now = this.o.now()
+    const permanent = cand !== null && this.permanent?.refreshToken === cand.tokens.refreshToken
+    const backoff = cand !== null && this.backoff !== null && this.backoff.until > now
+    const due = cand !== null ? this.dueAt(cand, now) : null
+    return {
+      state: this.inFlight !== null ? 'refreshing' : permanent ? 'failed' : backoff ? 'backoff' : 'idle',
+      lastError: this.lastError,
+      nextAttemptAt: backoff ? new Date(this.backoff!.until).toISOString() : null,
+      nextRefreshAt: due !== null && !permanent ? new Date(due).toISOString() : null,
+    }
+  }
+
+  /** DESIGN §6 getAuth: wait for a due or running refresh; serve what is valid; else -32002. */
+  async ensureFresh(minValiditySeconds: number): Promise<void> {
+    const cand = this.candidate()
+    if (cand === null) return
+    const now = this.o.now()
+    const minMs = minValiditySeconds * 1000
+    const validMs = (): number => {
+      const r = this.o.state.current.resolved
+      if (r.kind !== 'chatgpt' || r.accessClaims.exp === null) return Infinity
+      return r.accessClaims.exp * 1000 - this.o.now()
+    }
+    const due = this.dueAt(cand, now)
+    const needs = this.inFlight !== null || (due !== null && due <= now) || validMs() < minMs
+    if (!needs) return
+
+    let outcome: Outcome | 'timeout' | null = null
+    if (this.inFlight !== null) outcome = await withTimeout(this.inFlight, this.o.getAuthWaitMs)
+    else {
+      const blocked = this.blocked(cand, now, false)
+      if (blocked === null) outcome = await withTimeout(this.startRefresh(false), this.o.getAuthWaitMs)
+      else if (blocked === 'loop_guard') return // a fresh refresh cannot do better: serve as it is
+    }
+    if (validMs() >= minMs) return
+    if (outcome !== null && outcome !== 'timeout' && outcome.ok) return
+    const failure = this.failureFor(outcome)
+    throw new RpcError(ErrorCode.RefreshFailed, failure.message, { kind: failure.kind })
+  }
+
+  /** The `refresh` method: skips backoff and loop guard, never a permanent failure. */
+  async forceRefresh(): Promise<void> {
+    const cand = this.candidate()
+    if (cand === null) {
+      const r = this.o.state.current.resolved
+      if (r.kind === 'apikey') return
+      if (r.kind === 'chatgpt') {
+        throw new RpcError(ErrorCode.RefreshFailed, 'These tokens cannot be refreshed here: the configured credential store is not the file', {
+          kind: 'rejected',
+        })
+      }
+      throw new RpcError(ErrorCode.NotLoggedIn, 'Not logged in')
+    }
+    const blocked = this.blocked(cand, this.o.now(), true)
+    if (blocked === 'permanent') {
+      const f = this.permanent!.failure
+      throw new RpcError(ErrorCode.RefreshFailed, f.message, { kind: f.kind })
+    }
+    const outcome = await this.startRefresh(true)
+    if (!outcome.ok && 'failure' in outcome) {
+      throw new RpcError(ErrorCode.RefreshFailed, outcome.failure.message, { kind: outcome.failure.kind })
+    }
+  }
+
+  // ---- decisions ----------------------------------------------------------------------------
+
+  /** The ChatGPT tokens to keep fresh: those in auth.json (even while an API key is served). */
+  private candidate(): Candidate | null {
+    const snap = this.o.state.current
+    // DESIGN §9: only when we can write the result back; refresh pauses while the file is unreadable.
+    if (snap.settings.credentialsStore !== 'file') return null
+    if (snap.read.state === 'unreadable' && snap.pending === null) return null
+    const auth = snap.pending?.auth ?? (snap.read.state === 'ok' ? snap.read.auth : null)
+    if (auth === null || auth.tokens === null) return null
+    if (auth.authMode !== null && auth.authMode !== 'chatgpt' && auth.authMode !== 'apikey') return null
+    return {
+      auth,
+      tokens: auth.tokens,
+      fileRefreshToken: snap.pending?.spentRefreshToken ?? auth.tokens.refreshToken,
+      fileAccountId: snap.pending !== null ? snap.pending.accountId : auth.tokens.accountId,
+    }
+  }
+
+  private dueAt(cand: Candidate, now: number): number | null {
+    const access = cand.tokens.accessToken
+    if (this.seen?.accessToken !== access) {
+      this.seen = { accessToken: access, firstSeenMs: now, jitter: this.o.random() * 2 - 1 }
+    }
+    const claims = decodeAccessTokenClaims(access)
+    const parsed = cand.auth.lastRefresh !== null ? Date.parse(cand.auth.lastRefresh) : NaN
+    const lastRefreshMs = Number.isFinite(parsed) ? parsed : null
+    const lastDone = Math.max(this.lastDoneMs ?? -Infinity, lastRefreshMs ?? -Infinity)
+    return refreshDueAt({
+      exp: claims.exp,
+      iat: claims.iat,
+      lastRefreshMs,
+      firstSeenMs: this.seen.firstSeenMs,
+      lastRefreshDoneMs: Number.isFinite(lastDone) ? lastDone : null,
+      jitter: this.seen.jitter,
+    })
+  }
+
+  /** Why a refresh may not start now, or null. Forced refreshes ignore backoff and the guard. */
+  private blocked(cand: Candidate, now: number, force: boolean): 'permanent' | 'backoff' | 'loop_guard' | null {
+    if (this.permanent?.refreshToken === cand.tokens.refreshToken) return 'permanent'
+    if (force) return null
+    if (this.backoff !== null && this.backoff.refreshToken === cand.tokens.refreshToken && this.backoff.until > now) return 'backoff'
+    if (this.lastDoneMs !== null && now - this.lastDoneMs < 30_000) return 'loop_guard'
+    return null
+  }
+
+  private failureFor(outcome: Outcome | 'timeout' | null): RefreshFailure {
+    if (outcome !== null && outcome !== 'timeout' && !outcome.ok && 'failure' in outcome) return outcome.failure
+    const cand = this.candidate()
+    if (cand !== null && this.permanent?.refreshToken === cand.tokens.refreshToken) return this.permanent.failure
+    if (this.backoff !== null) return this.backoff.failure
+    const message = outcome === 'timeout' ? 'the token refresh is still running' : 'the access token has expired and could not be refreshed'
+    return { kind: 'transient', permanent: false, message: `Failed to refresh token: ${message}`, status: null }
+  }
+
+  // ---- the sequence ---------------------------------------------------------------------------
+
+  private startRefresh(force: boolean): Promise<Outcome> {
+    this.inFlight ??= this.run(force)
+      .catch((e): Outcome => {
+        this.o.log.error({ err: { type: (e as Error)?.name } }, 'refresh failed unexpectedly')
+        return { ok: false, failure: { kind: 'transient', permanent: false, message: 'Failed to refresh token', status: null } }
+      })
+      .finally(() => {
+        this.inFlight = null
+        this.reschedule()
+      })
+    return this.inFlight
+  }
+
+  private async run(force: boolean): Promise<Outcome> {
+    // A commit still being made must land (or park) before its tokens are spent again.
+    await this.committing
+    const cand = this.candidate()
+    if (cand === null) return { ok: false, skipped: 'no_tokens' }
+    if (!force && this.blocked(cand, this.o.now(), false) === 'permanent') return { ok: false, failure: this.permanent!.failure }
+
+    // (1) Re-read without a lock: someone else may have refreshed or logged in already.
+    const disk = await readAuth(this.o.home)
+    if (disk.state === 'unreadable') return { ok: false, skipped: 'unreadable' }
+    const t = disk.state === 'ok' ? disk.auth.tokens : null
+    if (t === null || t.refreshToken !== cand.fileRefreshToken || t.accountId !== cand.fileAccountId) {
+      this.o.log.info('auth.json changed before refresh; adopting it')
+      await this.o.state.reload()
+      return { ok: false, skipped: 'adopted' }
+    }
+
+    // (2) Spend the refresh token. No lock is held: Codex waits on auth.lock without a timeout.
+    const spent = cand.tokens.refreshToken
+    const claims = decodeAccessTokenClaims(cand.tokens.accessToken)
+    const reason = claims.exp !== null ? 'proactive_expiry' : 'scheduled'
+    const result = await this.requestTokens(spent, reason)
+    const now = this.o.now()
+    if (!result.ok) return { ok: false, failure: this.fail(spent, classifyFailure(result.answer), now) }
+    const fields = result.tokens
+    if (fields.access_token === undefined && fields.refresh_token === undefined) return { ok: false, failure: this.fail(spent, NO_TOKENS, now) }
+
+    // (3) Pending: served at once; reloads that still show the spent token cannot replace it.
+    const next = withNewTokens(cand.auth, fields, now)
+    this.lastDoneMs = now
+    this.permanent = null
+    this.backoff = null
+    this.lastError = null
+    const pending: PendingTokens = { spentRefreshToken: cand.fileRefreshToken, accountId: cand.fileAccountId, auth: next, stuck: false }
+    this.o.state.setPending(pending)
+    this.o.log.info({ accountId: next.tokens?.accountId ?? null, expiresAt: isoOrNull(decodeAccessTokenClaims(next.tokens!.accessToken).exp) }, 'tokens refreshed')
+
+    // (4)-(6) Commit in the background; callers are served the pending tokens meanwhile.
+    this.committing = this.commitLoop().finally(() => {
+      this.committing = null
+    })
+    return { ok: true }
+  }
+
+  private fail(spent: string, failure: RefreshFailure, now: number): RefreshFailure {
+    this.lastError = { reason: failure.kind, message: failure.message }
+    if (failure.permanent) {
+      this.permanent = { refreshToken: spent, failure }
+      this.backoff = null
+      this.o.log.warn({ kind: failure.kind, status: failure.status }, 'refresh failed permanently; waiting for a new login')
+    } else {
+      const attempt = (this.backoff?.refreshToken === spent ? this.backoff.attempt : 0) + 1
+      const until = now + backoffDelay(attempt, this.o.random() * 2 - 1)
+      this.backoff = { refreshToken: spent, attempt, until, failure }
+      this.o.log.warn({ kind: failure.kind, status: failure.status, attempt, retryAt: new Date(until).toISOString() }, 'refresh failed; will retry')
+    }
+    return failure
+  }
+
+  /** One commit now; on failure keep the tokens pending and retry with backoff. */
+  private async commitLoop(): Promise<void> {
+    const pending = this.o.state.current.pending
+    if (pending === null) return
+    if (await this.commitOnce(pending)) {
+      this.commitAttempt = 0
+      return
+    }
+    if (this.o.state.current.pending === null || this.stopped) return
+    this.o.state.setPending({ ...this.o.state.current.pending, stuck: true })
+    this.commitAttempt++
+    const delay = backoffDelay(this.commitAttempt, this.o.random() * 2 - 1)
+    if (this.commitTimer) clearTimeout(this.commitTimer)
+    this.commitTimer = setTimeout(() => {
+      this.commitTimer = null
+      this.committing ??= this.commitLoop().finally(() => {
+        this.committing = null
+      })
+    }, delay)
+  }
+
+  /** Steps 4-5: true when the pending tokens are settled (written, or dropped for someone else's). */
+  private async commitOnce(pending: PendingTokens): Promise<boolean> {
+    let outcome
+    try {
+      const res = await commitAuth(this.o.home, {
+        lockTimeoutMs: this.o.lockTimeoutMs,
+        precondition: (cur) => holdsSpentToken(cur, pending),
+        update: (cur) => (cur === null ? null : mergeRefreshed(cur, pending.auth)),
+      })
+      outcome = res.outcome
+    } catch (e) {
+      if (!(e instanceof AuthWriteError)) throw e
+      outcome = 'write_error' as const
+    }
+    if (outcome === 'written') {
+      // The reload sees the new refresh token and drops the pending copy itself.
+      await this.o.state.reload()
+      if (this.o.state.current.pending === pending) this.o.state.setPending(null)
+      this.o.log.info('refreshed tokens written to auth.json')
+      return true
+    }
+    if (outcome === 'precondition_failed' || outcome === 'deleted') {
+      this.o.log.info('auth.json changed during refresh; keeping the file and dropping our tokens')
+      this.o.state.setPending(null)
+      await this.o.state.reload()
+      return true
+    }
+    this.o.log.warn({ outcome }, 'refreshed tokens could not be written yet; holding them')
+    return false
+  }
+
+  // ---- parking across restarts (step 6) --------------------------------------------------------
+
+  private async park(pending: PendingTokens): Promise<void> {
+    const record = {
+      version: 1,
+      spent_refresh_token_sha256: sha256(pending.spentRefreshToken),
+      account_id: pending.accountId,
+      auth: serializeAuthFile(pending.auth),
+    }
+    await writePrivateFileAtomic(parkPath(this.o.home), JSON.stringify(record))
+    this.o.log.warn('refreshed tokens parked in authd.pending.json for the next start')
+  }
+
+  private async commitParked(): Promise<void> {
+    const file = parkPath(this.o.home)
+    let text: string
+    try {
+      text = await fs.readFile(file, 'utf8')
+    } catch {
+      return
+    }
+    try {
+      const record = JSON.parse(text) as { spent_refresh_token_sha256?: unknown; account_id?: unknown; auth?: unknown }
+      const parsed = typeof record.auth === 'string' ? parseAuthFile(record.auth, file) : null
+      if (parsed?.ok && typeof record.spent_refresh_token_sha256 === 'string') {
+        const hash = record.spent_refresh_token_sha256
+        const account = typeof record.account_id === 'string' ? record.account_id : null
+        const res = await commitAuth(this.o.home, {
+          lockTimeoutMs: this.o.lockTimeoutMs,
+          precondition: (cur) =>
+            cur.state === 'ok' && cur.auth.tokens !== null && sha256(cur.auth.tokens.refreshToken) === hash && cur.auth.tokens.accountId === account,
+          update: (cur) => (cur === null ? null : mergeRefreshed(cur, parsed.auth)),
+        })
+        this.o.log.info({ outcome: res.outcome }, 'parked refresh result handled')
+        if (res.outcome === 'written') await this.o.state.reload()
+        else if (res.outcome === 'lock_timeout') await this.resumeParked(hash, account, parsed.auth)
+      }
+    } catch (e) {
+      this.o.log.warn({ err: { type: (e as Error)?.name } }, 'parked refresh result could not be used')
+    }
+    // Deleted either way (DESIGN §9 step 6): a parked result is good for one start only.
+    await fs.rm(file, { force: true })
+  }
+
+  /**
+   * The locks were busy at start: deleting the park would lose a rotated refresh token (the one
+   * we spent is dead at the server). If auth.json still holds the spent token, hold the parked
+   * tokens as pending, exactly as before the restart, and let the commit loop retry.
+   */
+  private async resumeParked(spentHash: string, accountId: string | null, parked: AuthFile): Promise<void> {
+    const cur = await readAuth(this.o.home)
+    if (cur.state !== 'ok' || cur.auth.tokens === null) return
+    if (sha256(cur.auth.tokens.refreshToken) !== spentHash || cur.auth.tokens.accountId !== accountId) return
+    this.o.state.setPending({ spentRefreshToken: cur.auth.tokens.refreshToken, accountId, auth: mergeRefreshed(cur.auth, parked), stuck: true })
+    this.o.log.warn('parked refresh result could not be committed yet; holding it')
+    this.committing = this.commitLoop().finally(() => {
+      this.committing = null
+    })
+  }
+
+  // ---- scheduling -----------------------------------------------------------------------------
+
+  private onStateChange(): void {
+    const cand = this.candidate()
+    // A new refresh token (another writer, a login) clears what we knew about the old one.
+    if (cand === null || this.permanent?.refreshToken !== cand.tokens.refreshToken) this.permanent = null
+    if (cand === null || this.backoff?.refreshToken !== cand.tokens.refreshToken) this.backoff = null
+    this.reschedule()
+  }
+
+  /** Arm the one timer: at most 10 minutes at a time, re-checking the wall clock on each wake. */
+  private reschedule(): void {
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = null
+    if (this.stopped || this.inFlight !== null) return
+    const cand = this.candidate()
+    if (cand === null) return
+    const now = this.o.now()
+    if (this.permanent?.refreshToken === cand.tokens.refreshToken) return
+    const due = this.dueAt(cand, now)
+    if (due === null) return
+    const wake = this.backoff !== null ? Math.max(due, this.backoff.until) : due
+    this.timer = setTimeout(() => {
+      this.timer = null
+      const c = this.candidate()
+      const n = this.o.now()
+      if (c === null) return
+      const due = this.dueAt(c, n)
+      if (due !== null && due <= n && this.blocked(c, n, false) === null) void this.startRefresh(false)
+      else this.reschedule()
+    }, timerDelay(wake, now))
+    this.timer.unref()
+  }
+
+  // ---- HTTP -----------------------------------------------------------------------------------
+
+  private async requestTokens(refreshToken: string, reason: string): Promise<TokenResult> {
+    if (this.o.issuer.kind === 'openai') {
+      const url = openAiEndpoints(this.o.issuer.issuer, this.o.env).refresh
+      // Exactly Codex 0.171's body (COMPAT Part B §1.5): JSON, keys in alphabetical order.
+      const answer = await post(
+        url,
+        { client_id: this.o.issuer.clientId, grant_type: 'refresh_token', refresh_reason: reason, refresh_token: refreshToken },
+        { encoding: 'json', timeoutMs: this.o.httpTimeoutMs, headers: { originator: 'codex_cli_rs', 'user-agent': this.o.userAgent } },
+      )
+      return tokenResult(answer)
+    }
+    // Kind oidc: openid-client, with every raw answer captured first so that a 2xx it rejects
+    // (no token_type, an id token it dislikes) still gives us the rotated refresh token.
+    let raw: { status: number; text: string } | null = null
+    try {
+      const client = await import('openid-client')
+      const config = await oidcConfiguration(this.o.issuer, this.o.env, (status, text) => {
+        raw = { status, text }
+      })
+      raw = null // the discovery answer is not the token answer
+      const res = await client.refreshTokenGrant(config, refreshToken)
+      return { ok: true, tokens: { id_token: res.id_token, access_token: res.access_token, refresh_token: res.refresh_token } }
+    } catch (e) {
+      const seen = raw as { status: number; text: string } | null
+      if (seen === null) {
+        const timeout = (e as Error)?.name === 'TimeoutError' || (e as Error)?.name === 'AbortError'
+        return { ok: false, answer: timeout ? { type: 'timeout' } : { type: 'network', code: (e as { code?: string })?.code ?? 'ERR_NETWORK' } }
+      }
+      let body: unknown = null
+      try {
+        body = seen.text.trim() === '' ? null : JSON.parse(seen.text)
+      } catch {
+        return { ok: false, answer: { type: 'unparsable', status: seen.status } }
+      }
+      return tokenResult({ type: 'http', status: seen.status, body, text: seen.text })
+    }
+  }
+}
+
+/** A 2xx carrying a token is success, whatever else is missing from it. */
+function tokenResult(answer: Awaited<ReturnType<typeof post>>): TokenResult {
+  if (answer.type === 'http' && answer.status >= 200 && answer.status < 300) {
+    const b = (typeof answer.body === 'object' && answer.body !== null ? answer.body : {}) as Record<string, unknown>
+    const pick = (k: string): string | undefined => (typeof b[k] === 'string' && b[k] !== '' ? (b[k] as string) : undefined)
+    return { ok: true, tokens: { id_token: pick('id_token'), access_token: pick('access_token'), refresh_token: pick('refresh_token') } }
+  }
+  if (answer.type === 'http') return { ok: false, answer: { type: 'http', status: answer.status, body: answer.body } }
+  if (answer.type === 'unparsable') return { ok: false, answer: { type: 'unparsable', status: answer.status } }
+  return { ok: false, answer }
+}
+
+/** The file after a refresh: returned fields replace ours, the rest stays (COMPAT B §1.5). */
+export function withNewTokens(base: AuthFile, fields: TokenFields, nowMs: number): AuthFile {
+  const old = base.tokens!
+  // An id token Codex would reject must never reach the file: keep the old one instead.
+  const idToken = fields.id_token !== undefined && isCodexValidIdToken(fields.id_token) ? fields.id_token : old.idToken
+  const accountId = decodeIdTokenClaims(idToken).accountId ?? old.accountId
+  return {
+    ...base,
+    tokens: {
+      ...old,
+      idToken,
+      accessToken: fields.access_token ?? old.accessToken,
+      refreshToken: fields.refresh_token ?? old.refreshToken,
+      accountId,
+    },
+    lastRefresh: formatLastRefresh(new Date(nowMs)),
+  }
+}
+
+/** Our tokens onto what is on disk: its API key, mode and unknown fields stay (DESIGN §9 step 5). */
+export function mergeRefreshed(disk: AuthFile, ours: AuthFile): AuthFile {
+  if (ours.tokens === null || disk.tokens === null) return disk
+  return {
+    ...disk,
+    tokens: {
+      ...disk.tokens,
+      idToken: ours.tokens.idToken,
+      accessToken: ours.tokens.accessToken,
+      refreshToken: ours.tokens.refreshToken,
+      accountId: ours.tokens.accountId,
+    },
+    lastRefresh: ours.lastRefresh,
+  }
+}
+
+function holdsSpentToken(cur: AuthRead, pending: PendingTokens): boolean {
+  return cur.state === 'ok' && cur.auth.tokens !== null && cur.auth.tokens.refreshToken === pending.spentRefreshToken && cur.auth.tokens.accountId === pending.accountId
+}
+
+function sha256(s: string): string {
+  return createHash('sha256').update(s).digest('hex')
+}
+
+function isoOrNull(sec: number | null): string | null {
+  return sec === null ? null : new Date(sec * 1000).toISOString()
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
+  let timer: NodeJS.Timeout
+  return Promise.race([
+    p,
+    new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), ms)
+    }),
+  ]).finally(() => clearTimeout(timer))
+}

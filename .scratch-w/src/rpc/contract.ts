@@ -1,0 +1,158 @@
+// The RPC contract of DESIGN §6: method names, params, results, notifications and error codes.
+// Programs outside this repository are written against these names; change none without a reason.
+
+export type AuthMode = 'apikey' | 'chatgpt'
+
+export interface AuthGrant {
+  mode: AuthMode
+  /** The API key or the ChatGPT access token. Never the refresh token or the id token. */
+  token: string
+  accountId: string | null
+  expiresAt: string | null
+  email: string | null
+  planType: string | null
+}
+
+export interface ErrorInfo {
+  reason: string
+  message: string
+}
+
+export interface StatusProblem {
+  code: string
+  message: string
+  file: string | null
+  line: number | null
+  column: number | null
+}
+
+export type RefreshState = 'idle' | 'refreshing' | 'backoff' | 'failed'
+
+export interface Status {
+  loggedIn: boolean
+  mode: AuthMode | null
+  source: 'env' | 'auth.json' | 'keyring' | null
+  account: { email: string | null; planType: string | null; accountId: string | null } | null
+  tokens: { expiresAt: string | null; lastRefresh: string | null; nextRefreshAt: string | null } | null
+  refresh: { state: RefreshState; lastError: ErrorInfo | null; nextAttemptAt: string | null }
+  settings: {
+    codexHome: string
+    preferredAuthMethod: string
+    forcedLoginMethod: string | null
+    credentialsStore: string
+  }
+  problems: StatusProblem[]
+  daemon: { version: string; pid: number; startedAt: string; socket: string; activated: boolean }
+}
+
+export type LoginMethod = 'browser' | 'device' | 'apikey'
+
+export type LoginStarted =
+  | { loginId: string; method: 'browser'; authUrl: string; callbackUrl: string }
+  | { loginId: string; method: 'device'; verificationUrl: string; userCode: string; expiresAt: string }
+  | { loginId: string; method: 'apikey'; status: 'succeeded' }
+
+export type LoginStatus = 'pending' | 'succeeded' | 'failed' | 'cancelled' | 'expired'
+
+export interface LoginResult {
+  loginId: string
+  status: LoginStatus
+  error: ErrorInfo | null
+}
+
+export interface LogoutResult {
+  wasLoggedIn: boolean
+  revoked: boolean
+}
+
+export interface GetAuthParams {
+  minValiditySeconds?: number
+}
+export interface LoginParams {
+  method: LoginMethod
+  apiKey?: string
+}
+export interface AwaitLoginParams {
+  loginId: string
+  timeoutSeconds?: number
+}
+export interface CancelLoginParams {
+  loginId: string
+}
+export interface LogoutParams {
+  revoke?: boolean
+}
+
+/** Method name -> [params, result]. */
+export interface Methods {
+  getAuth: [GetAuthParams | undefined, AuthGrant]
+  status: [undefined, Status]
+  login: [LoginParams, LoginStarted]
+  awaitLogin: [AwaitLoginParams, LoginResult]
+  cancelLogin: [CancelLoginParams, { cancelled: boolean }]
+  logout: [LogoutParams | undefined, LogoutResult]
+  refresh: [undefined, AuthGrant]
+  subscribe: [undefined, { subscribed: true }]
+}
+export type MethodName = keyof Methods
+
+/** Notifications sent to subscribed connections. */
+export interface Notifications {
+  authChanged: Status
+  loginCompleted: LoginResult
+}
+
+export const GET_AUTH_DEFAULT_MIN_VALIDITY = 60
+export const GET_AUTH_MAX_MIN_VALIDITY = 3600
+
+/** JSON-RPC error codes (DESIGN §6). */
+export const ErrorCode = {
+  ParseError: -32700,
+  InvalidRequest: -32600,
+  MethodNotFound: -32601,
+  InvalidParams: -32602,
+  InternalError: -32603,
+  NotLoggedIn: -32001,
+  RefreshFailed: -32002,
+  LoginInProgress: -32003,
+  LoginFailed: -32004,
+  ForbiddenByPolicy: -32005,
+  StoreUnreadable: -32006,
+} as const
+export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode]
+
+/** `data.reason` for each application error code. */
+export const ErrorReason = {
+  [-32001]: 'not_logged_in',
+  [-32002]: 'refresh_failed',
+  [-32003]: 'login_in_progress',
+  [-32004]: 'login_failed',
+  [-32005]: 'forbidden_by_policy',
+  [-32006]: 'store_unreadable',
+} as const
+
+export type RefreshFailureKind = 'expired' | 'reused' | 'revoked' | 'rejected' | 'transient'
+
+/** Exit codes of `codex-auth` (DESIGN §7). */
+export const CliExit = {
+  Ok: 0,
+  NotLoggedIn: 1,
+  Unreachable: 2,
+  DaemonFailure: 3,
+  Usage: 64,
+  ExecSetupFailed: 125,
+  ExecNotExecutable: 126,
+  ExecNotFound: 127,
+} as const
+
+/** Exit codes of `codex-authd` (DESIGN §8). */
+export const DaemonExit = {
+  Ok: 0,
+  Crash: 1,
+  HomeOwned: 3,
+  SocketUnusable: 4,
+  Config: 78,
+} as const
+
+/** Framing limits (DESIGN §5). */
+export const MAX_LINE_BYTES = 1024 * 1024

@@ -1,0 +1,115 @@
+// The listening socket: directory checks, stale-socket probe, systemd activation (DESIGN §4).
+import fs from 'node:fs'
+import net from 'node:net'
+import path from 'node:path'
+import { socketPathMax, socketPathTooLong } from '../paths.js'
+import { LISTEN_BACKLOG } from './transport.js'
+
+/** The socket path or its directory cannot be used: daemon exit 4. */
+export class SocketPathError extends Error {
+  readonly code = 'socket_unusable'
+  constructor(message: string) {
+    super(message)
+    this.name = 'SocketPathError'
+  }
+}
+
+/**
+ * fd 3 when systemd (or systemd-socket-activate) handed us a listening socket. The variables are
+ * removed so that children do not think the socket is theirs.
+ */
+export function takeActivationFd(env: NodeJS.ProcessEnv, pid: number): number | null {
+  const listenPid = env.LISTEN_PID
+  const fds = Number(env.LISTEN_FDS ?? '0')
+  if (listenPid === undefined || Number(listenPid) !== pid || !(fds >= 1)) return null
+  delete env.LISTEN_PID
+  delete env.LISTEN_FDS
+  delete env.LISTEN_FDNAMES
+  return 3
+}
+
+/**
+ * The socket's directory must be ours and closed to group and other, for explicit paths too:
+ * the socket's own mode is not a reliable barrier on every platform, the directory is.
+ */
+export function prepareSocketDir(socketPath: string, uid: number, platform: NodeJS.Platform = process.platform): void {
+  if (socketPathTooLong(socketPath, platform)) {
+    throw new SocketPathError(
+      `socket path is ${Buffer.byteLength(socketPath)} bytes, over the ${socketPathMax(platform)}-byte limit: ` +
+        `set CODEX_AUTHD_SOCK (or --socket) to a shorter path`,
+    )
+  }
+  const dir = path.dirname(socketPath)
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
+  } catch (e) {
+    throw new SocketPathError(`cannot create socket directory ${dir}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`)
+  }
+  const st = fs.lstatSync(dir)
+  if (!st.isDirectory()) throw new SocketPathError(`socket directory ${dir} is not a directory`)
+  if (st.uid !== uid) throw new SocketPathError(`socket directory ${dir} is owned by uid ${st.uid}, not by us (uid ${uid})`)
+  const loose = st.mode & 0o077
+  if (loose !== 0) {
+    throw new SocketPathError(
+      `socket directory ${dir} has mode ${(st.mode & 0o777).toString(8)}: group and other must have no access ` +
+        `(run: chmod 700 ${dir})`,
+    )
+  }
+}
+
+/** Connects to a leftover socket file: true when something answers. */
+function probe(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(socketPath)
+    s.once('connect', () => {
+      s.destroy()
+      resolve(true)
+    })
+    s.once('error', () => resolve(false))
+  })
+}
+
+/**
+ * Bind `socketPath` (mode 0600). Called only while holding the home's authd.lock, so a leftover
+ * file is ours to replace when nothing answers on it; if something answers, a daemon of another
+ * home was given this path.
+ */
+export async function listenOnPath(server: net.Server, socketPath: string): Promise<void> {
+  let st: fs.Stats | null = null
+  try {
+    st = fs.lstatSync(socketPath)
+  } catch {
+    st = null
+  }
+  if (st !== null) {
+    if (!st.isSocket()) throw new SocketPathError(`${socketPath} exists and is not a socket`)
+    if (await probe(socketPath)) throw new SocketPathError(`socket in use: another daemon answers on ${socketPath}`)
+    fs.rmSync(socketPath, { force: true })
+  }
+  // The umask makes the socket 0600 from its first instant, not after a chmod.
+  const oldMask = process.umask(0o177)
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen({ path: socketPath, backlog: LISTEN_BACKLOG }, () => {
+        server.off('error', reject)
+        resolve()
+      })
+    })
+  } catch (e) {
+    throw new SocketPathError(`cannot listen on ${socketPath}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`)
+  } finally {
+    process.umask(oldMask)
+  }
+  fs.chmodSync(socketPath, 0o600)
+}
+
+export function listenOnFd(server: net.Server, fd: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen({ fd, backlog: LISTEN_BACKLOG }, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+}

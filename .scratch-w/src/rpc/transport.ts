@@ -1,0 +1,333 @@
+// NDJSON framing, limits and JSON-RPC dispatch over a net.Server (DESIGN §5).
+// One line = one JSON-RPC message or batch. The json-rpc-2.0 server runs each request; this file
+// does everything the library does not: strict validation before it sees a message, batches
+// answered as arrays (the library unwraps one-element batches), byte limits and idle closing.
+import net from 'node:net'
+import {
+  JSONRPCServer,
+  createJSONRPCErrorResponse,
+  type JSONRPCRequest,
+  type JSONRPCResponse,
+} from 'json-rpc-2.0'
+import { ErrorCode, MAX_LINE_BYTES } from './contract.js'
+import { RpcError } from './errors.js'
+
+export interface TransportLimits {
+  /** A line longer than this gets -32600 and the connection is closed. */
+  maxLineBytes: number
+  /** Connections served at once; more are closed at accept. */
+  maxConnections: number
+  /** Bytes buffered across all connections (partial lines in, unsent replies out). */
+  maxBufferedBytes: number
+  /** Unsent reply bytes one connection may hold before it counts as a reader that never reads. */
+  maxConnectionOutputBytes: number
+  /** Requests one connection may have running before we stop reading from it. */
+  maxInFlightPerConnection: number
+  /** An unsubscribed connection with nothing running is closed after this long without traffic. */
+  idleTimeoutMs: number
+}
+
+export const DEFAULT_LIMITS: Readonly<TransportLimits> = Object.freeze({
+  maxLineBytes: MAX_LINE_BYTES,
+  maxConnections: 1024,
+  maxBufferedBytes: 64 * 1024 * 1024,
+  maxConnectionOutputBytes: 4 * 1024 * 1024,
+  maxInFlightPerConnection: 256,
+  idleTimeoutMs: 60_000,
+})
+
+/** Listen backlog: absorbs a burst of 1000 connects while the accept loop catches up. */
+export const LISTEN_BACKLOG = 2048
+
+export interface Connection {
+  readonly id: number
+  subscribed: boolean
+}
+
+export type MethodHandler = (params: unknown, conn: Connection) => unknown | Promise<unknown>
+
+export interface TransportEvents {
+  /** A method threw something that is not an RpcError: log it (the client sees only -32603). */
+  onInternalError(method: string, error: unknown): void
+  /** A connection was refused or closed for a limit. */
+  onLimit(kind: 'line_too_long' | 'buffer_cap' | 'slow_reader' | 'max_connections', connId: number): void
+}
+
+interface ConnState extends Connection {
+  socket: net.Socket
+  /**
+   * The partial line, in one buffer that grows by doubling: a list of received chunks would cost
+   * an object per chunk (a client trickling one byte per write would pin ~60 bytes of heap per
+   * byte, far beyond what the buffer cap counts). Its capacity is what bufferedIn counts.
+   */
+  part: Buffer | null
+  partBytes: number
+  inFlight: number
+  paused: boolean
+  closing: boolean
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true })
+
+export class Transport {
+  readonly rpc: JSONRPCServer<Connection>
+  private readonly limits: TransportLimits
+  private readonly events: TransportEvents
+  private readonly conns = new Set<ConnState>()
+  private readonly methods = new Set<string>()
+  private bufferedIn = 0
+  private nextId = 1
+
+  constructor(events: TransportEvents, limits: Partial<TransportLimits> = {}) {
+    this.limits = { ...DEFAULT_LIMITS, ...limits }
+    this.events = events
+    this.rpc = new JSONRPCServer<Connection>({ errorListener: () => {} })
+    this.rpc.mapErrorToJSONRPCErrorResponse = (id, error: unknown) => {
+      if (error instanceof RpcError) return createJSONRPCErrorResponse(id, error.code, error.message, error.data)
+      return createJSONRPCErrorResponse(id, ErrorCode.InternalError, 'Internal error')
+    }
+  }
+
+  addMethod(name: string, handler: MethodHandler): void {
+    this.methods.add(name)
+    this.rpc.addMethod(name, async (params: unknown, conn: Connection) => {
+      try {
+        return await handler(params, conn)
+      } catch (error) {
+        if (!(error instanceof RpcError)) this.events.onInternalError(name, error)
+        throw error
+      }
+    })
+  }
+
+  get connectionCount(): number {
+    return this.conns.size
+  }
+
+  /** Bytes held now: partial lines in plus replies not yet taken by the kernel. */
+  get bufferedBytes(): number {
+    let out = 0
+    for (const c of this.conns) out += c.socket.writableLength
+    return this.bufferedIn + out
+  }
+
+  /** Wire a server to this transport. The caller listens (path or inherited fd). */
+  attach(server: net.Server): void {
+    server.maxConnections = this.limits.maxConnections
+    server.on('drop', () => this.events.onLimit('max_connections', 0))
+    server.on('connection', (socket) => this.accept(socket))
+  }
+
+  /** Send a notification to every subscribed connection. */
+  broadcast(method: string, params: unknown): void {
+    let line: string | null = null
+    for (const c of this.conns) {
+      if (!c.subscribed || c.closing) continue
+      line ??= JSON.stringify({ jsonrpc: '2.0', method, params }) + '\n'
+      this.write(c, line)
+    }
+  }
+
+  /** Close every connection (after the server stopped accepting). */
+  closeAll(): void {
+    for (const c of this.conns) c.socket.destroy()
+  }
+
+  private accept(socket: net.Socket): void {
+    const c: ConnState = {
+      id: this.nextId++,
+      subscribed: false,
+      socket,
+      part: null,
+      partBytes: 0,
+      inFlight: 0,
+      paused: false,
+      closing: false,
+    }
+    this.conns.add(c)
+    socket.setNoDelay?.(true)
+    socket.setTimeout(this.limits.idleTimeoutMs)
+    socket.on('timeout', () => {
+      // Idle: nothing running, and not waiting for notifications (or already closing for a fault).
+      // Destroy rather than end(): a peer that never closes its side would otherwise keep the
+      // connection, and its partial line, forever.
+      if (c.inFlight > 0 || (c.subscribed && !c.closing)) return
+      c.closing = true
+      this.releasePart(c)
+      socket.destroy()
+    })
+    socket.on('data', (chunk: Buffer) => this.onData(c, chunk))
+    socket.on('error', () => {})
+    socket.on('close', () => {
+      this.releasePart(c)
+      c.closing = true
+      this.conns.delete(c)
+    })
+  }
+
+  private releasePart(c: ConnState): void {
+    this.bufferedIn -= c.part?.length ?? 0
+    c.part = null
+    c.partBytes = 0
+  }
+
+  private onData(c: ConnState, chunk: Buffer): void {
+    if (c.closing) return
+    let start = 0
+    for (;;) {
+      const nl = chunk.indexOf(10, start)
+      if (nl === -1) break
+      const piece = chunk.subarray(start, nl)
+      if (c.partBytes + piece.length > this.limits.maxLineBytes) return this.lineTooLong(c)
+      let line: Buffer
+      if (c.part === null) line = piece
+      else {
+        line = Buffer.concat([c.part.subarray(0, c.partBytes), piece])
+        this.releasePart(c)
+      }
+      start = nl + 1
+      this.onLine(c, line)
+      if (c.closing) return
+    }
+    if (start < chunk.length) {
+      const rest = chunk.subarray(start)
+      if (c.partBytes + rest.length > this.limits.maxLineBytes) return this.lineTooLong(c)
+      const need = c.partBytes + rest.length
+      const capacity = c.part?.length ?? 0
+      // Copy (never keep a subarray: it would pin the whole chunk); grow by doubling, at most to
+      // the line limit, which `need` is within.
+      const grown = need > capacity ? Math.min(Math.max(need, capacity * 2), this.limits.maxLineBytes) : capacity
+      if (this.bufferedBytes + (grown - capacity) > this.limits.maxBufferedBytes) {
+        this.events.onLimit('buffer_cap', c.id)
+        this.fail(c, ErrorCode.InvalidRequest, 'Server busy: too much data buffered')
+        return
+      }
+      if (grown !== capacity) {
+        const next = Buffer.allocUnsafeSlow(grown)
+        if (c.part !== null) c.part.copy(next, 0, 0, c.partBytes)
+        c.part = next
+        this.bufferedIn += grown - capacity
+      }
+      rest.copy(c.part!, c.partBytes)
+      c.partBytes = need
+    }
+  }
+
+  private lineTooLong(c: ConnState): void {
+    this.events.onLimit('line_too_long', c.id)
+    this.fail(c, ErrorCode.InvalidRequest, `Invalid Request: line longer than ${this.limits.maxLineBytes} bytes`)
+  }
+
+  /** Answer a protocol fault with id null and close the connection. */
+  private fail(c: ConnState, code: number, message: string): void {
+    this.write(c, JSON.stringify(createJSONRPCErrorResponse(null, code, message)) + '\n')
+    c.closing = true
+    this.releasePart(c)
+    c.socket.end()
+  }
+
+  private onLine(c: ConnState, line: Buffer): void {
+    if (line.length === 0 || (line.length === 1 && line[0] === 13)) return
+    let payload: unknown
+    try {
+      payload = JSON.parse(utf8.decode(line))
+    } catch {
+      this.send(c, createJSONRPCErrorResponse(null, ErrorCode.ParseError, 'Parse error'))
+      return
+    }
+    if (Array.isArray(payload)) {
+      if (payload.length === 0) {
+        this.send(c, createJSONRPCErrorResponse(null, ErrorCode.InvalidRequest, 'Invalid Request: empty batch'))
+        return
+      }
+      if (payload.length > this.limits.maxInFlightPerConnection) {
+        this.send(
+          c,
+          createJSONRPCErrorResponse(null, ErrorCode.InvalidRequest, `Invalid Request: batch larger than ${this.limits.maxInFlightPerConnection}`),
+        )
+        return
+      }
+      this.track(c, Promise.all(payload.map((m) => this.handle(c, m)))).then(
+        (responses) => {
+          const out = responses.filter((r): r is JSONRPCResponse => r !== null)
+          // The spec answers a batch with an array, even of one response.
+          if (out.length > 0) this.send(c, out)
+        },
+        () => {},
+      )
+      return
+    }
+    this.track(c, this.handle(c, payload)).then(
+      (response) => {
+        if (response !== null) this.send(c, response)
+      },
+      () => {},
+    )
+  }
+
+  private handle(c: ConnState, message: unknown): Promise<JSONRPCResponse | null> {
+    const invalid = validateRequest(message)
+    if (invalid !== null) return Promise.resolve(invalid)
+    const request = message as JSONRPCRequest
+    if (!this.methods.has(request.method)) {
+      if (request.id === undefined) return Promise.resolve(null)
+      return Promise.resolve(createJSONRPCErrorResponse(request.id, ErrorCode.MethodNotFound, 'Method not found'))
+    }
+    return Promise.resolve(this.rpc.receive(request, c)).catch(() =>
+      request.id === undefined ? null : createJSONRPCErrorResponse(request.id, ErrorCode.InternalError, 'Internal error'),
+    )
+  }
+
+  /** Count running requests; stop reading from a connection that has too many. */
+  private track<T>(c: ConnState, p: Promise<T>): Promise<T> {
+    c.inFlight++
+    if (c.inFlight >= this.limits.maxInFlightPerConnection && !c.paused) {
+      c.paused = true
+      c.socket.pause()
+    }
+    const done = (): void => {
+      c.inFlight--
+      if (c.paused && c.inFlight < this.limits.maxInFlightPerConnection / 2) {
+        c.paused = false
+        if (!c.closing) c.socket.resume()
+      }
+    }
+    p.then(done, done)
+    return p
+  }
+
+  private send(c: ConnState, message: unknown): void {
+    this.write(c, JSON.stringify(message) + '\n')
+  }
+
+  private write(c: ConnState, line: string): void {
+    if (c.socket.destroyed) return
+    if (c.socket.writableLength + line.length > this.limits.maxConnectionOutputBytes) {
+      // A reader that never reads: drop it rather than hold its replies forever.
+      this.events.onLimit('slow_reader', c.id)
+      c.closing = true
+      c.socket.destroy()
+      return
+    }
+    c.socket.write(line)
+  }
+}
+
+/** A JSON-RPC 2.0 request object as the spec defines it, or the error answer for it. */
+export function validateRequest(message: unknown): JSONRPCResponse | null {
+  if (typeof message !== 'object' || message === null || Array.isArray(message)) {
+    return createJSONRPCErrorResponse(null, ErrorCode.InvalidRequest, 'Invalid Request')
+  }
+  const m = message as Record<string, unknown>
+  const id = m.id
+  const idOk = id === undefined || id === null || typeof id === 'string' || (typeof id === 'number' && Number.isFinite(id))
+  const replyId = idOk && id !== undefined ? (id as string | number | null) : null
+  if (!idOk) return createJSONRPCErrorResponse(null, ErrorCode.InvalidRequest, 'Invalid Request: bad id')
+  if (m.jsonrpc !== '2.0') return createJSONRPCErrorResponse(replyId, ErrorCode.InvalidRequest, 'Invalid Request: jsonrpc must be "2.0"')
+  if (typeof m.method !== 'string') return createJSONRPCErrorResponse(replyId, ErrorCode.InvalidRequest, 'Invalid Request: method must be a string')
+  if (m.params !== undefined && (typeof m.params !== 'object' || m.params === null)) {
+    return createJSONRPCErrorResponse(replyId, ErrorCode.InvalidRequest, 'Invalid Request: params must be an object or array')
+  }
+  if ('result' in m || 'error' in m) return createJSONRPCErrorResponse(replyId, ErrorCode.InvalidRequest, 'Invalid Request')
+  return null
+}

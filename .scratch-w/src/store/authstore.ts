@@ -1,0 +1,241 @@
+// The auth.json file store: reads hostile files safely and commits under Codex's two flock locks
+// in Codex's order (COMPAT Part B §2, §4; DESIGN §9 steps 4-6, §11).
+import { randomBytes } from 'node:crypto'
+import { constants as fsc, type Stats } from 'node:fs'
+import { lstat, open, readlink, rename, unlink, type FileHandle } from 'node:fs/promises'
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path'
+import { parseAuthFile, serializeAuthFile } from '../authfile.js'
+import type { AuthFile, Problem } from '../types.js'
+import { acquireLock, LockTimeoutError, type LockHandle } from './flock.js'
+import { errCode, errText, readSmallTextFile } from './textfile.js'
+
+/** Files larger than this are reported, never read whole (real auth.json files are ~4 KiB). */
+export const MAX_AUTH_BYTES = 1024 * 1024
+export const DEFAULT_LOCK_TIMEOUT_MS = 5000
+/** Codex's symlink hop limit is the kernel's; 40 matches Linux MAXSYMLINKS. */
+const MAX_SYMLINK_HOPS = 40
+
+export type AuthRead =
+  | { state: 'absent' }
+  | {
+      state: 'ok'
+      auth: AuthFile
+      text: string
+      /** permission bits (st_mode & 0o7777) of the target, for `auth_permissions` */
+      mode: number
+      targetPath: string
+      isSymlink: boolean
+    }
+  | { state: 'unreadable'; problem: Problem }
+
+export interface AuthTarget {
+  /** `$home/auth.json` */
+  linkPath: string
+  /** The file Codex actually reads and renames onto: the end of the symlink chain. */
+  targetPath: string
+  isSymlink: boolean
+}
+
+export interface CommitOptions {
+  /** Bound for each of the two locks; Codex gives auth.json.lock ≈5 s. */
+  lockTimeoutMs?: number
+  /**
+   * Checked on the re-read under auth.lock (false: auth.json.lock is never taken, as Codex does)
+   * and again on the merge base under both locks. An unreadable file is reported as 'unreadable'
+   * before the precondition is asked (unless overwriteUnreadable).
+   */
+  precondition?: (current: AuthRead) => boolean
+  /** Only an explicit login/logout sets this: it replaces or removes a file we cannot read. */
+  overwriteUnreadable?: boolean
+  /** Must be quick and synchronous: it runs while both locks are held. null = delete. */
+  update: (current: AuthFile | null) => AuthFile | null
+  signal?: AbortSignal
+}
+
+export type CommitResult =
+  | { outcome: 'written'; auth: AuthFile }
+  | { outcome: 'deleted'; existed: boolean }
+  | { outcome: 'precondition_failed'; current: AuthRead }
+  | { outcome: 'unreadable'; problem: Problem }
+  | { outcome: 'lock_timeout'; lock: 'auth.lock' | 'auth.json.lock' }
+
+/** An I/O failure while writing or deleting; names the path and errno, never contents. */
+export class AuthWriteError extends Error {
+  readonly code = 'auth_write_failed'
+  constructor(
+    readonly path: string,
+    cause: unknown,
+  ) {
+    super(`cannot write ${path}: ${errText(cause)}`, { cause })
+    this.name = 'AuthWriteError'
+  }
+}
+
+export function authPath(home: string): string {
+  return join(home, 'auth.json')
+}
+
+/** Where a refresh result that could not be committed is parked on shutdown (DESIGN §9 step 6). */
+export function parkPath(home: string): string {
+  return join(home, 'authd.pending.json')
+}
+
+/**
+ * Follows a symlinked auth.json to its final target, hop by hop, like Codex's lstat/readlink, so
+ * that a dangling link still names the file a write would create. Does not require the target to
+ * exist. Loops end at MAX_SYMLINK_HOPS; the read then reports ELOOP.
+ */
+export async function resolveAuthTarget(home: string): Promise<AuthTarget> {
+  const linkPath = authPath(home)
+  let current = linkPath
+  let isSymlink = false
+  for (let hop = 0; hop < MAX_SYMLINK_HOPS; hop++) {
+    let st: Stats
+    try {
+      st = await lstat(current)
+    } catch {
+      break // missing (dangling link) or unreachable: the open reports it
+    }
+    if (!st.isSymbolicLink()) break
+    isSymlink = true
+    const to = await readlink(current)
+    current = isAbsolute(to) ? to : resolve(dirname(current), to)
+  }
+  return { linkPath, targetPath: current, isSymlink }
+}
+
+/**
+ * Reads auth.json without a lock (Codex readers take none). A missing file, including the target
+ * of a dangling symlink, is 'absent': Codex reads it as "not logged in" and a write creates the
+ * target through the link.
+ */
+export async function readAuth(home: string): Promise<AuthRead> {
+  return readTarget(await resolveAuthTarget(home))
+}
+
+async function readTarget(target: AuthTarget): Promise<AuthRead> {
+  const { linkPath, targetPath, isSymlink } = target
+  const name = isSymlink ? `${linkPath} (symlink to ${targetPath})` : linkPath
+  const bad = (reason: string): AuthRead => ({
+    state: 'unreadable',
+    problem: {
+      code: 'auth_unreadable',
+      message: `cannot read ${name}: ${reason}`,
+      file: targetPath,
+      line: null,
+      column: null,
+    },
+  })
+
+  const file = await readSmallTextFile(targetPath, MAX_AUTH_BYTES)
+  if (file.state === 'absent') return { state: 'absent' }
+  if (file.state === 'error') return bad(file.reason)
+  const parsed = parseAuthFile(file.text, targetPath)
+  if (!parsed.ok) return { state: 'unreadable', problem: parsed.problem }
+  return { state: 'ok', auth: parsed.auth, text: file.text, mode: file.mode, targetPath, isSymlink }
+}
+
+/**
+ * The compare-and-write of Codex 0.171: auth.lock (in CODEX_HOME), re-read, auth.json.lock (beside
+ * the symlink target), re-read as the merge base, then temp file 0600 + fsync + rename, or unlink.
+ * Locks are polled with LOCK_NB and bounded; on lock_timeout, 'unreadable' or
+ * 'precondition_failed' the file is untouched. Locks are released in Codex's order: temp fd,
+ * auth.json.lock, auth.lock. I/O errors throw AuthWriteError after cleanup.
+ */
+export async function commitAuth(home: string, opts: CommitOptions): Promise<CommitResult> {
+  const timeoutMs = opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS
+  const held: LockHandle[] = []
+  try {
+    try {
+      // 0o666 like Codex (umask applies), so a Codex run as this user can always open it.
+      held.push(await acquireLock(join(home, 'auth.lock'), { timeoutMs, mode: 0o666, signal: opts.signal }))
+    } catch (err) {
+      if (err instanceof LockTimeoutError) return { outcome: 'lock_timeout', lock: 'auth.lock' }
+      throw err
+    }
+
+    const target = await resolveAuthTarget(home)
+    const first = await readTarget(target)
+    // 'unreadable' before the precondition: a refresh keeps its tokens pending for an unreadable
+    // file (DESIGN §9 step 6) but drops them when the precondition fails.
+    if (first.state === 'unreadable' && !opts.overwriteUnreadable) return { outcome: 'unreadable', problem: first.problem }
+    // Codex drops out here, before auth.json.lock, when the file changed under it.
+    if (opts.precondition && !opts.precondition(first)) return { outcome: 'precondition_failed', current: first }
+
+    const jsonLock = join(dirname(target.targetPath), 'auth.json.lock')
+    try {
+      held.push(await acquireLock(jsonLock, { timeoutMs, mode: 0o600, signal: opts.signal }))
+    } catch (err) {
+      if (err instanceof LockTimeoutError) return { outcome: 'lock_timeout', lock: 'auth.json.lock' }
+      throw err
+    }
+
+    const base = await readTarget(target)
+    if (base.state === 'unreadable' && !opts.overwriteUnreadable) return { outcome: 'unreadable', problem: base.problem }
+    if (opts.precondition && !opts.precondition(base)) return { outcome: 'precondition_failed', current: base }
+
+    const next = opts.update(base.state === 'ok' ? base.auth : null)
+    if (next === null) {
+      try {
+        await unlink(target.targetPath)
+        return { outcome: 'deleted', existed: true }
+      } catch (err) {
+        if (errCode(err) === 'ENOENT') return { outcome: 'deleted', existed: false }
+        throw new AuthWriteError(target.targetPath, err)
+      }
+    }
+    await writePrivateFileAtomic(target.targetPath, serializeAuthFile(next), { tempPrefix: '.auth-' })
+    return { outcome: 'written', auth: next }
+  } finally {
+    // Newest first: auth.json.lock, then auth.lock (the temp fd is closed inside the write).
+    for (const lock of held.reverse()) await lock.release().catch(() => {})
+  }
+}
+
+const TEMP_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'
+
+function tempSuffix(): string {
+  // 6 characters like mkstemp's XXXXXX; the slight modulo bias is irrelevant for a name.
+  return Array.from(randomBytes(6), (b) => TEMP_ALPHABET[b % TEMP_ALPHABET.length]).join('')
+}
+
+/**
+ * Writes `text` to `path` atomically with mode 0600: a temp file created O_EXCL in the same
+ * directory, fsync, rename over `path`, then the temp fd is closed. A symlink at `path` itself
+ * would be replaced, so callers pass the resolved target. On any error the temp file is removed
+ * and AuthWriteError is thrown; `path` is then untouched.
+ */
+export async function writePrivateFileAtomic(
+  path: string,
+  text: string,
+  opts: { tempPrefix?: string } = {},
+): Promise<void> {
+  const dir = dirname(path)
+  const prefix = opts.tempPrefix ?? `.${basename(path)}-`
+  let tmp = ''
+  let fh: FileHandle | null = null
+  try {
+    for (let attempt = 0; fh === null; attempt++) {
+      tmp = join(dir, prefix + tempSuffix())
+      try {
+        fh = await open(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o600)
+      } catch (err) {
+        if (errCode(err) !== 'EEXIST' || attempt >= 10) {
+          tmp = '' // nothing of ours to remove
+          throw err
+        }
+      }
+    }
+    // Exactly 0600 whatever the umask (a umask can only remove bits, e.g. 0277 would give 0400).
+    await fh.chmod(0o600)
+    await fh.writeFile(text, 'utf8')
+    await fh.sync()
+    await rename(tmp, path)
+    tmp = ''
+  } catch (err) {
+    throw new AuthWriteError(path, err)
+  } finally {
+    if (fh) await fh.close().catch(() => {})
+    if (tmp) await unlink(tmp).catch(() => {})
+  }
+}

@@ -1,0 +1,73 @@
+// Reading a small text file that someone else controls: never blocks on a FIFO, never reads a
+// huge file whole, never hands back bytes that are not UTF-8. Used for auth.json and config.toml.
+import { constants as fsc, type Stats } from 'node:fs'
+import { open, type FileHandle } from 'node:fs/promises'
+
+export type TextRead =
+  | { state: 'absent' }
+  | { state: 'ok'; text: string; mode: number }
+  | { state: 'error'; reason: string }
+
+export async function readSmallTextFile(path: string, maxBytes: number): Promise<TextRead> {
+  let fh: FileHandle
+  try {
+    // O_NONBLOCK so that a FIFO planted here never blocks the open; fstat below rejects it.
+    fh = await open(path, fsc.O_RDONLY | fsc.O_NONBLOCK | fsc.O_NOCTTY)
+  } catch (err) {
+    const code = errCode(err)
+    if (code === 'ENOENT') return { state: 'absent' }
+    if (code === 'EACCES' || code === 'EPERM') return { state: 'error', reason: 'permission denied' }
+    if (code === 'ELOOP') return { state: 'error', reason: 'too many levels of symbolic links' }
+    if (code === 'ENOTDIR') return { state: 'error', reason: 'a path component is not a directory' }
+    if (code === 'ENXIO') return { state: 'error', reason: 'not a regular file (socket or device)' }
+    return { state: 'error', reason: errText(err) }
+  }
+  try {
+    const st = await fh.stat()
+    if (!st.isFile()) return { state: 'error', reason: `not a regular file (${fileKind(st)})` }
+    if (st.size > maxBytes) return { state: 'error', reason: `larger than ${maxBytes} bytes (${st.size} bytes)` }
+    // Read until EOF but never more than one byte past the cap: the size may change after fstat.
+    let buf = Buffer.alloc(Math.min(maxBytes + 1, Math.max(st.size + 1, 4096)))
+    let len = 0
+    for (;;) {
+      if (len === buf.length) {
+        if (len > maxBytes) return { state: 'error', reason: `larger than ${maxBytes} bytes` }
+        const bigger = Buffer.alloc(Math.min(maxBytes + 1, buf.length * 2))
+        buf.copy(bigger, 0, 0, len)
+        buf = bigger
+      }
+      const { bytesRead } = await fh.read(buf, len, buf.length - len, len)
+      if (bytesRead === 0) break
+      len += bytesRead
+    }
+    try {
+      // ignoreBOM keeps a BOM in the text, so the parser judges it as Codex's serde would.
+      const text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(buf.subarray(0, len))
+      return { state: 'ok', text, mode: st.mode & 0o7777 }
+    } catch {
+      return { state: 'error', reason: 'not valid UTF-8' }
+    }
+  } catch (err) {
+    return { state: 'error', reason: errText(err) }
+  } finally {
+    await fh.close().catch(() => {})
+  }
+}
+
+export function errCode(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | null)?.code
+}
+
+/** errno code (or class name) only: an error's message may quote file contents. */
+export function errText(err: unknown): string {
+  return errCode(err) ?? (err instanceof Error ? err.name : 'error')
+}
+
+function fileKind(st: Stats): string {
+  if (st.isDirectory()) return 'a directory'
+  if (st.isFIFO()) return 'a FIFO'
+  if (st.isSocket()) return 'a socket'
+  if (st.isCharacterDevice()) return 'a character device'
+  if (st.isBlockDevice()) return 'a block device'
+  return 'not a file'
+}

@@ -1,0 +1,73 @@
+// One login's life: pending until it succeeds, fails, is cancelled or expires. The first end wins;
+// while the result is being committed (`busy`) cancel and expiry are refused, so a login that
+// wrote auth.json always reports success.
+import { randomUUID } from 'node:crypto'
+import type { ErrorInfo, LoginMethod, LoginResult, LoginStatus } from '../rpc/contract.js'
+
+export type EndStatus = Exclude<LoginStatus, 'pending'>
+
+export interface SuccessInfo {
+  email: string | null
+  planType: string | null
+  accountId: string | null
+}
+
+export class LoginSession {
+  readonly id: string
+  readonly method: LoginMethod
+  status: LoginStatus = 'pending'
+  error: ErrorInfo | null = null
+  success: SuccessInfo | null = null
+  /** Set while the result is being written: cancel and expiry wait for it. */
+  busy = false
+  /** Aborted when the login ends, whatever the reason. */
+  readonly abort = new AbortController()
+  readonly done: Promise<LoginResult>
+  private resolveDone!: (r: LoginResult) => void
+
+  constructor(method: LoginMethod, id: string = randomUUID()) {
+    this.id = id
+    this.method = method
+    this.done = new Promise((resolve) => {
+      this.resolveDone = resolve
+    })
+  }
+
+  get pending(): boolean {
+    return this.status === 'pending'
+  }
+
+  /** Open for cancel or expiry: pending and not committing. */
+  get cancellable(): boolean {
+    return this.status === 'pending' && !this.busy
+  }
+
+  result(): LoginResult {
+    return { loginId: this.id, status: this.status, error: this.error }
+  }
+
+  /** Ends the login; false when it had already ended. */
+  end(status: EndStatus, error: ErrorInfo | null = null, success: SuccessInfo | null = null): boolean {
+    if (this.status !== 'pending') return false
+    this.status = status
+    this.error = error
+    this.success = success
+    this.busy = false
+    this.abort.abort()
+    this.resolveDone(this.result())
+    return true
+  }
+
+  /** The result once the login ends, or `pending` after timeoutMs (null: wait for the end). */
+  wait(timeoutMs: number | null): Promise<LoginResult> {
+    if (this.status !== 'pending') return Promise.resolve(this.result())
+    if (timeoutMs === null) return this.done
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(this.result()), timeoutMs)
+      void this.done.then((r) => {
+        clearTimeout(timer)
+        resolve(r)
+      })
+    })
+  }
+}

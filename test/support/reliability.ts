@@ -1,0 +1,310 @@
+// Helpers for the reliability suite (issue 7): a seeded PRNG, a raw NDJSON wire with per-message
+// deadlines, daemon memory from /proc, polling with a deadline, and running things as an
+// unprivileged user (CI runs as root, where permission checks prove nothing: STACK §5).
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import fs from 'node:fs'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import { DAEMON_BIN, CLI_BIN, ROOT } from './daemon.js'
+
+/** mulberry32: tiny, fast, and the same sequence for the same seed everywhere. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** `# reliability: {...}` in the TAP stream: the figures the README table quotes. */
+export function reliabilityComment(t: { comment(...args: unknown[]): void }, figures: Record<string, unknown>): void {
+  t.comment(`reliability: ${JSON.stringify(figures)}`)
+}
+
+/** Two (or n) free TCP ports on 127.0.0.1, for --login-ports. */
+export async function freePorts(n = 2): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<net.Server>((resolve, reject) => {
+      const s = net.createServer()
+      s.once('error', reject)
+      s.listen(0, '127.0.0.1', () => resolve(s))
+    })),
+  )
+  const ports = servers.map((s) => (s.address() as net.AddressInfo).port)
+  await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))))
+  return ports
+}
+
+/** Polls `check` until it returns a value other than undefined/false, or throws at the deadline. */
+export async function pollUntil<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 10_000, everyMs = 20): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const v = await check()
+    if (v !== undefined && v !== false) return v
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, everyMs))
+  }
+}
+
+export interface Memory {
+  /** VmRSS, MiB */
+  rssMB: number
+  /** VmHWM (peak RSS since start), MiB */
+  peakMB: number
+}
+
+export function memoryOf(pid: number): Memory {
+  const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8')
+  const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s)?.[1] ?? NaN)
+  return { rssMB: Math.round(kb('VmRSS') / 102.4) / 10, peakMB: Math.round(kb('VmHWM') / 102.4) / 10 }
+}
+
+/** Open file descriptors of a process. */
+export function fdCount(pid: number): number {
+  return fs.readdirSync(`/proc/${pid}/fd`).length
+}
+
+export type WireEvent = { type: 'msg'; msg: any; raw: string } | { type: 'closed' } | { type: 'timeout' }
+
+/**
+ * A raw NDJSON connection: writes bytes as given, parses each line the daemon sends, and answers
+ * `next()` with a deadline so that a missing answer is a failure, not a hang.
+ */
+export class Wire {
+  readonly socket: net.Socket
+  private parts: Buffer[] = []
+  private queue: WireEvent[] = []
+  private waiters: Array<(e: WireEvent) => void> = []
+  private ended = false
+  /** Notifications (no id, a method) are set aside here, not returned by next(). */
+  readonly notifications: any[] = []
+  readonly closed: Promise<void>
+
+  private constructor(socket: net.Socket) {
+    this.socket = socket
+    this.closed = new Promise((r) => socket.once('close', () => r()))
+    socket.on('data', (d: Buffer) => this.onData(d))
+    socket.on('error', () => {})
+    socket.on('close', () => {
+      this.ended = true
+      for (const w of this.waiters.splice(0)) w({ type: 'closed' })
+    })
+  }
+
+  static connect(socketPath: string, opts: { allowHalfOpen?: boolean } = {}): Promise<Wire> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect({ path: socketPath, allowHalfOpen: opts.allowHalfOpen ?? false })
+      s.once('connect', () => {
+        s.off('error', reject)
+        resolve(new Wire(s))
+      })
+      s.once('error', reject)
+    })
+  }
+
+  get isClosed(): boolean {
+    return this.ended
+  }
+
+  private onData(d: Buffer): void {
+    let start = 0
+    for (;;) {
+      const nl = d.indexOf(10, start)
+      if (nl === -1) break
+      this.parts.push(d.subarray(start, nl))
+      const raw = Buffer.concat(this.parts).toString('utf8')
+      this.parts = []
+      start = nl + 1
+      let msg: any
+      try {
+        msg = JSON.parse(raw)
+      } catch {
+        msg = { __unparsable: true }
+      }
+      if (msg !== null && typeof msg === 'object' && !Array.isArray(msg) && 'method' in msg && !('id' in msg)) {
+        this.notifications.push(msg)
+        continue
+      }
+      const e: WireEvent = { type: 'msg', msg, raw }
+      const w = this.waiters.shift()
+      if (w) w(e)
+      else this.queue.push(e)
+    }
+    if (start < d.length) this.parts.push(Buffer.from(d.subarray(start)))
+  }
+
+  /** Resolves once the bytes are handed to the kernel (or the socket failed). */
+  write(data: Buffer | string): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.socket.destroyed || !this.socket.writable) return resolve()
+      this.socket.write(data, () => resolve())
+    })
+  }
+
+  next(timeoutMs = 10_000): Promise<WireEvent> {
+    const q = this.queue.shift()
+    if (q) return Promise.resolve(q)
+    if (this.ended) return Promise.resolve({ type: 'closed' })
+    return new Promise((resolve) => {
+      const waiter = (e: WireEvent): void => {
+        clearTimeout(timer)
+        resolve(e)
+      }
+      const timer = setTimeout(() => {
+        const i = this.waiters.indexOf(waiter)
+        if (i !== -1) this.waiters.splice(i, 1)
+        resolve({ type: 'timeout' })
+      }, timeoutMs)
+      this.waiters.push(waiter)
+    })
+  }
+
+  /** One request, its answer (matched by id; other answers are dropped). */
+  async call(method: string, params?: unknown, timeoutMs = 10_000): Promise<any> {
+    const id = `c-${Math.random().toString(36).slice(2)}`
+    await this.write(JSON.stringify(params === undefined ? { jsonrpc: '2.0', id, method } : { jsonrpc: '2.0', id, method, params }) + '\n')
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const e = await this.next(Math.max(1, deadline - Date.now()))
+      if (e.type !== 'msg') throw new Error(`no answer to ${method}: ${e.type}`)
+      if (e.msg?.id === id) return e.msg
+    }
+  }
+
+  close(): void {
+    this.socket.destroy()
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Running as an unprivileged user
+
+export const TEST_USER = 'codexauthd-test'
+
+export interface TestUser {
+  name: string
+  uid: number
+  gid: number
+}
+
+/**
+ * The unprivileged test user, created if missing (idempotent). null when we are not root (then
+ * we already are unprivileged and cannot switch users) or when the user cannot be created.
+ */
+export function ensureTestUser(): TestUser | null {
+  if (process.getuid?.() !== 0) return null
+  const lookup = (): TestUser | null => {
+    try {
+      const uid = Number(execFileSync('id', ['-u', TEST_USER], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim())
+      const gid = Number(execFileSync('id', ['-g', TEST_USER], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim())
+      return Number.isInteger(uid) && Number.isInteger(gid) ? { name: TEST_USER, uid, gid } : null
+    } catch {
+      return null
+    }
+  }
+  const found = lookup()
+  if (found) return found
+  try {
+    execFileSync('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', TEST_USER], { stdio: 'ignore' })
+  } catch {
+    // a parallel test file may have created it just now
+  }
+  return lookup()
+}
+
+const staged: { dir: string | null } = { dir: null }
+process.on('exit', () => {
+  if (staged.dir) fs.rmSync(staged.dir, { recursive: true, force: true })
+})
+
+export interface StagedBundle {
+  /** world-readable (0755) directory holding dist/ and node_modules/fs-ext */
+  dir: string
+  daemon: string
+  cli: string
+}
+
+/**
+ * Copies the two bundles and the daemon's one native dependency (fs-ext: fs-ext.js, its
+ * package.json and the compiled addon; `nan` is build-time only) into a 0755 directory under
+ * /tmp, so that another user can run them whatever the permissions of the checkout.
+ */
+export function stageBundle(): StagedBundle {
+  if (staged.dir === null) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cad-rel-bin-'))
+    fs.chmodSync(dir, 0o755)
+    const copy = (rel: string, to = rel): void => {
+      const dst = path.join(dir, to)
+      fs.mkdirSync(path.dirname(dst), { recursive: true, mode: 0o755 })
+      fs.copyFileSync(path.join(ROOT, rel), dst)
+      fs.chmodSync(dst, 0o644)
+    }
+    copy(path.relative(ROOT, DAEMON_BIN))
+    copy(path.relative(ROOT, CLI_BIN))
+    for (const f of ['package.json', 'fs-ext.js', 'build/Release/fs_ext.node']) copy(path.join('node_modules', 'fs-ext', f))
+    // mkdirSync's mode is masked by the umask: make every directory on the way traversable.
+    const walk = (d: string): void => {
+      fs.chmodSync(d, 0o755)
+      for (const e of fs.readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(path.join(d, e.name))
+    }
+    walk(dir)
+    staged.dir = dir
+  }
+  return {
+    dir: staged.dir,
+    daemon: path.join(staged.dir, path.relative(ROOT, DAEMON_BIN)),
+    cli: path.join(staged.dir, path.relative(ROOT, CLI_BIN)),
+  }
+}
+
+/** A world-traversable temp directory (0755) holding things the test user will own. */
+export function publicTempDir(prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  fs.chmodSync(dir, 0o755)
+  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/** `setpriv` argv prefix that runs a command as `user` with no supplementary groups. */
+export function asUser(user: TestUser): string[] {
+  return ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--']
+}
+
+export interface Ran {
+  code: number | null
+  signal: string | null
+  stdout: string
+  stderr: string
+}
+
+/** Runs `node <args>` as `user` (minimal environment) and collects its output. */
+export function runNodeAs(user: TestUser, args: string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<Ran> {
+  return new Promise((resolve, reject) => {
+    const [cmd, ...pre] = asUser(user)
+    const p = spawn(cmd!, [...pre, process.execPath, ...args], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/nonexistent', ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: '/',
+    })
+    let stdout = ''
+    let stderr = ''
+    p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))
+    p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+    const timer = setTimeout(() => p.kill('SIGKILL'), opts.timeoutMs ?? 15_000)
+    p.on('error', reject)
+    p.on('close', (code, signal) => {
+      clearTimeout(timer)
+      resolve({ code, signal, stdout, stderr })
+    })
+  })
+}
+
+/** Spawns `node <args>` as `user`; setpriv execs, so the child's pid is node's. */
+export function spawnNodeAs(user: TestUser, args: string[], env: Record<string, string>): ChildProcess {
+  const [cmd, ...pre] = asUser(user)
+  return spawn(cmd!, [...pre, process.execPath, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], cwd: '/' })
+}
