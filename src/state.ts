@@ -266,6 +266,12 @@ export class AuthState extends EventEmitter<StateEvents> {
       }
       if (p !== parent) this.schedule()
     })
+    // The parent's own fs.watch events for the home entry: a home removed and created again in
+    // quick succession may produce no normalized event at all (see rewatchIfHomeReplaced).
+    const homeName = path.basename(home)
+    watcher.on('raw', (_event, evPath, details) => {
+      if (evPath === homeName && (details as { watchedPath?: string } | undefined)?.watchedPath === parent) this.schedule()
+    })
     watcher.on('error', (e) => this.emit('error', e))
     await new Promise<void>((resolve) => watcher.once('ready', () => resolve()))
     if (this.stopped) {

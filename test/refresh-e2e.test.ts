@@ -224,6 +224,29 @@ t.test('another writer refreshed first: the daemon adopts its file and makes no 
   t.comment(adopted ? 'adopted by the re-read before spending (step 1)' : 'adopted by the watcher before the refresh was due')
 })
 
+t.test('another writer’s file that needs a refresh too: getAuth refreshes the adopted tokens', async (t) => {
+  const w = await provider(t, { ttl: { authorizationCode: 1800, refreshToken: 3600 } })
+  const p = w.provider
+  const minted = await mintTokens(p)
+  const home = await makeHome()
+  writeAuthFile(home, authFileFor(minted))
+  const d = await daemon(t, home, p)
+  const c = await connect(t, d)
+  t.ok((await c.call('getAuth')).result?.token === minted.accessToken)
+  // A new login (another 30-minute token) is renamed in, and at once a caller wants 40 minutes.
+  const relogin = await mintTokens(p)
+  writeAuthFile(home, authFileFor(relogin))
+  const res = await c.call('getAuth', { minValiditySeconds: 2400 })
+  t.notOk(res.error, shape(res))
+  const spent = w.answers.filter((a) => a.call.grantType === 'refresh_token').map((a) => a.request.get('refresh_token'))
+  t.equal(spent.length, 1, 'one refresh call')
+  t.ok(spent[0] === relogin.refreshToken, 'with the adopted refresh token, never the replaced one')
+  t.ok(res.result?.token === refreshAnswers(w)[0]?.access_token, 'serves the refreshed token')
+  await until('the refresh in auth.json', async () => (await fileTokens(home)).refreshToken === refreshAnswers(w)[0]?.refresh_token)
+  const adopted = d.logs.some((l) => l.includes('auth.json changed before refresh; adopting it'))
+  t.comment(adopted ? 'adopted by the re-read before spending (step 1), then refreshed' : 'the watcher had the new file first')
+})
+
 // ---------------------------------------------------------------- failures
 
 interface FailureCase {

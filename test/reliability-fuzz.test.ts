@@ -572,6 +572,7 @@ t.test(`protocol fuzz, seed ${SEED}`, async (t) => {
         }
         wire.close()
         wire = null
+        reconnects++
       } else if (exp.kind === 'batch') problem = checkBatch(exp.items, e.msg)
       else problem = checkItem(exp.item, e.msg)
       if (problem !== null) fail(i, f.category, problem)

@@ -124,6 +124,14 @@ export class Refresher implements FreshTokenSource {
 
   /** DESIGN §6 getAuth: wait for a due or running refresh; serve what is valid; else -32002. */
   async ensureFresh(minValiditySeconds: number): Promise<void> {
+    const outcome = await this.ensureFreshOnce(minValiditySeconds, true)
+    // The refresh found another writer's file and adopted it, but that token is not good enough
+    // either: refresh it now, with the adopted refresh token (Codex does the same, COMPAT B §2.3),
+    // instead of answering -32002 until the timer gets to it.
+    if (outcome === 'adopted') await this.ensureFreshOnce(minValiditySeconds, false)
+  }
+
+  private async ensureFreshOnce(minValiditySeconds: number, mayRetry: boolean): Promise<'adopted' | undefined> {
     const cand = this.candidate()
     if (cand === null) return
     const now = this.o.now()
@@ -146,6 +154,7 @@ export class Refresher implements FreshTokenSource {
     }
     if (validMs() >= minMs) return
     if (outcome !== null && outcome !== 'timeout' && outcome.ok) return
+    if (mayRetry && outcome !== null && outcome !== 'timeout' && 'skipped' in outcome && outcome.skipped === 'adopted') return 'adopted'
     const failure = this.failureFor(outcome)
     throw new RpcError(ErrorCode.RefreshFailed, failure.message, { kind: failure.kind })
   }

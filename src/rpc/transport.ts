@@ -199,7 +199,7 @@ export class Transport {
       const grown = need > capacity ? Math.min(Math.max(need, capacity * 2), this.limits.maxLineBytes) : capacity
       if (this.bufferedBytes + (grown - capacity) > this.limits.maxBufferedBytes) {
         this.events.onLimit('buffer_cap', c.id)
-        this.fail(c, ErrorCode.InvalidRequest, 'Server busy: too much data buffered')
+        this.fail(c, ErrorCode.InvalidRequest, `Server busy: more than ${this.limits.maxBufferedBytes} bytes buffered across connections`)
         return
       }
       if (grown !== capacity) {
@@ -247,7 +247,8 @@ export class Transport {
         )
         return
       }
-      this.track(c, Promise.all(payload.map((m) => this.handle(c, m)))).then(
+      // A batch is as many requests as it has members, for the in-flight cap.
+      this.track(c, Promise.all(payload.map((m) => this.handle(c, m))), payload.length).then(
         (responses) => {
           const out = responses.filter((r): r is JSONRPCResponse => r !== null)
           // The spec answers a batch with an array, even of one response.
@@ -279,14 +280,14 @@ export class Transport {
   }
 
   /** Count running requests; stop reading from a connection that has too many. */
-  private track<T>(c: ConnState, p: Promise<T>): Promise<T> {
-    c.inFlight++
+  private track<T>(c: ConnState, p: Promise<T>, requests = 1): Promise<T> {
+    c.inFlight += requests
     if (c.inFlight >= this.limits.maxInFlightPerConnection && !c.paused) {
       c.paused = true
       c.socket.pause()
     }
     const done = (): void => {
-      c.inFlight--
+      c.inFlight -= requests
       if (c.paused && c.inFlight < this.limits.maxInFlightPerConnection / 2) {
         c.paused = false
         if (!c.closing) c.socket.resume()

@@ -89,10 +89,14 @@ export class Wire {
     this.closed = new Promise((r) => socket.once('close', () => r()))
     socket.on('data', (d: Buffer) => this.onData(d))
     socket.on('error', () => {})
-    socket.on('close', () => {
+    // 'end' as well as 'close': a half-open client (allowHalfOpen) gets no 'close' when the
+    // daemon goes away, yet nothing more can arrive.
+    const ended = (): void => {
       this.ended = true
       for (const w of this.waiters.splice(0)) w({ type: 'closed' })
-    })
+    }
+    socket.on('end', ended)
+    socket.on('close', ended)
   }
 
   static connect(socketPath: string, opts: { allowHalfOpen?: boolean } = {}): Promise<Wire> {
