@@ -1,7 +1,6 @@
 // Socket-path rules of DESIGN §4. The daemon and every client compute the same path with these
 // functions; nothing here creates a file or a directory.
 
-import { createHash } from 'node:crypto'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
@@ -36,6 +35,8 @@ export const RUNTIME_SUBDIR = 'codex-authd'
 /** `<id>` of `<runtime>/codex-authd/<id>.sock`: `default`, or 16 hex of SHA-256 of the home. */
 export function socketIdFor(codexHome: string, defaultCodexHome: string): string {
   if (codexHome === defaultCodexHome) return 'default'
+  // crypto is loaded only here: the CLI's start-up time matters (DESIGN §7 benchmark).
+  const { createHash } = process.getBuiltinModule('node:crypto')
   return createHash('sha256').update(codexHome, 'utf8').digest('hex').slice(0, 16)
 }
 

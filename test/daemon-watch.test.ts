@@ -327,3 +327,86 @@ t.test('a symlinked auth.json: changes to the target are picked up', async (t) =
   await untilServed(c, c4.access, 'a change to the new target')
   t.pass('the new target is watched')
 })
+
+/** Context switches (voluntary + involuntary) of all the daemon's threads: its wake-ups. */
+function wakeups(pid: number): number {
+  let n = 0
+  for (const task of fs.readdirSync(`/proc/${pid}/task`)) {
+    let status: string
+    try {
+      status = fs.readFileSync(`/proc/${pid}/task/${task}/status`, 'utf8')
+    } catch {
+      continue // a thread that just ended
+    }
+    for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)$/gm)) n += Number(m[1])
+  }
+  return n
+}
+
+/** Wake-ups of `pid` while `work` runs and for 300 ms after (events still in flight). */
+async function wakeupsDuring(pid: number, work: () => void): Promise<number> {
+  const before = wakeups(pid)
+  work()
+  await new Promise((r) => setTimeout(r, 300)) // letting events that must not come arrive
+  return wakeups(pid) - before
+}
+
+/**
+ * The fewest wake-ups over `tries` runs of `work`. A watch that sees the churn wakes the daemon
+ * every time (thousands); V8's own housekeeping (the memory reducer's GC, a few seconds after
+ * start) lands in one window at most.
+ */
+async function fewestWakeups(pid: number, work: () => void, tries = 3): Promise<number[]> {
+  const seen: number[] = []
+  for (let i = 0; i < tries; i++) {
+    seen.push(await wakeupsDuring(pid, work))
+    if (seen[i] === 0) break
+  }
+  return seen
+}
+
+t.test('an idle daemon is not woken by churn beside CODEX_HOME, nor by Codex churn inside it', { skip: fs.existsSync('/proc/self/task') ? false : 'no /proc' }, async (t) => {
+  // CODEX_HOME in a parent of its own, so that the test can churn its siblings.
+  const parent = fs.realpathSync(tempDir('cad-p-'))
+  const home = path.join(parent, 'codex-home')
+  fs.mkdirSync(home, { mode: 0o700 })
+  const a = chatgptAuth('idle')
+  renameInto(path.join(home, 'auth.json'), a.text)
+  const d = await daemon(t, home)
+  const c = await connect(t, d)
+  const sub = await subscribe(t, d)
+  t.equal(await token(c), a.access)
+
+  let round = 0
+  const siblings = await fewestWakeups(d.pid, () => {
+    const r = round++
+    for (let i = 0; i < 3000; i++) fs.writeFileSync(path.join(parent, `f${i}`), 'x')
+    for (let i = 0; i < 3000; i++) fs.rmSync(path.join(parent, `f${i}`))
+    fs.mkdirSync(path.join(parent, `sibling${r}`))
+    for (let i = 0; i < 1000; i++) fs.writeFileSync(path.join(parent, `sibling${r}`, `g${i}`), 'y')
+  })
+  t.comment(`daemon wake-ups while 7000 sibling events happened: ${siblings.join(', ')}`)
+  t.ok(Math.min(...siblings) <= 10, `not woken by siblings (${Math.min(...siblings)} context switches)`)
+
+  // Codex writes its sqlite state, sessions and history beside auth.json all the time. With
+  // config.toml there too (the usual home), only the two files are watched: not even a wake-up.
+  fs.writeFileSync(path.join(home, 'config.toml'), 'forced_login_method = "chatgpt"\n')
+  await nextChange(sub, (s) => s.settings.forcedLoginMethod === 'chatgpt')
+  t.equal(await token(c), a.access, 'config.toml read, still served')
+  await new Promise((r) => setTimeout(r, 200)) // the trailing re-read of that change
+  fs.mkdirSync(path.join(home, 'sessions', '2026'), { recursive: true })
+  const inside = await fewestWakeups(d.pid, () => {
+    for (let i = 0; i < 2000; i++) {
+      fs.appendFileSync(path.join(home, 'state_5.sqlite'), 'page'.repeat(64))
+      fs.appendFileSync(path.join(home, 'state_5.sqlite-wal'), 'wal')
+      fs.appendFileSync(path.join(home, 'sessions', '2026', 'x.jsonl'), `{"i":${i}}\n`)
+    }
+  })
+  t.comment(`daemon wake-ups while Codex-like churn wrote 6000 times inside CODEX_HOME: ${inside.join(', ')}`)
+  t.ok(Math.min(...inside) <= 10, `not woken by Codex's own files (${Math.min(...inside)} context switches)`)
+
+  const b = chatgptAuth('idle2')
+  renameInto(path.join(home, 'auth.json'), b.text)
+  await untilServed(c, b.access, 'a change after the churn')
+  t.pass('auth.json still followed')
+})

@@ -134,8 +134,18 @@ t.test('logout with the provider down still logs out', async (t) => {
 t.test('logout while auth.json.lock is held: -32004, file kept', async (t) => {
   const { daemon, rpc } = await setup(t)
   await rpc.ok('login', { method: 'apikey', apiKey: KEY })
-  const holder = spawn('flock', [path.join(daemon.home, 'auth.json.lock'), '-c', 'echo locked; exec sleep 60'], { stdio: ['ignore', 'pipe', 'ignore'] })
-  t.teardown(() => holder.kill('SIGKILL'))
+  // Its own process group, so that the teardown ends flock and the sleep holding the lock.
+  const holder = spawn('flock', [path.join(daemon.home, 'auth.json.lock'), '-c', 'echo locked; exec sleep 60'], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+    detached: true,
+  })
+  t.teardown(() => {
+    try {
+      process.kill(-holder.pid!, 'SIGKILL')
+    } catch {
+      // already gone
+    }
+  })
   await new Promise<void>((resolve) => holder.stdout.once('data', () => resolve()))
   const r = await rpc.call('logout')
   t.match(r.error, { code: -32004, message: 'credential commit lock timed out', data: { lock: 'auth.json.lock' } })

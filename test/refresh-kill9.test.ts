@@ -4,8 +4,13 @@
 // window DESIGN §9 accepts (killed between the answer and the commit: the new tokens are lost and the
 // spent refresh token is dead) is counted, and the login is then replaced with a new one.
 //
-// Reproduce a run with KILL9_SEED=<seed>; KILL9_ITERATIONS changes the count (default 200).
-import t from 'tap'
+// Each iteration starts a daemon on a due token (it refreshes as it comes up; a getAuth joins) and
+// SIGKILLs it 0-40 ms after one of three moments picked at random, so that the kills spread over
+// the whole refresh whatever the machine's speed: the daemon's start line (mostly before the call),
+// the provider's answer (the commit window), the "written" log line (after the rename).
+//
+// Reproduce a schedule with KILL9_SEED=<seed>; KILL9_ITERATIONS changes the count (default 200).
+import t, { type Test } from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
 import { formatLastRefresh, parseAuthFile, serializeAuthFile } from '../src/authfile.js'
@@ -14,10 +19,13 @@ import { makeHome, startDaemon, type RunningDaemon } from './support/daemon.js'
 import { mintTokens, startProvider, type EndpointAnswer, type TokenSet } from './support/provider.js'
 import { rawConnect } from './support/rpc.js'
 
-t.setTimeout(180_000)
+// 200 daemon starts: ~60 s on an idle 2-core machine, much more when other suites share it.
+t.setTimeout(600_000)
 
 const ITERATIONS = Number(process.env.KILL9_ITERATIONS ?? 200)
 const SEED = Number(process.env.KILL9_SEED ?? Math.floor(Math.random() * 2 ** 31))
+/** Lanes run side by side, each with its own provider and CODEX_HOME. */
+const LANES = 3
 
 function rng(seed: number): () => number {
   let a = seed >>> 0
@@ -30,6 +38,23 @@ function rng(seed: number): () => number {
   }
 }
 
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+type Anchor = 'started' | 'answer' | 'written'
+
+interface Counts {
+  iterations: number
+  /** killed before the refresh call reached the provider: the file is as it was, its token alive */
+  untouched: number
+  /** killed after the rename: the file holds the new answer */
+  committed: number
+  /** killed between the answer and the rename: the one window DESIGN §9 accepts */
+  lost: number
+  anchors: Record<Anchor, number>
+  /** .auth-XXXXXX temp files a kill left behind (harmless; Codex leaves them too) */
+  tempLeftovers: number
+}
+
 interface IssuedSet {
   access: string
   refresh: string
@@ -38,16 +63,44 @@ interface IssuedSet {
 
 t.test(`kill -9 during refresh, ${ITERATIONS} times`, async (t) => {
   t.comment(`seed ${SEED} (KILL9_SEED=${SEED} reproduces the schedule)`)
-  const random = rng(SEED)
+  const counts: Counts = { iterations: 0, untouched: 0, committed: 0, lost: 0, anchors: { started: 0, answer: 0, written: 0 }, tempLeftovers: 0 }
+  const problems: string[] = []
+  let calls = 0
+  let reuses = 0
+  const startedAt = Date.now()
+  await Promise.all(
+    Array.from({ length: LANES }, async (_, lane) => {
+      const n = Math.floor(ITERATIONS / LANES) + (lane < ITERATIONS % LANES ? 1 : 0)
+      const r = await runLane(t, lane, rng(SEED + lane), n, counts, problems)
+      calls += r.calls
+      reuses += r.reuses
+    }),
+  )
+  const seconds = ((Date.now() - startedAt) / 1000).toFixed(1)
+  t.comment(`seed ${SEED}: ${JSON.stringify(counts)} in ${seconds} s; ${calls} refresh calls, ${reuses} reuses`)
+  t.same(problems, [], 'auth.json always parsed, was never empty and never mixed two token sets')
+  t.equal(counts.iterations, ITERATIONS, 'all iterations ran')
+  t.equal(reuses, 0, 'no daemon ever spent a refresh token twice')
+  t.equal(counts.untouched + counts.committed + counts.lost, ITERATIONS, 'every iteration ended in one of the three states')
+  // The kills must reach past the commit, or the test proves little about it.
+  t.ok(counts.committed > 0, `some kills came after the rename (${counts.committed})`)
+  t.ok(counts.untouched + counts.lost > 0, `some came before it (${counts.untouched} before the call, ${counts.lost} between answer and rename)`)
+})
+
+async function runLane(t: Test, lane: number, random: () => number, iterations: number, counts: Counts, problems: string[]): Promise<{ calls: number; reuses: number }> {
   // Every token set the provider ever handed out, by access token; and every refresh token that a
-  // successful refresh spent (rotation makes it dead, and reuse revokes the whole grant).
+  // successful refresh spent (rotation makes it dead; spending it again would revoke the grant).
   const issued = new Map<string, IssuedSet>()
   const spent = new Set<string>()
+  let onRefreshAnswer: (() => void) | null = null
   const onAnswer = (a: EndpointAnswer): void => {
     if (a.call.endpoint !== 'token' || a.status !== 200) return
     const b = JSON.parse(a.body) as { access_token?: string; refresh_token?: string; id_token?: string }
     if (b.access_token && b.refresh_token && b.id_token) issued.set(b.access_token, { access: b.access_token, refresh: b.refresh_token, id: b.id_token })
-    if (a.call.grantType === 'refresh_token') spent.add(a.request.get('refresh_token') ?? '')
+    if (a.call.grantType === 'refresh_token') {
+      spent.add(a.request.get('refresh_token') ?? '')
+      onRefreshAnswer?.()
+    }
   }
   // Every access token lives 500 s, so every set is due at once (exp - 10 min is past).
   const p = await startProvider({ ttl: { authorizationCode: 500, refreshToken: 500 }, onAnswer })
@@ -56,7 +109,7 @@ t.test(`kill -9 during refresh, ${ITERATIONS} times`, async (t) => {
   const file = path.join(home, 'auth.json')
 
   /** Codex's format; last_refresh an hour ago so that the 30 s loop guard never holds a refresh back. */
-  const write = (s: { access: string; refresh: string; id: string; accountId: string }): void => {
+  const write = (s: IssuedSet & { accountId: string }): void => {
     const auth: AuthFile = {
       authMode: 'chatgpt',
       openaiApiKey: null,
@@ -74,78 +127,90 @@ t.test(`kill -9 during refresh, ${ITERATIONS} times`, async (t) => {
   }
   await login()
 
-  const counts = { iterations: 0, untouched: 0, committed: 0, lost: 0, relogins: 0, tempLeftovers: 0 }
-  const problems: string[] = []
-  const startedAt = Date.now()
-  let lastAccess = ''
-  for (let i = 0; i < ITERATIONS; i++) {
-    const before = fs.readFileSync(file, 'utf8')
-    const beforeAuth = parseAuthFile(before, file)
-    if (!beforeAuth.ok) throw new Error('setup: auth.json does not parse')
-    lastAccess = beforeAuth.auth.tokens!.accessToken
+  for (let i = 0; i < iterations && problems.length === 0; i++) {
+    const before = parseAuthFile(fs.readFileSync(file, 'utf8'), file)
+    if (!before.ok || before.auth.tokens === null) throw new Error('setup: auth.json does not parse')
+    const lastAccess = before.auth.tokens.accessToken
     p.tokenDelayMs = Math.floor(random() * 21)
+    const r = random()
+    const anchor: Anchor = r < 0.3 ? 'started' : r < 0.75 ? 'answer' : 'written'
     const killAfter = Math.floor(random() * 41)
-    const d: RunningDaemon = await startDaemon({ home, args: ['--issuer', p.issuer, '--issuer-kind', 'openai', '--log-level', 'info'] })
+
+    let d: RunningDaemon | null = null
+    let killed: Promise<void> | null = null
+    const kill = (): Promise<void> => {
+      killed ??= (async () => {
+        d!.proc.kill('SIGKILL')
+        await d!.exited
+      })()
+      return killed
+    }
+    let fire: () => void = () => {}
+    const anchored = new Promise<void>((resolve) => {
+      fire = resolve
+    })
+    if (anchor === 'answer') onRefreshAnswer = fire
+    d = await startDaemon({ home, args: ['--issuer', p.issuer, '--issuer-kind', 'openai'] })
+    const daemon = d
+    if (anchor === 'started') fire()
+    if (anchor === 'written') void daemon.waitForLog((rec) => rec.msg === 'refreshed tokens written to auth.json').then(fire, () => {})
     // The daemon starts the due refresh on its own as it comes up; a getAuth joins it.
-    void rawConnect(d.socket).then(
+    void rawConnect(daemon.socket).then(
       (c) => {
         c.call('getAuth').catch(() => {})
-        void d.exited.then(() => c.close())
+        void daemon.exited.then(() => c.close())
       },
       () => {},
     )
-    await new Promise((r) => setTimeout(r, killAfter)) // the random kill point, not a synchronisation
-    d.proc.kill('SIGKILL')
-    await d.exited
+    // A daemon that never gets to the anchor is killed after 10 s (and counted by what it did).
+    await Promise.race([anchored, sleep(10_000)])
+    await sleep(killAfter) // the random kill point after the anchor, not a synchronisation
+    await kill()
+    onRefreshAnswer = null
     // A refresh the provider was still answering finishes there (its answer goes nowhere).
-    const deadline = Date.now() + 5000
+    const deadline = Date.now() + 10_000
     while (!p.calls.every((c) => c.done)) {
       if (Date.now() > deadline) throw new Error('provider calls did not finish')
-      await new Promise((r) => setTimeout(r, 5))
+      await sleep(5)
     }
 
     counts.iterations++
+    counts.anchors[anchor]++
     const text = fs.readFileSync(file, 'utf8')
     if (text.length === 0) {
-      problems.push(`iteration ${i}: auth.json is empty`)
+      problems.push(`lane ${lane} iteration ${i}: auth.json is empty`)
       break
     }
     const parsed = parseAuthFile(text, file)
     if (!parsed.ok || parsed.auth.tokens === null) {
-      problems.push(`iteration ${i}: auth.json does not parse (${parsed.ok ? 'no tokens' : parsed.problem.message})`)
+      problems.push(`lane ${lane} iteration ${i}: auth.json does not parse (${parsed.ok ? 'no tokens' : parsed.problem.message})`)
       break
     }
     const tk = parsed.auth.tokens
     const set = issued.get(tk.accessToken)
     if (set === undefined || set.refresh !== tk.refreshToken || set.id !== tk.idToken) {
-      problems.push(`iteration ${i}: auth.json holds tokens that no single answer of the provider gave`)
+      problems.push(`lane ${lane} iteration ${i}: auth.json holds tokens that no single answer of the provider gave`)
       break
     }
-    if (tk.accountId === null) problems.push(`iteration ${i}: account_id lost`)
-    if ((fs.statSync(file).mode & 0o777) !== 0o600) problems.push(`iteration ${i}: mode ${(fs.statSync(file).mode & 0o777).toString(8)}`)
-    counts.tempLeftovers += fs.readdirSync(home).filter((n) => n.startsWith('.auth-')).length
-    for (const n of fs.readdirSync(home).filter((n) => n.startsWith('.auth-'))) fs.rmSync(path.join(home, n))
+    if (tk.accountId === null) problems.push(`lane ${lane} iteration ${i}: account_id lost`)
+    const mode = fs.statSync(file).mode & 0o777
+    if (mode !== 0o600) problems.push(`lane ${lane} iteration ${i}: mode ${mode.toString(8)}`)
+    const temps = fs.readdirSync(home).filter((n) => n.startsWith('.auth-'))
+    counts.tempLeftovers += temps.length
+    for (const n of temps) fs.rmSync(path.join(home, n))
 
-    if (tk.accessToken !== lastAccess) counts.committed++
-    else if (spent.has(tk.refreshToken)) counts.lost++
-    else counts.untouched++
-
-    if (spent.has(tk.refreshToken)) {
+    if (tk.accessToken !== lastAccess) {
+      counts.committed++
+      // Put last_refresh back an hour so that the next daemon refreshes at once.
+      write({ ...set, accountId: tk.accountId! })
+    } else if (spent.has(tk.refreshToken)) {
       // The killed daemon spent this refresh token but never wrote the answer: that login is gone
       // (DESIGN §9 step 6, the one window left, as in Codex). Log in again.
-      counts.relogins++
+      counts.lost++
       await login()
-    } else if (tk.accessToken !== lastAccess) {
-      // Committed: put last_refresh back an hour so that the next daemon refreshes at once.
-      write({ access: tk.accessToken, refresh: tk.refreshToken, id: tk.idToken, accountId: tk.accountId! })
+    } else {
+      counts.untouched++
     }
   }
-  const seconds = ((Date.now() - startedAt) / 1000).toFixed(1)
-  t.comment(`seed ${SEED}: ${JSON.stringify(counts)} in ${seconds} s; ${p.countCalls({ grantType: 'refresh_token' })} refresh calls, ${p.countCalls({ refreshTokenReuse: true })} reuses`)
-  t.same(problems, [], 'auth.json always parsed, was never empty and never mixed two token sets')
-  t.equal(counts.iterations, ITERATIONS, 'all iterations ran')
-  t.equal(p.countCalls({ refreshTokenReuse: true }), 0, 'no daemon ever spent a refresh token twice')
-  // The schedule must actually hit the interesting moments, or the test proves little.
-  t.ok(counts.committed > 0, `some kills came after the commit (${counts.committed})`)
-  t.ok(counts.untouched + counts.lost > 0, `some kills came before it (${counts.untouched} before the call, ${counts.lost} between answer and commit)`)
-})
+  return { calls: p.countCalls({ grantType: 'refresh_token' }), reuses: p.countCalls({ refreshTokenReuse: true }) }
+}

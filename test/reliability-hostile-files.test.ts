@@ -7,17 +7,17 @@
 // (as root, EACCES never happens). Keys and tokens here are fake and never printed.
 import t, { type Test } from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
-import { isolatedEnv, makeHome, startDaemon, stopAtTeardown, tempDir, type RunningDaemon } from './support/daemon.js'
+import { DAEMON_BIN, isolatedEnv, makeHome, tempDir } from './support/daemon.js'
 import {
   Wire,
   ensureTestUser,
   pollUntil,
+  asUser,
   publicTempDir,
   reliabilityComment,
-  spawnNodeAs,
   stageBundle,
   type TestUser,
 } from './support/reliability.js'
@@ -86,23 +86,15 @@ function strayFiles(home: string): string[] {
 // ------------------------------------------------------------------------------------- daemons
 
 interface Daemonish {
+  home: string
   socket: string
   pid: number
   alive(): boolean
   logs: string[]
+  stderr: string[]
   sighup(): void
+  exited: Promise<{ code: number | null; signal: string | null }>
   stop(): Promise<{ code: number | null; signal: string | null }>
-}
-
-function wrap(d: RunningDaemon): Daemonish {
-  return {
-    socket: d.socket,
-    pid: d.pid,
-    alive: () => d.proc.exitCode === null && d.proc.signalCode === null,
-    logs: d.logs,
-    sighup: () => void d.proc.kill('SIGHUP'),
-    stop: () => d.stop('SIGTERM'),
-  }
 }
 
 let user: TestUser | null = null
@@ -121,10 +113,18 @@ function userHome(u: TestUser): { home: string; socket: string } {
   return { home, socket: path.join(sdir, 's.sock') }
 }
 
-async function startAsUser(t: Test, u: TestUser, home: string, socket: string): Promise<Daemonish> {
-  const staged = stageBundle()
+/**
+ * Starts the daemon bundle on `home` (as `as` when given, from the world-readable staged copy).
+ * Not test/support/daemon.ts's startDaemon: this file's homes hold FIFOs and 8 GiB files, and the
+ * test process itself must never open them (a FIFO would block it).
+ */
+async function launch(t: Test, home: string, opts: { as?: TestUser; socket?: string; waitReady?: boolean } = {}): Promise<Daemonish> {
+  const socket = opts.socket ?? path.join(tempDir('cad-s-'), 's.sock')
+  const bin = opts.as ? stageBundle().daemon : DAEMON_BIN
+  const argv = [bin, '--codex-home', home, '--socket', socket]
   const env = isolatedEnv(home)
-  const p = spawnNodeAs(u, [staged.daemon, '--codex-home', home, '--socket', socket], env)
+  const [cmd, ...args] = opts.as ? [...asUser(opts.as), process.execPath, ...argv] : [process.execPath, ...argv]
+  const p = spawn(cmd!, args, { env, stdio: ['ignore', 'pipe', 'pipe'], cwd: '/' })
   const logs: string[] = []
   const stderr: string[] = []
   let buf = ''
@@ -141,20 +141,25 @@ async function startAsUser(t: Test, u: TestUser, home: string, socket: string): 
   t.teardown(() => {
     if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL')
   })
-  await pollUntil(
-    'the unprivileged daemon to start',
-    () => {
-      if (p.exitCode !== null) throw new Error(`daemon exited ${p.exitCode}: ${stderr.join('')}`)
-      return logs.some((l) => l.includes('"codex-authd started"'))
-    },
-    15_000,
-  )
+  if (opts.waitReady !== false) {
+    await pollUntil(
+      'the daemon to start',
+      () => {
+        if (p.exitCode !== null) throw new Error(`daemon exited ${p.exitCode}: ${stderr.join('')}`)
+        return logs.some((l) => l.includes('"codex-authd started"'))
+      },
+      15_000,
+    )
+  }
   return {
+    home,
     socket,
     pid: p.pid!,
     alive: () => p.exitCode === null && p.signalCode === null,
     logs,
+    stderr,
     sighup: () => void p.kill('SIGHUP'),
+    exited,
     stop: async () => {
       if (p.exitCode === null && p.signalCode === null) p.kill('SIGTERM')
       return exited
@@ -370,7 +375,7 @@ for (const c of CASES) {
       const watched = c.setup(home)
       if (c.name.startsWith('config.toml')) fs.chownSync(authPath(home), user.uid, user.gid)
       const before = watched.map(fingerprint)
-      d = await startAsUser(t, user, home, u.socket)
+      d = await launch(t, home, { as: user, socket: u.socket })
       await check(t, c, d, home, watched, before)
       return
     }
@@ -378,7 +383,7 @@ for (const c of CASES) {
     const watched = c.setup(home)
     const before = watched.map(fingerprint)
     const started = Date.now()
-    d = wrap(stopAtTeardown(t, await startDaemon({ home })))
+    d = await launch(t, home)
     t.ok(Date.now() - started < 10_000, 'started without hanging')
     await check(t, c, d, home, watched, before)
   })
@@ -427,9 +432,10 @@ async function check(t: Test, c: Case, d: Daemonish, home: string, watched: stri
   const mid = watched.map(fingerprint)
   t.same(mid, before, 'nothing was written (bytes, inode, mode, mtime), while running')
   const exit = await d.stop()
-  t.same(exit, { code: 0, signal: null }, 'clean stop')
+  t.same(exit, { code: 0, signal: null }, `clean stop${exit.code === 0 ? '' : ` (stderr: ${d.stderr.join('').trim()}; last log: ${d.logs.at(-1)})`}`)
   t.same(watched.map(fingerprint), before, 'nothing was written, after stop')
   t.same(strayFiles(home), [], 'no temp or park files left')
+  t.notOk([...d.logs, ...d.stderr].join('\n').includes(AUTH_KEY), 'the key never appears in the output')
 }
 
 t.test('auth.json replaced by hostile files while running: last good credential kept, never overwritten', async (t) => {
@@ -439,41 +445,45 @@ t.test('auth.json replaced by hostile files while running: last good credential 
   })
   const home = await makeHome()
   writeGoodAuth(home)
-  const d = stopAtTeardown(t, await startDaemon({ home }))
-  t.equal((await call(wrap(d), 'getAuth')).result?.token, AUTH_KEY, 'serving the key')
+  const d = await launch(t, home)
+  t.equal((await call(d, 'getAuth')).result?.token, AUTH_KEY, 'serving the key')
   const file = authPath(home)
-  const replace = (make: (tmp: string) => void): void => {
+  // Each replaces auth.json at once (rename over it), except the directory, which cannot be.
+  const viaRename = (make: (tmp: string) => void) => (): void => {
     const tmp = path.join(home, 'incoming.tmp')
     make(tmp)
     fs.renameSync(tmp, file)
   }
-  const variants: Array<{ name: string; make: (tmp: string) => void; message: RegExp }> = [
-    { name: 'truncated', make: (p) => fs.writeFileSync(p, GOOD_AUTH.slice(0, 20), { mode: 0o600 }), message: /line \d+ column \d+/ },
-    { name: 'binary', make: (p) => fs.writeFileSync(p, randomBytes(512), { mode: 0o600 }), message: /not valid UTF-8|line \d+ column \d+/ },
-    { name: 'FIFO', make: (p) => execFileSync('mkfifo', ['-m', '600', p]), message: /a FIFO/ },
-    { name: 'directory', make: (p) => fs.mkdirSync(p), message: /a directory/ },
+  const variants: Array<{ name: string; replace: () => void; message: RegExp }> = [
+    { name: 'truncated', replace: viaRename((p) => fs.writeFileSync(p, GOOD_AUTH.slice(0, 20), { mode: 0o600 })), message: /line \d+ column \d+/ },
+    { name: 'binary', replace: viaRename((p) => fs.writeFileSync(p, randomBytes(512), { mode: 0o600 })), message: /not valid UTF-8|line \d+ column \d+/ },
+    { name: 'FIFO', replace: viaRename((p) => execFileSync('mkfifo', ['-m', '600', p])), message: /a FIFO/ },
+    { name: 'symlink loop', replace: viaRename((p) => fs.symlinkSync('auth.json', p)), message: /too many levels of symbolic links/ },
+    { name: '/dev/zero', replace: viaRename((p) => fs.symlinkSync('/dev/zero', p)), message: /a character device/ },
+    { name: 'directory', replace: () => (fs.rmSync(file), fs.mkdirSync(file)), message: /a directory/ },
   ]
   for (const v of variants) {
     fs.rmSync(file, { recursive: true, force: true })
     writeGoodAuth(home)
     await pollUntil('the good file served again', async () => {
-      const s = (await call(wrap(d), 'status')).result
+      const s = (await call(d, 'status')).result
       return s?.loggedIn === true && !s.problems.some((p: any) => p.code === 'auth_unreadable')
     })
-    replace(v.make)
+    v.replace()
     const before = fingerprint(file)
     const p = await pollUntil(`the ${v.name} auth.json reported`, async () => {
-      const s = (await call(wrap(d), 'status')).result
+      const s = (await call(d, 'status')).result
       return s?.problems.find((x: any) => x.code === 'auth_unreadable')
     })
     t.match(p.message, v.message, `${v.name}: says why`)
-    const g = await call(wrap(d), 'getAuth')
+    const g = await call(d, 'getAuth')
     t.equal(g.result?.token, AUTH_KEY, `${v.name}: the last good credential is still served`)
-    await call(wrap(d), 'refresh')
+    await call(d, 'refresh')
     t.same(fingerprint(file), before, `${v.name}: not overwritten`)
   }
-  t.ok(d.proc.exitCode === null, 'daemon still running')
+  t.ok(d.alive(), 'daemon still running')
   t.same(strayFiles(home), [], 'no temp or park files left')
+  t.notOk([...d.logs, ...d.stderr].join('\n').includes(AUTH_KEY), 'the key never appears in the output')
 })
 
 t.test('CODEX_HOME removed while running: recreated (0700) with its lock; status answers', async (t) => {
@@ -485,28 +495,29 @@ t.test('CODEX_HOME removed while running: recreated (0700) with its lock; status
   const home = path.join(parent, 'home')
   fs.mkdirSync(home, { mode: 0o700 })
   writeGoodAuth(home)
-  const d = stopAtTeardown(t, await startDaemon({ home }))
-  t.equal((await call(wrap(d), 'status')).result?.loggedIn, true, 'logged in at first')
+  const d = await launch(t, home)
+  t.equal((await call(d, 'status')).result?.loggedIn, true, 'logged in at first')
   fs.rmSync(home, { recursive: true, force: true })
-  await d.waitForLog((r) => r.msg === 'CODEX_HOME was removed; recreated it')
+  await pollUntil('the daemon to recreate the home', () => d.logs.some((l) => l.includes('"CODEX_HOME was removed; recreated it"')))
   const st = fs.statSync(home)
   t.ok(st.isDirectory(), 'recreated')
   t.equal(st.mode & 0o777, 0o700, 'mode 0700')
   t.ok(fs.existsSync(path.join(home, 'authd.lock')), 'its lock is back')
   const s = await pollUntil('status without the removed credential', async () => {
-    const r = (await call(wrap(d), 'status')).result
+    const r = (await call(d, 'status')).result
     return r?.loggedIn === false ? r : undefined
   })
   t.equal(s.settings.codexHome, home, 'same home')
   // The watcher still works on the recreated home.
   writeGoodAuth(home)
-  await pollUntil('a new auth.json in the recreated home served', async () => (await call(wrap(d), 'getAuth')).result?.token === AUTH_KEY)
+  await pollUntil('a new auth.json in the recreated home served', async () => (await call(d, 'getAuth')).result?.token === AUTH_KEY)
   t.pass('a new auth.json in the recreated home is picked up')
   // A second daemon for the same home is refused: the recreated lock is held.
-  const second = await startDaemon({ home, waitReady: false })
+  const second = await launch(t, home, { waitReady: false })
   const ex = await second.exited
   t.equal(ex.code, 3, 'a second daemon for the recreated home exits 3 (the lock is held)')
-  t.ok(d.proc.exitCode === null, 'daemon still running')
+  t.ok(d.alive(), 'daemon still running')
+  t.same(await d.stop(), { code: 0, signal: null }, 'clean stop')
 })
 
 t.test('figures', async (t) => {

@@ -2,7 +2,7 @@
 // It never starts a daemon. Secrets go to stdout only where asked for (token, env) and to a
 // child's environment (exec); never to stderr, never to argv.
 
-import { spawn } from 'node:child_process'
+import type { spawn as spawnType } from 'node:child_process'
 import * as os from 'node:os'
 import {
   AuthdError,
@@ -26,6 +26,9 @@ import {
 } from './cli-util.js'
 import { VERSION } from '../version.js'
 
+
+/** child_process is loaded only by the commands that start a process: it costs start-up time. */
+const spawn = (): typeof spawnType => process.getBuiltinModule('node:child_process').spawn
 
 const out = (s: string): void => {
   process.stdout.write(s)
@@ -176,9 +179,9 @@ async function cmdExec(a: ParsedArgs): Promise<number> {
   }
   const env = childEnv(process.env, grant)
   return new Promise<number>((resolve) => {
-    let child: ReturnType<typeof spawn>
+    let child: ReturnType<typeof spawnType>
     try {
-      child = spawn(found.file, a.argv.slice(1), { stdio: 'inherit', env, argv0: cmd })
+      child = spawn()(found.file, a.argv.slice(1), { stdio: 'inherit', env, argv0: cmd })
     } catch (e) {
       err(`codex-auth: cannot run ${cmd}: ${e instanceof Error ? e.message : String(e)}`)
       return resolve(CliExit.ExecSetupFailed)
@@ -221,7 +224,7 @@ function openBrowser(url: string): void {
   const darwin = process.platform === 'darwin'
   if (!darwin && !process.env.DISPLAY && !process.env.WAYLAND_DISPLAY) return
   try {
-    const child = spawn(darwin ? 'open' : 'xdg-open', [url], { stdio: 'ignore', detached: true })
+    const child = spawn()(darwin ? 'open' : 'xdg-open', [url], { stdio: 'ignore', detached: true })
     child.on('error', () => {})
     child.unref()
   } catch {

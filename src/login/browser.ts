@@ -84,14 +84,15 @@ export class BrowserLoginServer {
     this.server.closeAllConnections()
   }
 
-  private send(res: http.ServerResponse, status: number, html: string, after?: () => void): void {
+  private send(res: http.ServerResponse, status: number, html: string): void {
     res.writeHead(status, { ...PAGE_HEADERS, 'content-length': String(Buffer.byteLength(html)) })
-    res.end(html, () => after?.())
+    res.end(html)
   }
 
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
     const url = new URL(req.url ?? '/', `http://127.0.0.1:${this.port}`)
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
+    // GET only: a HEAD (a link prefetcher) must never spend the authorization code.
+    if (req.method !== 'GET') {
       res.writeHead(405, { allow: 'GET', connection: 'close', 'content-length': '0' })
       res.end()
       return
@@ -160,7 +161,9 @@ export class BrowserLoginServer {
       this.send(res, 404, errorPage('No completed sign-in', 'There is no completed login to show here.'))
       return
     }
-    this.send(res, 200, successPage(session.success), () => this.close())
+    // Stop listening first: once the page is out, the port is already free.
+    this.close()
+    this.send(res, 200, successPage(session.success))
   }
 
   private cancel(res: http.ServerResponse): void {
@@ -171,10 +174,12 @@ export class BrowserLoginServer {
     }
     if (session.pending) {
       session.end('cancelled', { reason: 'cancelled', message: 'Login cancelled' })
-      this.send(res, 200, errorPage('Login cancelled', 'This login was cancelled.'), () => this.close())
+      this.close()
+      this.send(res, 200, errorPage('Login cancelled', 'This login was cancelled.'))
       return
     }
     // A finished login's server (waiting for /success) gives the port to a new login server.
-    this.send(res, 200, errorPage('Login server stopped', 'This login had already ended; its server has stopped.'), () => this.close())
+    this.close()
+    this.send(res, 200, errorPage('Login server stopped', 'This login had already ended; its server has stopped.'))
   }
 }

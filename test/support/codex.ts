@@ -26,6 +26,7 @@ import { formatLastRefresh, serializeAuthFile } from '../../src/authfile.js'
 import type { AuthFile } from '../../src/types.js'
 import { ROOT, tempDir } from './daemon.js'
 import type { TestProvider, TokenSet } from './provider.js'
+import { registerAuthJsonSecrets, registerSecret } from './secrets.js'
 
 /** The wrapper the package installs (it execve()s the native musl binary). */
 export const CODEX_BIN = path.join(ROOT, 'node_modules', '.bin', 'codex')
@@ -300,6 +301,7 @@ export async function startCodexWorld(provider: TestProvider): Promise<CodexWorl
         CODEX_BIN,
         ...args,
       ]
+      if (args.includes('--with-api-key') && opts.input !== undefined) registerSecret(opts.input.trim(), 'API key (codex login --with-api-key stdin)')
       const started = Date.now()
       return run('unshare', argv, { env, input: opts.input, cwd: userHome, track: running }).then((r) => ({ ...r, ms: Date.now() - started }))
     },
@@ -335,6 +337,7 @@ export function authFileFor(tokens: TokenSet, opts: { lastRefresh?: Date | null 
 /** Writes auth.json (0600) the way a writer other than Codex would: temp file + rename. */
 export function writeAuthJson(codexHome: string, auth: AuthFile): string {
   const text = serializeAuthFile(auth)
+  registerAuthJsonSecrets(text, 'writeAuthJson')
   const file = path.join(codexHome, 'auth.json')
   const tmp = path.join(codexHome, `.auth-test-${process.pid}`)
   fs.writeFileSync(tmp, text, { mode: 0o600 })

@@ -5,6 +5,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { SecretLeakError, findSecrets, recordLeak, registerAuthJsonSecrets, registerSecret, type Leak } from './secrets.js'
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const DAEMON_BIN = path.join(ROOT, 'dist', 'codex-authd.cjs')
@@ -38,6 +39,12 @@ export interface StartOptions {
   env?: Record<string, string>
   /** Wait for the "started" line (default true). */
   waitReady?: boolean
+  /**
+   * Scan stdout and stderr for registered secrets when the daemon exits (default true): a leak
+   * makes stop() throw, and fails the test file at exit if nobody stopped it. Opt out only for a
+   * daemon that is meant to print one.
+   */
+  scanSecrets?: boolean
 }
 
 export interface RunningDaemon {
@@ -53,6 +60,10 @@ export interface RunningDaemon {
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: string | null }>
   /** Resolves with the first log record (parsed) that matches. */
   waitForLog(pred: (rec: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>
+  /** Labels of the registered secrets in everything the daemon printed so far (never the values). */
+  secretsInOutput(): string[]
+  /** Throws SecretLeakError if the output so far holds a registered secret. */
+  assertNoSecrets(): void
 }
 
 /** The environment the daemon runs with: nothing from the developer's own session leaks in. */
@@ -66,8 +77,19 @@ export function isolatedEnv(home: string, extra: Record<string, string> = {}): R
   return { ...env, ...extra }
 }
 
+/** Registers the secrets a daemon is given: auth.json's tokens and key, API keys in its environment. */
+function registerDaemonInputs(home: string, env: Record<string, string> | undefined): void {
+  for (const [k, v] of Object.entries(env ?? {})) if (/API_KEY|TOKEN$/.test(k)) registerSecret(v, `${k} (environment)`)
+  try {
+    registerAuthJsonSecrets(fs.readFileSync(path.join(home, 'auth.json'), 'utf8'))
+  } catch {
+    // no auth.json (or not readable): nothing to register
+  }
+}
+
 export async function startDaemon(opts: StartOptions = {}): Promise<RunningDaemon> {
   const home = opts.home ?? (await makeHome())
+  registerDaemonInputs(home, opts.env)
   const socket = opts.socket ?? path.join(tempDir('cad-s-'), 's.sock')
   const args = [DAEMON_BIN, '--codex-home', home, '--socket', socket, ...(opts.args ?? [])]
   const proc = spawn(process.execPath, args, {
@@ -98,6 +120,21 @@ export async function startDaemon(opts: StartOptions = {}): Promise<RunningDaemo
   const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
     proc.once('exit', (code, signal) => resolve({ code, signal }))
   })
+  // Secret scan: once stdout and stderr are drained ('close'), whoever stopped the daemon or not.
+  const scan = opts.scanSecrets !== false
+  const secretsInOutput = (): string[] => findSecrets(logs.join('\n') + '\n' + stderr.join('\n'))
+  const where = `daemon pid ${proc.pid} (home ${home}) stdout/stderr`
+  let leak: Leak | null = null
+  const closed = new Promise<void>((resolve) => {
+    proc.once('close', () => {
+      if (scan) {
+        registerDaemonInputs(home, undefined)
+        const labels = secretsInOutput()
+        if (labels.length > 0) leak = recordLeak(where, labels, false)
+      }
+      resolve()
+    })
+  })
   const waitForLog = (pred: (rec: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> => {
     for (const l of logs) {
       try {
@@ -125,7 +162,22 @@ export async function startDaemon(opts: StartOptions = {}): Promise<RunningDaemo
     waitForLog,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal)
-      return exited
+      const r = await exited
+      await closed
+      const l = leak as Leak | null
+      if (l !== null && !l.reported) {
+        l.reported = true
+        throw new SecretLeakError(l.where, l.labels)
+      }
+      return r
+    },
+    secretsInOutput,
+    assertNoSecrets() {
+      const labels = secretsInOutput()
+      if (labels.length > 0) {
+        recordLeak(where, labels, true)
+        throw new SecretLeakError(where, labels)
+      }
     },
   }
   running.exited.then(() => {}, () => {})
@@ -146,13 +198,68 @@ export interface CliResult {
   stderr: string
 }
 
-export function runCli(args: string[], opts: { socket?: string; env?: Record<string, string>; input?: string; cwd?: string } = {}): Promise<CliResult> {
-  const full = opts.socket !== undefined ? ['--socket', opts.socket, ...args] : args
-  return runNode(CLI_BIN, full, opts)
+export interface CliOptions {
+  socket?: string
+  env?: Record<string, string>
+  input?: string
+  cwd?: string
+  /**
+   * The output is scanned for registered secrets and the call rejects with SecretLeakError when
+   * it holds one: stderr always, stdout except for `token`, `env` and `exec` (whose job is to
+   * print a credential or run a child that may). `true` skips the scan for this one call;
+   * 'stdout' / 'stderr' skip only that stream.
+   */
+  allowSecrets?: boolean | 'stdout' | 'stderr'
 }
 
-export function runDaemonCommand(args: string[], opts: { env?: Record<string, string>; input?: string } = {}): Promise<CliResult> {
-  return runNode(DAEMON_BIN, args, opts)
+/** codex-auth's subcommand: the first argument that is not a global flag (or its value). */
+export function cliCommand(args: string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!
+    if (a === '--socket' || a === '--codex-home') {
+      i++
+      continue
+    }
+    if (a.startsWith('-')) continue
+    return a
+  }
+  return undefined
+}
+
+/** Commands whose stdout is a credential (or a child's output) by design. */
+export const CREDENTIAL_COMMANDS: ReadonlySet<string> = new Set(['token', 'env', 'exec'])
+
+function scanOutput(r: CliResult, label: string, stdout: boolean, stderrToo: boolean): CliResult {
+  for (const [stream, on, text] of [['stdout', stdout, r.stdout], ['stderr', stderrToo, r.stderr]] as const) {
+    if (!on) continue
+    const labels = findSecrets(text)
+    if (labels.length > 0) {
+      const where = `${label} ${stream}`
+      recordLeak(where, labels, true)
+      throw new SecretLeakError(where, labels)
+    }
+  }
+  return r
+}
+
+function registerInputs(args: string[], opts: { env?: Record<string, string>; input?: string }): void {
+  for (const [k, v] of Object.entries(opts.env ?? {})) if (/API_KEY|TOKEN$/.test(k)) registerSecret(v, `${k} (environment)`)
+  if (args.includes('--with-api-key') && opts.input !== undefined) registerSecret(opts.input.trim(), 'API key (login --with-api-key stdin)')
+}
+
+export async function runCli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
+  const full = opts.socket !== undefined ? ['--socket', opts.socket, ...args] : args
+  registerInputs(args, opts)
+  const r = await runNode(CLI_BIN, full, opts)
+  const cmd = cliCommand(args) ?? ''
+  const allow = opts.allowSecrets ?? false
+  return scanOutput(r, `codex-auth ${cmd}`.trim(), allow !== true && allow !== 'stdout' && !CREDENTIAL_COMMANDS.has(cmd), allow !== true && allow !== 'stderr')
+}
+
+export async function runDaemonCommand(args: string[], opts: { env?: Record<string, string>; input?: string; allowSecrets?: boolean } = {}): Promise<CliResult> {
+  registerInputs(args, opts)
+  const r = await runNode(DAEMON_BIN, args, opts)
+  return opts.allowSecrets === true ? r : scanOutput(r, `codex-authd ${args.join(' ')}`.slice(0, 80), true, true)
 }
 
 function runNode(bin: string, args: string[], opts: { env?: Record<string, string>; input?: string; cwd?: string }): Promise<CliResult> {

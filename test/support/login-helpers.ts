@@ -6,6 +6,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { startDaemon, stopAtTeardown, type RunningDaemon } from './daemon.js'
 import { startProvider, type ProviderOptions, type TestProvider } from './provider.js'
+import { registerSecret } from './secrets.js'
 
 export interface RpcAnswer {
   id: number
@@ -44,6 +45,8 @@ export function connectRpc(socketPath: string): Promise<Rpc> {
       while ((i = buf.indexOf('\n')) !== -1) {
         const msg = JSON.parse(buf.slice(0, i))
         buf = buf.slice(i + 1)
+        // a served credential is a secret for the leak scanner (secrets.ts)
+        if (typeof msg?.result?.token === 'string') registerSecret(msg.result.token, `${msg.result.mode ?? 'served'} token (RPC result)`)
         if (typeof msg.id === 'number' && pending.has(msg.id)) {
           pending.get(msg.id)!(msg)
           pending.delete(msg.id)

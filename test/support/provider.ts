@@ -28,6 +28,7 @@ import type {
 } from 'oidc-provider'
 import * as oidcClient from 'openid-client'
 import { driveAuthorization } from './browser.js'
+import { registerSecret, registerTokenAnswer } from './secrets.js'
 
 // ---------------------------------------------------------------- constants
 
@@ -366,6 +367,35 @@ function refreshErrorCode(detail: string | undefined) {
   return 'refresh_token_invalidated' as const
 }
 
+/**
+ * Registers what the provider hands out outside the token endpoint: the authorization code in a
+ * redirect's Location, and the device_code of a device authorization answer (secrets.ts).
+ */
+function registerProviderSecrets(pathname: string, res: http.ServerResponse): void {
+  const setHeader = res.setHeader.bind(res)
+  res.setHeader = ((name: string, value: number | string | readonly string[]) => {
+    if (name.toLowerCase() === 'location') {
+      for (const v of Array.isArray(value) ? value : [value]) {
+        try {
+          const u = new URL(String(v), 'http://x')
+          registerSecret(u.searchParams.get('code'), 'authorization code (redirect)')
+        } catch {
+          // not a URL
+        }
+      }
+    }
+    return setHeader(name, value)
+  }) as typeof res.setHeader
+  if (pathname === '/device/auth') {
+    const end = res.end.bind(res) as (...a: unknown[]) => http.ServerResponse
+    res.end = ((...args: unknown[]) => {
+      const chunk = args[0]
+      if (typeof chunk === 'string' || Buffer.isBuffer(chunk)) registerTokenAnswer(chunk.toString(), 'device authorization')
+      return end(...args)
+    }) as typeof res.end
+  }
+}
+
 // ---------------------------------------------------------------- startProvider
 
 export async function startProvider(opts: ProviderOptions = {}): Promise<TestProvider> {
@@ -625,6 +655,12 @@ export async function startProvider(opts: ProviderOptions = {}): Promise<TestPro
       at: Date.now(),
       done: false,
     }
+    // Every secret a caller sends is registered for the leak scanner (test/support/secrets.ts).
+    registerSecret(form.get('code'), 'authorization code (token request)')
+    registerSecret(form.get('code_verifier'), 'PKCE verifier (token request)')
+    registerSecret(form.get('refresh_token'), 'refresh token (token request)')
+    registerSecret(form.get('device_code'), 'device code (token request)')
+    registerSecret(form.get('token'), `token (${endpoint} request)`)
     const gt = form.get('grant_type')
     if (endpoint === 'token' && gt) call.grantType = gt
     const rr = form.get('refresh_reason')
@@ -663,6 +699,7 @@ export async function startProvider(opts: ProviderOptions = {}): Promise<TestPro
         }
       }
       headers['content-length'] = String(Buffer.byteLength(text))
+      if (endpoint === 'token') registerTokenAnswer(text, 'injected token answer')
       res.writeHead(injected.status, headers)
       res.end(text)
       finish(injected.status)
@@ -752,6 +789,7 @@ export async function startProvider(opts: ProviderOptions = {}): Promise<TestPro
     }
     if (via === 'json') out['x-json-adapted'] = '1'
     out['content-length'] = String(upstream.body.length)
+    if (endpoint === 'token') registerTokenAnswer(upstream.body.toString('utf8'), `token endpoint, ${call.grantType ?? 'no grant_type'}`)
     res.writeHead(upstream.status, out)
     res.end(upstream.body)
     finish(upstream.status)
@@ -781,6 +819,7 @@ export async function startProvider(opts: ProviderOptions = {}): Promise<TestPro
     if (!internal) {
       // never let outside callers spoof the adapter markers
       delete req.headers['x-harness-req']
+      registerProviderSecrets(url.pathname, res)
     }
     callback(req, res)
   })

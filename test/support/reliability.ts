@@ -1,7 +1,7 @@
 // Helpers for the reliability suite (issue 7): a seeded PRNG, a raw NDJSON wire with per-message
 // deadlines, daemon memory from /proc, polling with a deadline, and running things as an
 // unprivileged user (CI runs as root, where permission checks prove nothing: STACK §5).
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
@@ -273,9 +273,14 @@ export function publicTempDir(prefix: string): string {
   return dir
 }
 
-/** `setpriv` argv prefix that runs a command as `user` with no supplementary groups. */
+/**
+ * argv prefix that runs a command as `user` with no supplementary groups. NODE_OPTIONS is dropped:
+ * tap's process-info hook puts its loader there for every child, and that loader writes to
+ * .tap/ in the checkout, which the user cannot (the child would then exit 1 at its end).
+ * setpriv and env both exec, so the child's pid is the command's.
+ */
 export function asUser(user: TestUser): string[] {
-  return ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--']
+  return ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--', '/usr/bin/env', '-u', 'NODE_OPTIONS']
 }
 
 export interface Ran {
@@ -285,11 +290,11 @@ export interface Ran {
   stderr: string
 }
 
-/** Runs `node <args>` as `user` (minimal environment) and collects its output. */
-export function runNodeAs(user: TestUser, args: string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<Ran> {
+/** Runs `node <args>` as `user` (null: as ourselves), with a minimal environment, and collects its output. */
+export function runNodeAs(user: TestUser | null, args: string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<Ran> {
   return new Promise((resolve, reject) => {
-    const [cmd, ...pre] = asUser(user)
-    const p = spawn(cmd!, [...pre, process.execPath, ...args], {
+    const [cmd, ...pre] = user ? [...asUser(user), process.execPath] : [process.execPath]
+    const p = spawn(cmd!, [...pre, ...args], {
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/nonexistent', ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
       cwd: '/',
@@ -305,10 +310,4 @@ export function runNodeAs(user: TestUser, args: string[], opts: { env?: Record<s
       resolve({ code, signal, stdout, stderr })
     })
   })
-}
-
-/** Spawns `node <args>` as `user`; setpriv execs, so the child's pid is node's. */
-export function spawnNodeAs(user: TestUser, args: string[], env: Record<string, string>): ChildProcess {
-  const [cmd, ...pre] = asUser(user)
-  return spawn(cmd!, [...pre, process.execPath, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], cwd: '/' })
 }

@@ -1,5 +1,6 @@
 // A raw NDJSON connection for protocol tests: send any bytes, read parsed lines back in order.
 import net from 'node:net'
+import { registerSecret } from './secrets.js'
 
 export interface RawConnection {
   socket: net.Socket
@@ -34,6 +35,8 @@ export function rawConnect(path: string): Promise<RawConnection> {
         const line = buf.slice(0, i)
         buf = buf.slice(i + 1)
         const msg = JSON.parse(line)
+        // a served credential (getAuth/refresh result) is a secret for the leak scanner
+        if (typeof msg?.result?.token === 'string') registerSecret(msg.result.token, `${msg.result.mode ?? 'served'} token (RPC result)`)
         const w = waiters.shift()
         if (w) w.resolve(msg)
         else queue.push(msg)

@@ -1,5 +1,8 @@
 // Obviously fake JWTs for tests: header {alg:'none'}, base64url JSON payload, fake signature.
-// Nothing here is signed or secret; shared by every test that needs a token.
+// Nothing here is signed or secret; shared by every test that needs a token. Every fake JWT is
+// still registered with the leak scanner (secrets.ts): tests use them as credentials, and
+// registering one that is not used as a credential is harmless.
+import { registerSecret } from './secrets.js'
 
 export function base64url(text: string): string {
   return Buffer.from(text, 'utf8').toString('base64url')
@@ -7,5 +10,7 @@ export function base64url(text: string): string {
 
 /** A JWT-shaped string Codex accepts as an id_token or access token. */
 export function fakeJwt(payload: object): string {
-  return `${base64url(JSON.stringify({ alg: 'none', typ: 'JWT' }))}.${base64url(JSON.stringify(payload))}.fake-signature`
+  const jwt = `${base64url(JSON.stringify({ alg: 'none', typ: 'JWT' }))}.${base64url(JSON.stringify(payload))}.fake-signature`
+  registerSecret(jwt, 'fake JWT (tokens.ts)')
+  return jwt
 }

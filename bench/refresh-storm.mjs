@@ -1,0 +1,190 @@
+// The refresh storm as a benchmark (DESIGN §6, §9): 1000 concurrent getAuth calls on a token that
+// needs refreshing (every caller waits for the ONE refresh) against 1000 concurrent getAuth calls on
+// a fresh token (the baseline, in the same run), both against the real daemon bundle and the test
+// harness's real oidc-provider (built from test/support/provider.ts with esbuild at start).
+//
+// "Needs refreshing" = a 15-minute token (due by the clock only at exp - 10 min) asked for with
+// minValiditySeconds 1200 (more than it has left, less than the refreshed 1-hour token): the storm
+// itself starts the refresh, deterministically, rather than the daemon's timer.
+//
+// Prints a table and one JSON line. Usage:
+//   node bench/refresh-storm.mjs [--calls 1000] [--connections 50] [--rounds 3] [--token-delay 0]
+import { build } from 'esbuild'
+import fs from 'node:fs'
+import path from 'node:path'
+import { spawn } from 'node:child_process'
+import { parseArgs } from 'node:util'
+import { pathToFileURL } from 'node:url'
+import { DAEMON_BIN, ROOT, connect, fmt, nowMs, percentile, printTable, renameInto, tempDir } from './lib.mjs'
+
+const { values } = parseArgs({
+  options: {
+    calls: { type: 'string', default: '1000' },
+    connections: { type: 'string', default: '50' },
+    rounds: { type: 'string', default: '3' },
+    'token-delay': { type: 'string', default: '0' },
+  },
+})
+const CALLS = Number(values.calls)
+const CONNECTIONS = Number(values.connections)
+const ROUNDS = Number(values.rounds)
+const TOKEN_DELAY_MS = Number(values['token-delay'])
+const PER_CONNECTION = Math.ceil(CALLS / CONNECTIONS)
+
+// ---- the provider harness, bundled next to node_modules so that its bare imports resolve
+const outDir = path.join(ROOT, 'node_modules', '.cache', 'codex-authd-bench')
+const outfile = path.join(outDir, `provider-${process.pid}.mjs`)
+fs.mkdirSync(outDir, { recursive: true })
+await build({
+  absWorkingDir: ROOT,
+  entryPoints: ['test/support/provider.ts'],
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  packages: 'external',
+  outfile,
+  logLevel: 'warning',
+})
+process.on('exit', () => fs.rmSync(outfile, { force: true }))
+const { startProvider, mintTokens } = await import(pathToFileURL(outfile).href)
+
+if (!fs.existsSync(DAEMON_BIN)) throw new Error(`${DAEMON_BIN} is missing: run npm run build`)
+
+/** auth.json in Codex's format (COMPAT Part B §2.2), last_refresh a minute ago. */
+function authText(tokens) {
+  const lastRefresh = new Date(Date.now() - 60_000).toISOString().replace(/\.(\d{3})Z$/, '.$1000000Z')
+  const json = {
+    auth_mode: 'chatgpt',
+    OPENAI_API_KEY: null,
+    tokens: { id_token: tokens.idToken, access_token: tokens.accessToken, refresh_token: tokens.refreshToken, account_id: tokens.accountId },
+    last_refresh: lastRefresh,
+  }
+  return JSON.stringify(json, null, 2)
+}
+
+/** The daemon bundle on a temp home with `tokens`, pointed at the provider; resolves once it listens. */
+async function daemonWith(provider, tokens) {
+  const home = tempDir('cab-home-')
+  const socket = path.join(tempDir('cab-s-'), 's.sock')
+  renameInto(path.join(home, 'auth.json'), authText(tokens))
+  const proc = spawn(
+    process.execPath,
+    [DAEMON_BIN, '--codex-home', home, '--socket', socket, '--issuer', provider.issuer, '--issuer-kind', 'openai', '--log-level', 'warn'],
+    { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: path.dirname(home) }, stdio: ['ignore', 'ignore', 'pipe'] },
+  )
+  const exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })))
+  let err = ''
+  proc.stderr.setEncoding('utf8').on('data', (d) => (err += d))
+  const deadline = Date.now() + 30_000
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`daemon exited ${proc.exitCode}: ${err}`)
+    try {
+      ;(await connect(socket)).close()
+      break
+    } catch {
+      if (Date.now() > deadline) throw new Error('daemon did not start listening')
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  }
+  return {
+    home,
+    socket,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM')
+      return exited
+    },
+  }
+}
+
+/** One storm: CALLS getAuth calls over CONNECTIONS connections, all written at once. */
+async function storm(socket, params) {
+  const conns = await Promise.all(Array.from({ length: CONNECTIONS }, () => connect(socket)))
+  const lat = []
+  const tokens = new Set()
+  let errors = 0
+  const t0 = nowMs()
+  await Promise.all(
+    conns.flatMap((c) =>
+      Array.from({ length: PER_CONNECTION }, async () => {
+        const s = nowMs()
+        const r = await c.call('getAuth', params)
+        lat.push(nowMs() - s)
+        if (r.result) tokens.add(r.result.token)
+        else errors++
+      }),
+    ),
+  )
+  const wall = nowMs() - t0
+  for (const c of conns) c.close()
+  return { wall, lat, tokens, errors }
+}
+
+const refreshCalls = (p) => p.countCalls({ endpoint: 'token', grantType: 'refresh_token' })
+
+const provider = await startProvider({ ttl: { authorizationCode: 3600, refreshToken: 3600 } })
+provider.tokenDelayMs = TOKEN_DELAY_MS
+const results = { fresh: [], due: [] }
+try {
+  for (let round = 0; round < ROUNDS; round++) {
+    // Alternate the order so that background load is shared evenly.
+    for (const kind of round % 2 === 0 ? ['fresh', 'due'] : ['due', 'fresh']) {
+      provider.setTtl({ authorizationCode: kind === 'fresh' ? 3600 : 900 })
+      const tokens = await mintTokens(provider)
+      const d = await daemonWith(provider, tokens)
+      try {
+        const before = refreshCalls(provider)
+        const params = kind === 'due' ? { minValiditySeconds: 1200 } : undefined
+        const r = await storm(d.socket, params)
+        const calls = refreshCalls(provider) - before
+        const changed = ![...r.tokens].includes(tokens.accessToken)
+        results[kind].push({ ...r, calls, changed })
+        if (r.errors > 0) throw new Error(`${kind}: ${r.errors} getAuth calls failed`)
+        if (r.tokens.size !== 1) throw new Error(`${kind}: ${r.tokens.size} different tokens served`)
+        if (kind === 'due' && (calls !== 1 || !changed)) throw new Error(`due: ${calls} token-endpoint calls, token changed: ${changed}`)
+        if (kind === 'fresh' && (calls !== 0 || changed)) throw new Error(`fresh: ${calls} token-endpoint calls`)
+      } finally {
+        await d.stop()
+      }
+    }
+  }
+} finally {
+  await provider.stop()
+}
+
+function summary(rs) {
+  const lat = rs.flatMap((r) => r.lat).sort((a, b) => a - b)
+  const walls = rs.map((r) => r.wall).sort((a, b) => a - b)
+  return {
+    wallMs: percentile(walls, 50),
+    p50Ms: percentile(lat, 50),
+    p99Ms: percentile(lat, 99),
+    maxMs: lat[lat.length - 1],
+    tokenEndpointCalls: Math.max(...rs.map((r) => r.calls)),
+    tokensServed: Math.max(...rs.map((r) => r.tokens.size)),
+  }
+}
+const fresh = summary(results.fresh)
+const due = summary(results.due)
+printTable(
+  `refresh storm: ${CALLS} concurrent getAuth over ${CONNECTIONS} connections, ${ROUNDS} rounds (median wall; latency over all rounds)`,
+  ['token', 'wall ms', 'p50 ms', 'p99 ms', 'max ms', 'token-endpoint calls', 'distinct tokens'],
+  [
+    ['fresh (baseline)', fmt(fresh.wallMs, 1), fmt(fresh.p50Ms, 2), fmt(fresh.p99Ms, 2), fmt(fresh.maxMs, 2), fresh.tokenEndpointCalls, fresh.tokensServed],
+    ['needs refresh', fmt(due.wallMs, 1), fmt(due.p50Ms, 2), fmt(due.p99Ms, 2), fmt(due.maxMs, 2), due.tokenEndpointCalls, due.tokensServed],
+    ['ratio', fmt(due.wallMs / fresh.wallMs, 2), fmt(due.p50Ms / fresh.p50Ms, 2), fmt(due.p99Ms / fresh.p99Ms, 2), '', '', ''],
+  ],
+)
+console.log(
+  JSON.stringify({
+    bench: 'refresh-storm',
+    calls: CALLS,
+    connections: CONNECTIONS,
+    rounds: ROUNDS,
+    tokenDelayMs: TOKEN_DELAY_MS,
+    fresh,
+    due,
+    wallRatio: due.wallMs / fresh.wallMs,
+    oneRefreshPerStorm: results.due.every((r) => r.calls === 1),
+  }),
+)
