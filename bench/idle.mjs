@@ -1,23 +1,79 @@
 // Idle daemon: RSS right after start and after an idle period, and wake-ups while idle (context
 // switches of all its threads, from /proc/<pid>/task/*/status). One subscribed client stays
 // connected throughout, as a long-lived consumer would. Linux only.
-// Usage: node bench/idle.mjs [--seconds 10]
+// Usage: node bench/idle.mjs [--seconds 10] [--churn parent|home|both] [--churn-rate 1000] [--with-config]
+//   --churn parent: a child process creates, writes and removes files directly in CODEX_HOME's
+//                   parent during both windows (a home sitting in a busy /tmp or $HOME);
+//   --churn home:   Codex-like churn inside CODEX_HOME (state_5.sqlite, its -wal, sessions/);
+//   --with-config:  a config.toml beside auth.json (the usual home: both files exist).
+import { spawn } from 'node:child_process'
 import fs from 'node:fs'
+import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { connect, ctxtSwitches, fmt, printTable, procStatus, startDaemon, verdict } from './lib.mjs'
 
-const { values } = parseArgs({ options: { seconds: { type: 'string', default: '10' } } })
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '10' },
+    churn: { type: 'string', default: 'none' },
+    'churn-rate': { type: 'string', default: '1000' },
+    'with-config': { type: 'boolean', default: false },
+  },
+})
 const SECONDS = Number(values.seconds)
+const CHURN = values.churn
+const CHURN_RATE = Number(values['churn-rate'])
+if (!['none', 'parent', 'home', 'both'].includes(CHURN)) throw new Error(`--churn: none, parent, home or both, not ${CHURN}`)
 if (!fs.existsSync('/proc/self/status')) {
   console.log(JSON.stringify({ bench: 'idle', skipped: 'no /proc' }))
   process.exit(0)
 }
 
+// The churn runs in its own process (so that this one stays idle too): CHURN_RATE file operations
+// a second, caught up every 10 ms. It prints its operation rate when told to stop.
+const CHURNER = `
+const fs = require('node:fs'), path = require('node:path')
+const [parent, home, rate] = [process.argv[1], process.argv[2], Number(process.argv[3])]
+let ops = 0, i = 0
+const t0 = Date.now()
+if (home) fs.mkdirSync(path.join(home, 'sessions', '2026'), { recursive: true })
+const timer = setInterval(() => {
+  for (const due = ((Date.now() - t0) / 1000) * rate; ops < due; i++) {
+    if (parent) {
+      const f = path.join(parent, 'busy-' + (i % 500))
+      if (i % 2 === 0) fs.writeFileSync(f, 'x'); else fs.rmSync(f, { force: true })
+      ops++
+    }
+    if (home) {
+      fs.appendFileSync(path.join(home, ['state_5.sqlite', 'state_5.sqlite-wal', 'sessions/2026/x.jsonl'][i % 3]), 'page')
+      ops++
+    }
+  }
+}, 10)
+process.on('SIGTERM', () => { clearInterval(timer); process.stdout.write(String(ops / ((Date.now() - t0) / 1000))); process.exit(0) })
+`
+function startChurn(home) {
+  if (CHURN === 'none') return null
+  const parentDir = CHURN === 'parent' || CHURN === 'both' ? path.dirname(home) : ''
+  const homeDir = CHURN === 'home' || CHURN === 'both' ? home : ''
+  const proc = spawn(process.execPath, ['-e', CHURNER, parentDir, homeDir, String(CHURN_RATE)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  proc.stdout.setEncoding('utf8').on('data', (d) => (out += d))
+  const exited = new Promise((resolve) => proc.once('exit', () => resolve(Number(out))))
+  return { stop: () => (proc.kill('SIGTERM'), exited) }
+}
+
 const daemon = await startDaemon()
+let churn = null
 try {
   const c = await connect(daemon.socket)
   await c.call('subscribe')
+  if (values['with-config']) {
+    fs.writeFileSync(path.join(daemon.home, 'config.toml'), 'forced_login_method = "chatgpt"\n')
+    for (let i = 0; i < 200 && (await c.call('status')).result.settings.forcedLoginMethod !== 'chatgpt'; i++) await new Promise((r) => setTimeout(r, 10))
+  }
   await c.call('getAuth')
+  churn = startChurn(daemon.home)
   const rssStart = procStatus(daemon.pid).VmRSS / 1024
   // Two windows: the first includes V8's post-start work (the memory reducer's GC runs a few
   // seconds after allocation stops, on the worker threads); the second is the steady state.
@@ -38,11 +94,14 @@ try {
       allNonvoluntary: all1.nonvoluntary - all0.nonvoluntary,
     })
   }
+  const churnRate = churn ? await churn.stop() : 0
+  churn = null
   c.close()
   const [w1, w2] = windows
   const total = (w) => w.allVoluntary + w.allNonvoluntary
   const main = (w) => w.mainVoluntary + w.mainNonvoluntary
-  printTable(`idle daemon, one subscribed client connected (two ${SECONDS} s windows)`, ['metric', `0-${SECONDS} s`, `${SECONDS}-${2 * SECONDS} s`], [
+  const setting = `${CHURN === 'none' ? 'no churn' : `churn: ${CHURN}, ${fmt(churnRate, 0)} file ops/s`}${values['with-config'] ? ', with config.toml' : ''}`
+  printTable(`idle daemon, one subscribed client connected (two ${SECONDS} s windows; ${setting})`, ['metric', `0-${SECONDS} s`, `${SECONDS}-${2 * SECONDS} s`], [
     ['RSS at window end (MB)', fmt(w1.rssMB, 1), fmt(w2.rssMB, 1)],
     ['peak RSS, VmHWM (MB)', fmt(w1.hwmMB, 1), fmt(w2.hwmMB, 1)],
     ['threads', w1.threads, w2.threads],
@@ -62,11 +121,15 @@ try {
     JSON.stringify({
       bench: 'idle',
       seconds: SECONDS,
+      churn: CHURN,
+      churnOpsPerSecond: churnRate,
+      withConfig: values['with-config'],
       rssStartMB: rssStart,
       windows,
       targetsMet: { rssUnder80MB: rssOk, idleWakeupsNearZero: quiet },
     }),
   )
 } finally {
+  await churn?.stop()
   await daemon.stop()
 }

@@ -56,8 +56,7 @@ export function renameInto(file, text) {
 /** Start dist/codex-authd.cjs on a temp home (with a fake login) and socket; resolves when it listens. */
 export async function startDaemon({ env = {}, withAuth = true } = {}) {
   if (!fs.existsSync(DAEMON_BIN)) throw new Error(`${DAEMON_BIN} is missing: run npm run build`)
-  // CODEX_HOME inside a private directory: the daemon watches the home's parent, and /tmp itself
-  // is busy on a shared machine (every file created there would wake it up).
+  // CODEX_HOME inside a private directory, so that no other process touches its neighbours.
   const home = path.join(tempDir('cab-h-'), 'codex-home')
   fs.mkdirSync(home, { mode: 0o700 })
   const socket = path.join(tempDir('cab-s-'), 's.sock')

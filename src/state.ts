@@ -42,7 +42,10 @@ export interface StateOptions {
   overrides: ConfigOverride[]
   /** Wait before believing an unparsable auth.json (older writers wrote in place). */
   settleMs?: number
-  /** Second read after the last event: chokidar drops a change within 50 ms of the previous. */
+  /**
+   * Second read after the last event: a read can overlap a write that the kernel reported as one
+   * coalesced event (and with chokidar, a change within 50 ms of the previous was dropped).
+   */
   trailingMs?: number
 }
 
@@ -175,13 +178,22 @@ export class AuthState extends EventEmitter<StateEvents> {
     this.recompute()
   }
 
+  /**
+   * A reload started from a watcher callback or a timer: nobody awaits it, so a failure is
+   * reported (logged by the daemon) rather than left as an unhandled rejection, which would end
+   * the process. The last snapshot stays; the next event or timer reads again.
+   */
+  private reloadInBackground(): Promise<void> {
+    return this.reload().catch((e) => this.watchError(e))
+  }
+
   private schedule(): void {
     if (this.stopped) return
-    void this.reload()
+    void this.reloadInBackground()
     if (this.trailing) clearTimeout(this.trailing)
     this.trailing = setTimeout(() => {
       this.trailing = null
-      void this.reload()
+      void this.reloadInBackground()
     }, this.opts.trailingMs)
     this.trailing.unref()
   }
@@ -214,7 +226,7 @@ export class AuthState extends EventEmitter<StateEvents> {
       if (this.snap.read.state === 'ok' && !this.settling) {
         this.settling = true
         setTimeout(() => {
-          void this.reload().finally(() => {
+          void this.reloadInBackground().finally(() => {
             this.settling = false
           })
         }, this.opts.settleMs).unref()

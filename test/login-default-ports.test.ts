@@ -11,7 +11,7 @@ import { startProvider } from './support/provider.js'
 t.test('defaults 1455 then 1457', async (t) => {
   const provider = await startProvider()
   t.teardown(() => provider.stop())
-  const daemon = stopAtTeardown(t, await startDaemon({ args: ['--issuer', provider.issuer, '--issuer-kind', 'openai'] }))
+  const daemon = stopAtTeardown(t, await startDaemon({ args: ['--issuer', provider.issuer, '--issuer-kind', 'openai'], defaultLoginPorts: true }))
   const rpc = await connectRpc(daemon.socket)
   t.teardown(() => rpc.close())
 

@@ -150,8 +150,23 @@ async function runLane(t: Test, lane: number, random: () => number, iterations: 
       fire = resolve
     })
     if (anchor === 'answer') onRefreshAnswer = fire
-    d = await startDaemon({ home, args: ['--issuer', p.issuer, '--issuer-kind', 'openai'] })
+    d = await startDaemon({ home, args: ['--issuer', p.issuer, '--issuer-kind', 'openai'], waitReady: false })
     const daemon = d
+    try {
+      await daemon.waitForLog((rec) => rec.msg === 'codex-authd started')
+    } catch {
+      // Not a kill of ours: the daemon ended on its own before it was up. Say how (messages only).
+      const how = await daemon.exited
+      const msgs = daemon.logs.map((l) => {
+        try {
+          return String((JSON.parse(l) as { msg?: unknown }).msg)
+        } catch {
+          return '(not JSON)'
+        }
+      })
+      problems.push(`lane ${lane} iteration ${i}: the daemon exited ${JSON.stringify(how)} before it was up; log: ${JSON.stringify(msgs)}; stderr: ${JSON.stringify(daemon.stderr.join('\n').slice(0, 500))}`)
+      break
+    }
     if (anchor === 'started') fire()
     if (anchor === 'written') void daemon.waitForLog((rec) => rec.msg === 'refreshed tokens written to auth.json').then(fire, () => {})
     // The daemon starts the due refresh on its own as it comes up; a getAuth joins it.

@@ -156,7 +156,7 @@ t.test(`kill -9 during logins, refreshes and logouts (${ITERATIONS} iterations, 
       d.proc.kill('SIGKILL')
       const ans = await answered
       if (ans !== null && answeredAt > 0) est[op] = 0.7 * est[op] + 0.3 * (answeredAt - sentAt)
-      else est[op] = Math.min(est[op] * 1.4, 5000)
+      else est[op] = Math.min(est[op] * 1.4, 1500)
       w.close()
       await d.stop('SIGKILL') // scans the daemon's output for secrets as well
       // A refresh the provider was still answering finishes there (its answer goes nowhere).

@@ -7,18 +7,18 @@
 // (as root, EACCES never happens). Keys and tokens here are fake and never printed.
 import t, { type Test } from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
-import { execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
-import { DAEMON_BIN, isolatedEnv, makeHome, tempDir } from './support/daemon.js'
+import { makeHome, tempDir } from './support/daemon.js'
 import {
   Wire,
   ensureTestUser,
+  launchDaemon as launch,
   pollUntil,
-  asUser,
   publicTempDir,
   reliabilityComment,
-  stageBundle,
+  type LaunchedDaemon as Daemonish,
   type TestUser,
 } from './support/reliability.js'
 
@@ -85,18 +85,6 @@ function strayFiles(home: string): string[] {
 
 // ------------------------------------------------------------------------------------- daemons
 
-interface Daemonish {
-  home: string
-  socket: string
-  pid: number
-  alive(): boolean
-  logs: string[]
-  stderr: string[]
-  sighup(): void
-  exited: Promise<{ code: number | null; signal: string | null }>
-  stop(): Promise<{ code: number | null; signal: string | null }>
-}
-
 let user: TestUser | null = null
 const needUser = process.getuid?.() === 0
 
@@ -111,60 +99,6 @@ function userHome(u: TestUser): { home: string; socket: string } {
     fs.chownSync(d, u.uid, u.gid)
   }
   return { home, socket: path.join(sdir, 's.sock') }
-}
-
-/**
- * Starts the daemon bundle on `home` (as `as` when given, from the world-readable staged copy).
- * Not test/support/daemon.ts's startDaemon: this file's homes hold FIFOs and 8 GiB files, and the
- * test process itself must never open them (a FIFO would block it).
- */
-async function launch(t: Test, home: string, opts: { as?: TestUser; socket?: string; waitReady?: boolean } = {}): Promise<Daemonish> {
-  const socket = opts.socket ?? path.join(tempDir('cad-s-'), 's.sock')
-  const bin = opts.as ? stageBundle().daemon : DAEMON_BIN
-  const argv = [bin, '--codex-home', home, '--socket', socket]
-  const env = isolatedEnv(home)
-  const [cmd, ...args] = opts.as ? [...asUser(opts.as), process.execPath, ...argv] : [process.execPath, ...argv]
-  const p = spawn(cmd!, args, { env, stdio: ['ignore', 'pipe', 'pipe'], cwd: '/' })
-  const logs: string[] = []
-  const stderr: string[] = []
-  let buf = ''
-  p.stdout!.setEncoding('utf8').on('data', (x: string) => {
-    buf += x
-    let i: number
-    while ((i = buf.indexOf('\n')) !== -1) {
-      logs.push(buf.slice(0, i))
-      buf = buf.slice(i + 1)
-    }
-  })
-  p.stderr!.setEncoding('utf8').on('data', (x: string) => stderr.push(x))
-  const exited = new Promise<{ code: number | null; signal: string | null }>((r) => p.once('exit', (code, signal) => r({ code, signal })))
-  t.teardown(() => {
-    if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL')
-  })
-  if (opts.waitReady !== false) {
-    await pollUntil(
-      'the daemon to start',
-      () => {
-        if (p.exitCode !== null) throw new Error(`daemon exited ${p.exitCode}: ${stderr.join('')}`)
-        return logs.some((l) => l.includes('"codex-authd started"'))
-      },
-      15_000,
-    )
-  }
-  return {
-    home,
-    socket,
-    pid: p.pid!,
-    alive: () => p.exitCode === null && p.signalCode === null,
-    logs,
-    stderr,
-    sighup: () => void p.kill('SIGHUP'),
-    exited,
-    stop: async () => {
-      if (p.exitCode === null && p.signalCode === null) p.kill('SIGTERM')
-      return exited
-    },
-  }
 }
 
 async function call(d: Daemonish, method: string, params?: unknown): Promise<any> {
@@ -484,6 +418,38 @@ t.test('auth.json replaced by hostile files while running: last good credential 
   t.ok(d.alive(), 'daemon still running')
   t.same(strayFiles(home), [], 'no temp or park files left')
   t.notOk([...d.logs, ...d.stderr].join('\n').includes(AUTH_KEY), 'the key never appears in the output')
+})
+
+t.test('auth.json churned between a file and symlinks as fast as possible: the daemon survives every race', async (t) => {
+  cases++
+  t.teardown(() => {
+    if (!t.passing()) failedCases.push(t.name)
+  })
+  // A reload that lstat()s a symlink which a rename then replaces before its readlink() got
+  // EINVAL; the rejection went unhandled and ended the daemon (in 3 of 4 scratch runs of this loop).
+  const home = await makeHome()
+  writeGoodAuth(home)
+  const d = await launch(t, home)
+  const file = authPath(home)
+  const tmp = path.join(home, 'incoming.tmp')
+  const ROUNDS = 150
+  let answered = 0
+  for (let i = 0; i < ROUNDS && d.alive(); i++) {
+    const kind = i % 4
+    if (kind === 0) fs.symlinkSync('auth.json', tmp)
+    else if (kind === 1) fs.symlinkSync('/dev/zero', tmp)
+    else if (kind === 2) fs.symlinkSync(path.join(home, 'nowhere.json'), tmp)
+    else fs.writeFileSync(tmp, GOOD_AUTH, { mode: 0o600 })
+    fs.renameSync(tmp, file)
+    fs.rmSync(file, { force: true })
+    fs.writeFileSync(tmp, GOOD_AUTH, { mode: 0o600 })
+    fs.renameSync(tmp, file)
+    if ((await call(d, 'status')).result) answered++
+  }
+  t.ok(d.alive(), `daemon still running after ${ROUNDS * 2} replacements`)
+  t.equal(answered, ROUNDS, 'status answered every round')
+  await pollUntil('the good file served in the end', async () => (await call(d, 'getAuth')).result?.token === AUTH_KEY)
+  t.same(await d.stop(), { code: 0, signal: null }, `clean stop${d.stderr.length ? ` (stderr: ${d.stderr.join('').trim()})` : ''}`)
 })
 
 t.test('CODEX_HOME removed while running: recreated (0700) with its lock; status answers', async (t) => {

@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { DAEMON_BIN, makeHome, startDaemon, stopAtTeardown, tempDir } from './support/daemon.js'
-import { Wire, ensureTestUser, publicTempDir, reliabilityComment, runNodeAs, stageBundle, type Ran, type TestUser } from './support/reliability.js'
+import { Wire, ensureTestUser, launchDaemon, publicTempDir, reliabilityComment, runNodeAs, stageBundle, type Ran, type TestUser } from './support/reliability.js'
 
 t.setTimeout(120_000)
 
@@ -140,15 +140,7 @@ t.test('the socket is 0600 and a fresh directory 0700, even under umask 000', as
   const base = tempDir('cad-rel-um-')
   const sock = path.join(base, 'fresh', 'sub', 's.sock')
   const home = await makeHome()
-  // The child inherits the umask at spawn, which startDaemon does before its first await.
-  const old = process.umask(0)
-  let d
-  try {
-    d = startDaemon({ home, socket: sock, env: { OPENAI_API_KEY: API_KEY } })
-  } finally {
-    process.umask(old)
-  }
-  const daemon = stopAtTeardown(t, await d)
+  const daemon = await launchDaemon(t, home, { socket: sock, env: { OPENAI_API_KEY: API_KEY }, umask: 0 })
   t.match(fs.readFileSync(`/proc/${daemon.pid}/status`, 'utf8'), /^Umask:\s+0000$/m, 'the daemon runs with umask 000')
   const st = fs.lstatSync(sock)
   t.ok(st.isSocket(), 'a socket')
@@ -158,6 +150,8 @@ t.test('the socket is 0600 and a fresh directory 0700, even under umask 000', as
   const c = await Wire.connect(daemon.socket)
   t.teardown(() => c.close())
   t.ok((await c.call('status')).result, 'the owner is served')
+  c.close()
+  t.same(await daemon.stop(), { code: 0, signal: null }, 'clean stop')
 })
 
 // --------------------------------------------------------------------------- another user

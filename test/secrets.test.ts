@@ -11,7 +11,7 @@ import { runCli, startDaemon, stopAtTeardown, tempDir } from './support/daemon.j
 import { connectRpc, followCallback, setup } from './support/login-helpers.js'
 import { mintTokens } from './support/provider.js'
 import { rawConnect } from './support/rpc.js'
-import { reliabilityComment } from './support/reliability.js'
+import { pollUntil, reliabilityComment } from './support/reliability.js'
 import { SecretLeakError, findSecrets, leaks, registerSecret, registeredLabels, secretCount } from './support/secrets.js'
 import { writeAuthJson, authFileFor } from './support/codex.js'
 
@@ -53,7 +53,7 @@ t.test('a planted secret in a daemon log line makes stop() fail, naming it', asy
   t.match((err as Error).message, /planted secret \(log line\)/, 'with the label')
   t.notOk((err as Error).message.includes(planted), 'and without the value')
   t.ok(leaks.some((l) => l.labels.includes('planted secret (log line)') && l.reported), 'recorded as reported (no exit failure)')
-  t.resolves(d.stop(), 'a second stop() (the teardown) does not throw again')
+  await t.resolves(d.stop(), 'a second stop() (the teardown) does not throw again')
 })
 
 t.test('a planted secret in CLI stderr makes runCli reject; opting out is per call', async (t) => {
@@ -97,7 +97,6 @@ t.test('a daemon at --log-level trace through logins, refreshes, a getAuth storm
   await followCallback(callback)
   t.match(await rpc.ok('awaitLogin', { loginId: started.loginId, timeoutSeconds: 20 }), { status: 'succeeded' })
 
-  if (process.env.SECRETS_DEBUG) t.comment(`phase ${Date.now() - began} ms`)
   // A getAuth storm (asking for more validity than the token has: one refresh, shared), with
   // forced refreshes in the middle.
   const conns = await Promise.all(Array.from({ length: 8 }, () => rawConnect(daemon.socket)))
@@ -111,7 +110,6 @@ t.test('a daemon at --log-level trace through logins, refreshes, a getAuth storm
   const [a, r1, b] = await Promise.all([storm(60), rpc.ok('refresh'), storm(1500)])
   t.equal(a + b, 400, 'every getAuth answered with a token')
   t.match(r1, { mode: 'chatgpt', token: String })
-  if (process.env.SECRETS_DEBUG) t.comment(`phase ${Date.now() - began} ms`)
   for (let i = 0; i < 3; i++) await rpc.ok('refresh')
   t.ok(provider.countCalls({ grantType: 'refresh_token', status: 200 }) >= 4, 'refreshes happened')
 
@@ -120,12 +118,10 @@ t.test('a daemon at --log-level trace through logins, refreshes, a getAuth storm
     const r = await runCli(args, { socket: daemon.socket })
     t.equal(r.code, 0, `codex-auth ${args.join(' ')}`)
   }
-  if (process.env.SECRETS_DEBUG) t.comment(`phase ${Date.now() - began} ms`)
   const dev = await rpc.ok('login', { method: 'device' })
   t.ok((await approveDeviceCode(dev.verificationUrl)).approved)
   t.match(await rpc.ok('awaitLogin', { loginId: dev.loginId, timeoutSeconds: 20 }), { status: 'succeeded' })
   await storm(60)
-  if (process.env.SECRETS_DEBUG) t.comment(`phase ${Date.now() - began} ms`)
   const out = await runCli(['logout'], { socket: daemon.socket })
   t.equal(out.code, 0)
   t.ok(provider.countCalls({ endpoint: 'revoke' }) >= 1, 'logout revoked')
@@ -137,24 +133,13 @@ t.test('a daemon at --log-level trace through logins, refreshes, a getAuth storm
   const keyAnswers = await Promise.all(Array.from({ length: 100 }, (_, i) => conns[i % conns.length]!.call('getAuth')))
   t.ok(keyAnswers.every((x) => x.result?.token === key))
 
-  if (process.env.SECRETS_DEBUG) t.comment(`phase ${Date.now() - began} ms`)
   // A second, pre-provisioned home: a daemon that finds tokens on disk and refreshes them.
   const minted = await mintTokens(provider)
   const d2 = stopAtTeardown(t, await startDaemon({ args: ['--issuer', provider.issuer, '--issuer-kind', 'openai', '--log-level', 'trace'] }))
   writeAuthJson(d2.home, authFileFor(minted))
   const rpc2 = await connectRpc(d2.socket)
   t.teardown(() => rpc2.close())
-  await t.resolves(
-    (async () => {
-      for (let i = 0; i < 50; i++) {
-        const s = await rpc2.ok('status')
-        if (s.loggedIn) return
-        await new Promise((r) => setTimeout(r, 20))
-      }
-      throw new Error('the second daemon never saw the file')
-    })(),
-  )
-  if (process.env.SECRETS_DEBUG) t.comment(`phase ${Date.now() - began} ms`)
+  await pollUntil('the second daemon to see the file', async () => (await rpc2.ok('status')).loggedIn === true, 10_000, 20)
   await rpc2.ok('refresh')
   await rpc2.ok('refresh')
 

@@ -42,6 +42,13 @@ async function main(argv: string[]): Promise<number> {
   }
 
   const log = createLogger(command.options.logLevel)
+  // Start-up awaits files, locks and watches; if the loop ever ran dry before it finished, Node
+  // would exit 0 without a word. Say so, and fail, instead.
+  const stalled = (): void => {
+    log.fatal('start-up stalled: nothing left to wait for')
+    process.exit(DaemonExit.Crash)
+  }
+  process.once('beforeExit', stalled)
   let daemon
   try {
     daemon = await startDaemon(command.options, {
@@ -60,6 +67,8 @@ async function main(argv: string[]): Promise<number> {
       return e.exitCode
     }
     throw e
+  } finally {
+    process.off('beforeExit', stalled)
   }
 
   return new Promise<number>((resolve) => {

@@ -98,7 +98,15 @@ export async function resolveAuthTarget(home: string): Promise<AuthTarget> {
     }
     if (!st.isSymbolicLink()) break
     isSymlink = true
-    const to = await readlink(current)
+    let to: string
+    try {
+      to = await readlink(current)
+    } catch {
+      // Replaced (EINVAL: no longer a link) or removed (ENOENT) since the lstat, e.g. by a rename
+      // over it: stop here; the open reports what is there now. Never throw: a reload runs from
+      // a watcher callback, where a rejection would be unhandled and end the daemon.
+      break
+    }
     current = isAbsolute(to) ? to : resolve(dirname(current), to)
   }
   return { linkPath, targetPath: current, isSymlink }

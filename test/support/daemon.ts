@@ -2,6 +2,7 @@
 // CLI bundle against it. Built by `npm run build` (the test command builds first).
 import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
+import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -37,6 +38,8 @@ export interface StartOptions {
   args?: string[]
   /** Extra environment for the daemon (HOME, XDG_RUNTIME_DIR and OPENAI_API_KEY are cleared). */
   env?: Record<string, string>
+  /** Keep Codex's 1455,1457 (only the one test of those defaults sets this). */
+  defaultLoginPorts?: boolean
   /** Wait for the "started" line (default true). */
   waitReady?: boolean
   /**
@@ -81,17 +84,48 @@ export function isolatedEnv(home: string, extra: Record<string, string> = {}): R
 function registerDaemonInputs(home: string, env: Record<string, string> | undefined): void {
   for (const [k, v] of Object.entries(env ?? {})) if (/API_KEY|TOKEN$/.test(k)) registerSecret(v, `${k} (environment)`)
   try {
-    registerAuthJsonSecrets(fs.readFileSync(path.join(home, 'auth.json'), 'utf8'))
+    // Hostile-file tests plant FIFOs and huge files here: read only a plain file of sane size.
+    const file = path.join(home, 'auth.json')
+    const st = fs.statSync(file)
+    if (st.isFile() && st.size <= 1024 * 1024) registerAuthJsonSecrets(fs.readFileSync(file, 'utf8'))
   } catch {
     // no auth.json (or not readable): nothing to register
   }
+}
+
+/** Discard port: connections are refused at once. */
+export const DEAD_ISSUER = 'http://127.0.0.1:9'
+
+/**
+ * Tests never reach the real issuer or Codex's fixed ports: unless a test names its own, the
+ * daemon gets a dead loopback issuer (kind openai) and two free login ports.
+ */
+async function safeDefaults(opts: StartOptions): Promise<string[]> {
+  const given = opts.args ?? []
+  const out: string[] = []
+  if (!given.includes('--issuer')) out.push('--issuer', DEAD_ISSUER, '--issuer-kind', 'openai')
+  if (!given.includes('--login-ports') && !opts.defaultLoginPorts) out.push('--login-ports', (await freePorts(2)).join(','))
+  return out
+}
+
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<net.Server>((resolve, reject) => {
+      const srv = net.createServer()
+      srv.once('error', reject)
+      srv.listen(0, '127.0.0.1', () => resolve(srv))
+    })),
+  )
+  const ports = servers.map((srv) => (srv.address() as net.AddressInfo).port)
+  await Promise.all(servers.map((srv) => new Promise((r) => srv.close(r))))
+  return ports
 }
 
 export async function startDaemon(opts: StartOptions = {}): Promise<RunningDaemon> {
   const home = opts.home ?? (await makeHome())
   registerDaemonInputs(home, opts.env)
   const socket = opts.socket ?? path.join(tempDir('cad-s-'), 's.sock')
-  const args = [DAEMON_BIN, '--codex-home', home, '--socket', socket, ...(opts.args ?? [])]
+  const args = [DAEMON_BIN, '--codex-home', home, '--socket', socket, ...(await safeDefaults(opts)), ...(opts.args ?? [])]
   const proc = spawn(process.execPath, args, {
     env: isolatedEnv(home, opts.env),
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -6,7 +6,7 @@ import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import { DAEMON_BIN, CLI_BIN, ROOT } from './daemon.js'
+import { DAEMON_BIN, CLI_BIN, ROOT, isolatedEnv, tempDir } from './daemon.js'
 
 /** mulberry32: tiny, fast, and the same sequence for the same seed everywhere. */
 export function mulberry32(seed: number): () => number {
@@ -61,6 +61,26 @@ export function memoryOf(pid: number): Memory {
   const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8')
   const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s)?.[1] ?? NaN)
   return { rssMB: Math.round(kb('VmRSS') / 102.4) / 10, peakMB: Math.round(kb('VmHWM') / 102.4) / 10 }
+}
+
+/** CPU time (user + system) a process has used, in ms (from /proc/<pid>/stat; 100 ticks/s). */
+export function cpuMs(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) * 10
+}
+
+/** Waits (bounded) until a process uses less than `busyMs` of CPU per `windowMs`: it is idle. */
+export async function waitIdle(pid: number, { windowMs = 200, busyMs = 20, timeoutMs = 10_000 } = {}): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  let last = cpuMs(pid)
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, windowMs))
+    const now = cpuMs(pid)
+    if (now - last < busyMs) return true
+    last = now
+  }
+  return false
 }
 
 /** Open file descriptors of a process. */
@@ -210,12 +230,16 @@ export function ensureTestUser(): TestUser | null {
       return null
     }
   }
-  const found = lookup()
-  if (found) return found
-  try {
-    execFileSync('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', TEST_USER], { stdio: 'ignore' })
-  } catch {
-    // a parallel test file may have created it just now
+  // Test files run in parallel: another may be creating the user (useradd then fails on the
+  // existing name or on /etc/passwd's lock), so look again a few times.
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const found = lookup()
+    if (found) return found
+    try {
+      execFileSync('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', TEST_USER], { stdio: 'ignore' })
+    } catch {
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 200)
+    }
   }
   return lookup()
 }
@@ -310,4 +334,85 @@ export function runNodeAs(user: TestUser | null, args: string[], opts: { env?: R
       resolve({ code, signal, stdout, stderr })
     })
   })
+}
+
+// ------------------------------------------------------------------------------------------------
+// A daemon started directly
+
+export interface LaunchedDaemon {
+  home: string
+  socket: string
+  pid: number
+  alive(): boolean
+  logs: string[]
+  stderr: string[]
+  sighup(): void
+  exited: Promise<{ code: number | null; signal: string | null }>
+  stop(): Promise<{ code: number | null; signal: string | null }>
+}
+
+/**
+ * Starts the daemon bundle on `home` (as `as` when given, from the world-readable staged copy).
+ * Not test/support/daemon.ts's startDaemon: the hostile-file homes hold FIFOs and 8 GiB files that
+ * the test process itself must never open (a FIFO would block it), and `umask` must apply to the
+ * spawn itself (set and restored around it, synchronously).
+ */
+export async function launchDaemon(
+  t: { teardown(fn: () => unknown): void },
+  home: string,
+  opts: { as?: TestUser; socket?: string; waitReady?: boolean; env?: Record<string, string>; umask?: number } = {},
+): Promise<LaunchedDaemon> {
+  const socket = opts.socket ?? path.join(tempDir('cad-s-'), 's.sock')
+  const bin = opts.as ? stageBundle().daemon : DAEMON_BIN
+  // Never a real issuer nor Codex's fixed login ports: a closed loopback port and free ones.
+  const argv = [bin, '--codex-home', home, '--socket', socket, '--issuer', 'http://127.0.0.1:9', '--issuer-kind', 'openai', '--login-ports', (await freePorts(2)).join(',')]
+  const env = isolatedEnv(home, opts.env)
+  const [cmd, ...args] = opts.as ? [...asUser(opts.as), process.execPath, ...argv] : [process.execPath, ...argv]
+  const oldMask = opts.umask !== undefined ? process.umask(opts.umask) : null
+  let p: ReturnType<typeof spawn>
+  try {
+    p = spawn(cmd!, args, { env, stdio: ['ignore', 'pipe', 'pipe'], cwd: '/' })
+  } finally {
+    if (oldMask !== null) process.umask(oldMask)
+  }
+  const logs: string[] = []
+  const stderr: string[] = []
+  let buf = ''
+  p.stdout!.setEncoding('utf8').on('data', (x: string) => {
+    buf += x
+    let i: number
+    while ((i = buf.indexOf('\n')) !== -1) {
+      logs.push(buf.slice(0, i))
+      buf = buf.slice(i + 1)
+    }
+  })
+  p.stderr!.setEncoding('utf8').on('data', (x: string) => stderr.push(x))
+  const exited = new Promise<{ code: number | null; signal: string | null }>((r) => p.once('exit', (code, signal) => r({ code, signal })))
+  t.teardown(() => {
+    if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL')
+  })
+  if (opts.waitReady !== false) {
+    await pollUntil(
+      'the daemon to start',
+      () => {
+        if (p.exitCode !== null) throw new Error(`daemon exited ${p.exitCode}: ${stderr.join('')}`)
+        return logs.some((l) => l.includes('"codex-authd started"'))
+      },
+      15_000,
+    )
+  }
+  return {
+    home,
+    socket,
+    pid: p.pid!,
+    alive: () => p.exitCode === null && p.signalCode === null,
+    logs,
+    stderr,
+    sighup: () => void p.kill('SIGHUP'),
+    exited,
+    stop: async () => {
+      if (p.exitCode === null && p.signalCode === null) p.kill('SIGTERM')
+      return exited
+    },
+  }
 }
