@@ -152,7 +152,8 @@ export async function startDaemon(opts: StartOptions = {}): Promise<RunningDaemo
   lines(proc.stdout!, onRecord)
   lines(proc.stderr!, (l) => stderr.push(l))
   const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
-    proc.once('exit', (code, signal) => resolve({ code, signal }))
+    // 'close', not 'exit': by then every line the daemon wrote has been read, so reports are complete.
+    proc.once('close', (code, signal) => resolve({ code, signal }))
   })
   // Secret scan: once stdout and stderr are drained ('close'), whoever stopped the daemon or not.
   const scan = opts.scanSecrets !== false
