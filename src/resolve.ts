@@ -1,5 +1,6 @@
 // Which credential the daemon serves: DESIGN §10, the seed's "Forcing a specific auth method".
 // Pure. Messages name sources and settings, never a key or token.
+import { CODEX_AUTH_MODES } from './authfile.js'
 import { decodeAccessTokenClaims, decodeIdTokenClaims } from './jwt.js'
 import type { AuthFile, IdTokenClaims, Problem, Resolved, Settings, TokenData } from './types.js'
 
@@ -18,14 +19,7 @@ export interface ResolveResult {
 }
 
 /** `auth_mode` values Codex 0.171 knows whose credentials we do not serve. */
-export const UNSUPPORTED_AUTH_MODES: readonly string[] = Object.freeze([
-  'chatgptAuthTokens',
-  'headers',
-  'agentIdentity',
-  'personalAccessToken',
-  'bedrockApiKey',
-  'bedrockAccessKeys',
-])
+export const UNSUPPORTED_AUTH_MODES: readonly string[] = Object.freeze(CODEX_AUTH_MODES.filter((m) => m !== 'apikey' && m !== 'chatgpt'))
 
 /** Plans for which "certain account types may also require API-key mode" (Codex E1 logic). */
 export const API_KEY_PLANS: readonly string[] = Object.freeze(['enterprise', 'hc', 'edu', 'education', 'business'])
