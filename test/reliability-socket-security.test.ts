@@ -107,7 +107,8 @@ t.test('socket directory from CODEX_AUTHD_SOCK with group bits: refused the same
   t.match(r.stderr, /has mode 770: group and other must have no access/)
 })
 
-t.test('socket directory owned by another user: refused, exit 4', { skip: !amRoot && 'needs root to chown' }, async (t) => {
+t.test('socket directory owned by another user: refused, exit 4', async (t) => {
+  if (!amRoot) return void t.fail('needs root to chown (CI runs as root)')
   track(t)
   if (!user) return void t.fail('no unprivileged test user')
   const home = await makeHome()

@@ -333,3 +333,55 @@ t.test('usage errors exit 64, refusals exit 1', async (t) => {
   t.match(noHome.err(), 'HOME')
   t.notOk(await exists(path.join(home, '.config')), 'nothing written')
 })
+
+/** systemd's unquoting of one ExecStart= line: "…" words, %% -> %, $$ -> $. */
+function execStartArgv(line: string): string[] {
+  const words = line.replace(/^ExecStart=/, '').match(/"(?:[^"\\]|\\.)*"|\S+/g) ?? []
+  return words.map((w) => (w.startsWith('"') ? w.slice(1, -1).replace(/\\(.)/g, '$1') : w).replace(/%%/g, '%').replace(/\$\$/g, '$'))
+}
+
+t.test('socket activation with the installed units: the first codex-auth status starts the daemon', async (t) => {
+  const home = await tempDir(t, 'acthome')
+  const runtime = await tempDir(t, 'actrt')
+  await fs.chmod(runtime, 0o700)
+  const env = { HOME: home, XDG_CONFIG_HOME: path.join(home, '.config'), XDG_RUNTIME_DIR: runtime, PATH: process.env.PATH ?? '/usr/bin:/bin' }
+  const daemonPath = path.join(packageRoot, 'dist', 'codex-authd.cjs')
+  const { ctx, err } = makeCtx(env, { nodePath: process.execPath, daemonPath })
+  t.equal(await runServiceCommand(['install', '--systemd'], ctx), 0, err())
+  const dir = path.join(env.XDG_CONFIG_HOME, 'systemd', 'user')
+  const service = await fs.readFile(path.join(dir, 'codex-authd.service'), 'utf8')
+  const socketUnit = await fs.readFile(path.join(dir, 'codex-authd.socket'), 'utf8')
+  const argv = execStartArgv(service.match(/^ExecStart=.*$/m)![0])
+  t.same(argv, [process.execPath, daemonPath], 'ExecStart runs this node on this daemon')
+  const listen = socketUnit.match(/^ListenStream=(.*)$/m)![1]!.replace(/%t/g, runtime)
+  await fs.mkdir(path.dirname(listen), { recursive: true, mode: 0o700 })
+
+  // The exact ExecStart command behind systemd-socket-activate, as the socket unit would run it.
+  const { spawn } = await import('node:child_process')
+  const act = spawn('systemd-socket-activate', ['-l', listen, ...Object.entries(env).flatMap(([k, v]) => ['-E', `${k}=${v}`]), ...argv], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  t.teardown(() => void act.kill('SIGKILL'))
+  let logs = ''
+  act.stdout.setEncoding('utf8').on('data', (d: string) => (logs += d))
+  await new Promise<void>((resolve, reject) => {
+    let e = ''
+    act.stderr.setEncoding('utf8').on('data', (d: string) => {
+      e += d
+      if (e.includes('Listening on')) resolve()
+    })
+    act.once('error', reject)
+    act.once('exit', (code) => reject(new Error(`systemd-socket-activate exited ${code}: ${e}`)))
+  })
+  t.notOk(logs.includes('codex-authd started'), 'nothing runs before the first client')
+
+  // codex-auth computes the same socket path on its own (XDG_RUNTIME_DIR, default CODEX_HOME).
+  const cli = spawnSync(process.execPath, [path.join(packageRoot, 'dist', 'codex-auth.cjs'), 'status', '--json'], { env, encoding: 'utf8' })
+  t.equal(cli.status, 1, 'answered: not logged in (exit 1)')
+  const status = JSON.parse(cli.stdout) as { loggedIn: boolean; daemon: { activated: boolean; pid: number } }
+  t.equal(status.loggedIn, false)
+  t.equal(status.daemon.activated, true, 'the daemon serves the inherited socket')
+  t.equal(status.daemon.pid, act.pid, 'systemd-socket-activate exec()ed the installed ExecStart')
+  t.ok((await fs.lstat(listen)).isSocket(), 'the socket is still the one systemd bound')
+})
