@@ -9,7 +9,7 @@ import { resolveSocketPath } from '../paths.js'
 import { registerLoginMethods } from '../login/methods.js'
 import { Refresher, type RefresherOptions } from '../refresh/refresher.js'
 import { buildStatus, registerCoreMethods, type DaemonInfo } from '../rpc/methods.js'
-import { SocketPathError, listenOnFd, listenOnPath, prepareSocketDir, takeActivationFd } from '../rpc/socket.js'
+import { SocketPathError, inheritedSocketPath, listenOnFd, listenOnPath, prepareSocketDir, takeActivationFd } from '../rpc/socket.js'
 import { Transport, type TransportLimits } from '../rpc/transport.js'
 import { AuthState, type Snapshot } from '../state.js'
 import type { LockHandle } from '../store/flock.js'
@@ -58,7 +58,9 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
   }
 
   const activationFd = takeActivationFd(ctx.env, ctx.pid)
-  const socketPath = resolveSocketPath({ flag: options.socket, codexHome: home, env: ctx.env, uid: ctx.uid }).path
+  const computedSocket = resolveSocketPath({ flag: options.socket, codexHome: home, env: ctx.env, uid: ctx.uid }).path
+  // Under activation the socket is whatever the unit listens on, not necessarily our own rule's.
+  const socketPath = activationFd !== null ? (inheritedSocketPath(activationFd) ?? computedSocket) : computedSocket
 
   let homeLock: LockHandle
   try {

@@ -104,6 +104,24 @@ export async function listenOnPath(server: net.Server, socketPath: string): Prom
   fs.chmodSync(socketPath, 0o600)
 }
 
+/**
+ * The path of a socket systemd handed us, for status and logs (Node cannot ask an inherited fd
+ * for its address). Linux: the fd's inode looked up in /proc/net/unix; null elsewhere.
+ */
+export function inheritedSocketPath(fd: number): string | null {
+  try {
+    const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/self/fd/${fd}`))
+    if (m === null) return null
+    for (const line of fs.readFileSync('/proc/net/unix', 'utf8').split('\n')) {
+      const cols = line.trim().split(/\s+/)
+      if (cols[6] === m[1] && cols[7] !== undefined && cols[7].startsWith('/')) return cols[7]
+    }
+  } catch {
+    // not Linux, or /proc not mounted
+  }
+  return null
+}
+
 export function listenOnFd(server: net.Server, fd: number): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject)
