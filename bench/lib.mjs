@@ -6,6 +6,7 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { fakeAuth, renameInto } from '../test/support/auth-files.mjs'
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 export const DAEMON_BIN = path.join(ROOT, 'dist', 'codex-authd.cjs')
@@ -25,43 +26,26 @@ export function tempDir(prefix = 'cab-') {
   return dir
 }
 
-const b64 = (s) => Buffer.from(s, 'utf8').toString('base64url')
-/** An obviously fake JWT (alg none, fake signature). */
-export function fakeJwt(payload) {
-  return `${b64(JSON.stringify({ alg: 'none', typ: 'JWT' }))}.${b64(JSON.stringify(payload))}.fake-signature`
-}
-
-const AUTH_CLAIM = 'https://api.openai.com/auth'
-/** A fresh ChatGPT auth.json (30-day token issued now, so no refresh is due) with a tag in it. */
-export function fakeAuth(tag) {
-  const now = Math.floor(Date.now() / 1000)
-  const account = `acc-${tag}`
-  const access = fakeJwt({ exp: now + 30 * 86400, iat: now, tag, [AUTH_CLAIM]: { chatgpt_account_id: account } })
-  const id = fakeJwt({ email: `${tag}@example.com`, [AUTH_CLAIM]: { chatgpt_plan_type: 'plus', chatgpt_account_id: account } })
-  const json = {
-    auth_mode: 'chatgpt',
-    OPENAI_API_KEY: null,
-    tokens: { id_token: id, access_token: access, refresh_token: `rt-fake-${tag}`, account_id: account },
-    last_refresh: new Date().toISOString(),
-  }
-  return { access, text: JSON.stringify(json, null, 2) + '\n' }
-}
-
-export function renameInto(file, text) {
-  const tmp = `${file}.${process.pid}.tmp`
-  fs.writeFileSync(tmp, text, { mode: 0o600 })
-  fs.renameSync(tmp, file)
-}
+// Fake credentials and the rename-into-place write, shared with the tests (plain ESM, no TypeScript).
+export { fakeAuth, renameInto, unsignedJwt as fakeJwt } from '../test/support/auth-files.mjs'
 
 /** Start dist/codex-authd.cjs on a temp home (with a fake login) and socket; resolves when it listens. */
 export async function startDaemon({ env = {}, withAuth = true } = {}) {
-  if (!fs.existsSync(DAEMON_BIN)) throw new Error(`${DAEMON_BIN} is missing: run npm run build`)
   // CODEX_HOME inside a private directory, so that no other process touches its neighbours.
   const home = path.join(tempDir('cab-h-'), 'codex-home')
   fs.mkdirSync(home, { mode: 0o700 })
   const socket = path.join(tempDir('cab-s-'), 's.sock')
   if (withAuth) renameInto(path.join(home, 'auth.json'), fakeAuth('bench-0').text)
-  const proc = spawn(process.execPath, [DAEMON_BIN, '--codex-home', home, '--socket', socket, '--log-level', 'warn'], {
+  return launchDaemon({ home, socket, env })
+}
+
+/**
+ * Spawn dist/codex-authd.cjs (--log-level warn) on `home` and `socket` with extra `args`; resolves
+ * once the socket answers, or throws when the daemon exits or `waitMs` passes first.
+ */
+export async function launchDaemon({ home, socket, args = [], env = {}, waitMs = 15_000 }) {
+  if (!fs.existsSync(DAEMON_BIN)) throw new Error(`${DAEMON_BIN} is missing: run npm run build`)
+  const proc = spawn(process.execPath, [DAEMON_BIN, '--codex-home', home, '--socket', socket, ...args, '--log-level', 'warn'], {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: path.dirname(home), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
@@ -70,7 +54,7 @@ export async function startDaemon({ env = {}, withAuth = true } = {}) {
   proc.stderr.setEncoding('utf8').on('data', (d) => (err += d))
   proc.stdout.resume()
   // --log-level warn hides the "started" line: wait until the socket answers instead.
-  const deadline = Date.now() + 15_000
+  const deadline = Date.now() + waitMs
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`daemon exited ${proc.exitCode}: ${err}`)
     try {

@@ -12,10 +12,9 @@
 import { build } from 'esbuild'
 import fs from 'node:fs'
 import path from 'node:path'
-import { spawn } from 'node:child_process'
 import { parseArgs } from 'node:util'
 import { pathToFileURL } from 'node:url'
-import { DAEMON_BIN, ROOT, connect, fmt, nowMs, percentile, printTable, renameInto, tempDir } from './lib.mjs'
+import { DAEMON_BIN, ROOT, connect, fmt, launchDaemon, nowMs, percentile, printTable, renameInto, tempDir } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -68,33 +67,7 @@ async function daemonWith(provider, tokens) {
   const home = tempDir('cab-home-')
   const socket = path.join(tempDir('cab-s-'), 's.sock')
   renameInto(path.join(home, 'auth.json'), authText(tokens))
-  const proc = spawn(
-    process.execPath,
-    [DAEMON_BIN, '--codex-home', home, '--socket', socket, '--issuer', provider.issuer, '--issuer-kind', 'openai', '--log-level', 'warn'],
-    { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: path.dirname(home) }, stdio: ['ignore', 'ignore', 'pipe'] },
-  )
-  const exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })))
-  let err = ''
-  proc.stderr.setEncoding('utf8').on('data', (d) => (err += d))
-  const deadline = Date.now() + 30_000
-  for (;;) {
-    if (proc.exitCode !== null) throw new Error(`daemon exited ${proc.exitCode}: ${err}`)
-    try {
-      ;(await connect(socket)).close()
-      break
-    } catch {
-      if (Date.now() > deadline) throw new Error('daemon did not start listening')
-      await new Promise((r) => setTimeout(r, 20))
-    }
-  }
-  return {
-    home,
-    socket,
-    async stop() {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM')
-      return exited
-    },
-  }
+  return launchDaemon({ home, socket, args: ['--issuer', provider.issuer, '--issuer-kind', 'openai'], waitMs: 30_000 })
 }
 
 /** One storm: CALLS getAuth calls over CONNECTIONS connections, all written at once. */

@@ -16,6 +16,7 @@ import {
 } from '../src/client/index.js'
 import { ErrorCode, MAX_LINE_BYTES } from '../src/rpc/contract.js'
 import { makeHome, startDaemon, stopAtTeardown, tempDir } from './support/daemon.js'
+import { onLines } from './support/lines.js'
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -29,18 +30,8 @@ async function fakeServer(t: Test, onMessage: Handler): Promise<{ path: string; 
   const conns: net.Socket[] = []
   const server = net.createServer((sock) => {
     conns.push(sock)
-    let buf = ''
-    sock.setEncoding('utf8')
     sock.on('error', () => {})
-    sock.on('data', (d: string) => {
-      buf += d
-      let i: number
-      while ((i = buf.indexOf('\n')) !== -1) {
-        const line = buf.slice(0, i)
-        buf = buf.slice(i + 1)
-        onMessage(JSON.parse(line), sock)
-      }
-    })
+    onLines(sock, (line) => onMessage(JSON.parse(line), sock))
   })
   await new Promise<void>((r) => server.listen(p, r))
   t.teardown(() => {

@@ -11,10 +11,10 @@ import t, { type Test } from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
 import { parseAuthFile, serializeAuthFile } from '../src/authfile.js'
-import { makeHome, startDaemon, stopAtTeardown, type RunningDaemon } from './support/daemon.js'
-import { rawConnect, type RawConnection } from './support/rpc.js'
+import { connect, subscribe } from './support/daemon.js'
+import type { RawConnection } from './support/rpc.js'
 import { decodeJwtPayload, mintTokens, startProvider, type TestProvider } from './support/provider.js'
-import { authFileFor, CODEX_UA, codexUnavailable, DAEMON_UA, endedByItself, startCodexWorld, writeAuthJson, type CodexWorld } from './support/codex.js'
+import { authFileFor, CODEX_UA, codexDaemon, codexHome, codexUnavailable, DAEMON_UA, endedByItself, startCodexWorld, writeAuthJson, type CodexWorld } from './support/codex.js'
 
 t.setTimeout(180_000)
 
@@ -36,31 +36,6 @@ t.teardown(async () => {
 })
 
 // ---------------------------------------------------------------- helpers
-
-async function codexHome(): Promise<string> {
-  const home = await makeHome()
-  world.writeConfig(home)
-  return home
-}
-
-async function daemon(t: Test, home: string): Promise<RunningDaemon> {
-  // Always our provider: a daemon with the default issuer would refresh against auth.openai.com.
-  return stopAtTeardown(t, await startDaemon({ home, args: ['--issuer', provider.issuer, '--issuer-kind', 'openai'] }))
-}
-
-async function connect(t: Test, d: RunningDaemon): Promise<RawConnection> {
-  const c = await rawConnect(d.socket)
-  t.teardown(() => c.close())
-  return c
-}
-
-async function subscribe(t: Test, d: RunningDaemon): Promise<RawConnection> {
-  const c = await connect(t, d)
-  c.send({ jsonrpc: '2.0', id: 0, method: 'subscribe' })
-  const r = await c.next()
-  if (r.result?.subscribed !== true) throw new Error('subscribe failed')
-  return c
-}
 
 /** The next authChanged whose Status satisfies `pred`, or an error after `timeoutMs`. */
 async function nextChange(c: RawConnection, pred: (status: any) => boolean, what: string, timeoutMs = 10_000): Promise<any> {
@@ -92,8 +67,8 @@ const codexRefreshes = () => provider.countCalls((c) => c.endpoint === 'token' &
 // ---------------------------------------------------------------- tests
 
 t.test('`codex login --with-api-key` writes a file the daemon serves as an API key', opts, async (t) => {
-  const home = await codexHome()
-  const d = await daemon(t, home)
+  const home = await codexHome(world)
+  const d = await codexDaemon(t, world, home)
   const sub = await subscribe(t, d)
   const c = await connect(t, d)
   t.equal((await c.call('getAuth')).error?.code, -32001, 'not logged in before')
@@ -129,7 +104,7 @@ t.test('`codex login --with-api-key` writes a file the daemon serves as an API k
 })
 
 t.test('a ChatGPT auth.json written by our serializer is accepted by `codex login status`', opts, async (t) => {
-  const home = await codexHome()
+  const home = await codexHome(world)
   const tokens = await mintTokens(provider)
   const text = writeAuthJson(home, authFileFor(tokens))
   t.notOk(text.endsWith('\n'), 'no trailing newline, like Codex')
@@ -153,10 +128,10 @@ t.test('a ChatGPT auth.json written by our serializer is accepted by `codex logi
 })
 
 t.test('`codex logout` is seen by the daemon: logged out, getAuth -32001', opts, async (t) => {
-  const home = await codexHome()
+  const home = await codexHome(world)
   const tokens = await mintTokens(provider)
   writeAuthJson(home, authFileFor(tokens))
-  const d = await daemon(t, home)
+  const d = await codexDaemon(t, world, home)
   const sub = await subscribe(t, d)
   const c = await connect(t, d)
   const g = (await c.call('getAuth')).result
@@ -188,7 +163,7 @@ t.test('`codex logout` is seen by the daemon: logged out, getAuth -32001', opts,
 })
 
 t.test('a file Codex rewrote after a refresh round-trips byte for byte', opts, async (t) => {
-  const home = await codexHome()
+  const home = await codexHome(world)
   // A 240 s access token is inside Codex's 300 s window; refreshed ones live an hour (gotcha 7).
   provider.setTtl({ authorizationCode: 240, refreshToken: 3600 })
   t.teardown(() => provider.setTtl({ authorizationCode: 3600, refreshToken: 3600 }))
@@ -225,7 +200,7 @@ t.test('a file Codex rewrote after a refresh round-trips byte for byte', opts, a
   t.equal(fs.statSync(path.join(home, 'auth.json')).mode & 0o777, 0o600, 'mode 0600')
 
   // And the daemon serves Codex's file as it is.
-  const d = await daemon(t, home)
+  const d = await codexDaemon(t, world, home)
   const c = await connect(t, d)
   const g = (await c.call('getAuth')).result
   t.ok(g?.mode === 'chatgpt' && g.token === a.tokens!.accessToken, 'the daemon serves the access token Codex wrote')

@@ -12,12 +12,14 @@ import t, { type Test } from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
 import { parseAuthFile } from '../src/authfile.js'
-import { makeHome, startDaemon, stopAtTeardown, type RunningDaemon } from './support/daemon.js'
-import { rawConnect, type RawConnection } from './support/rpc.js'
+import { connect } from './support/daemon.js'
+import type { RawConnection } from './support/rpc.js'
 import { decodeJwtPayload, mintTokens, startProvider, type TestProvider, type TokenCall } from './support/provider.js'
 import {
   authFileFor,
   CODEX_UA,
+  codexDaemon,
+  codexHome,
   codexUnavailable,
   DAEMON_UA,
   endedByItself,
@@ -51,23 +53,6 @@ t.teardown(async () => {
 })
 
 // ---------------------------------------------------------------- helpers
-
-async function codexHome(): Promise<string> {
-  const home = await makeHome()
-  world.writeConfig(home)
-  return home
-}
-
-async function daemon(t: Test, home: string): Promise<RunningDaemon> {
-  // Always our provider: a daemon with the default issuer would refresh against auth.openai.com.
-  return stopAtTeardown(t, await startDaemon({ home, args: ['--issuer', provider.issuer, '--issuer-kind', 'openai'] }))
-}
-
-async function connect(t: Test, d: RunningDaemon): Promise<RawConnection> {
-  const c = await rawConnect(d.socket)
-  t.teardown(() => c.close())
-  return c
-}
 
 async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs
@@ -122,7 +107,7 @@ const EXEC = ['exec', '--skip-git-repo-check', 'hi']
 // ---------------------------------------------------------------- tests
 
 t.test('with the daemon up, Codex never refreshes itself and no refresh token is reused', opts, async (t) => {
-  const home = await codexHome()
+  const home = await codexHome(world)
   // A 9-minute access token: due for the daemon at once (exp − 10 min has passed) but outside
   // Codex's 300 s window, so neither a Codex process nor time decides who refreshes first.
   provider.setTtl({ authorizationCode: 540 })
@@ -133,7 +118,7 @@ t.test('with the daemon up, Codex never refreshes itself and no refresh token is
   t.ok(secondsLeft(minted.accessToken) > 480 && secondsLeft(minted.accessToken) < 600, 'minted token expires in 8-10 minutes')
   provider.resetCalls()
 
-  const d = await daemon(t, home)
+  const d = await codexDaemon(t, world, home)
   const c = await connect(t, d)
   await until('the daemon refreshed at start', () => daemonRefreshes() >= 1)
   const issued = new Set<string>() // jti of every access token the daemon put into auth.json
@@ -227,14 +212,14 @@ t.test('with the daemon up, Codex never refreshes itself and no refresh token is
 })
 
 t.test('with the daemon up, even a token inside Codex\'s window is refreshed by the daemon, not Codex', opts, async (t) => {
-  const home = await codexHome()
+  const home = await codexHome(world)
   provider.setTtl({ authorizationCode: 240 })
   t.teardown(() => provider.setTtl({ authorizationCode: 3600 }))
   const minted = await mintTokens(provider)
   writeAuthJson(home, authFileFor(minted, { lastRefresh: new Date(Date.now() - 5 * 60_000) }))
   provider.resetCalls()
 
-  const d = await daemon(t, home)
+  const d = await codexDaemon(t, world, home)
   const c = await connect(t, d)
   await until('the daemon refreshed at start', () => daemonRefreshes() >= 1)
   await committed(c, home, 'the start-up refresh landed in auth.json')
@@ -247,7 +232,7 @@ t.test('with the daemon up, even a token inside Codex\'s window is refreshed by 
 })
 
 t.test('control: with no daemon, Codex refreshes a token inside its window itself', opts, async (t) => {
-  const home = await codexHome()
+  const home = await codexHome(world)
   provider.setTtl({ authorizationCode: 240 })
   t.teardown(() => provider.setTtl({ authorizationCode: 3600 }))
   const minted = await mintTokens(provider)

@@ -4,8 +4,8 @@
 import t, { type Test } from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
-import { makeHome, startDaemon, stopAtTeardown, tempDir, type RunningDaemon } from './support/daemon.js'
-import { rawConnect, type RawConnection } from './support/rpc.js'
+import { connect, makeHome, startDaemon, stopAtTeardown, tempDir, type RunningDaemon } from './support/daemon.js'
+import type { RawConnection } from './support/rpc.js'
 import { fakeJwt } from './support/tokens.js'
 
 t.setTimeout(120_000)
@@ -54,12 +54,6 @@ async function homeWith(files: { auth?: unknown; authText?: string; authMode?: n
 
 async function daemon(t: Test, opts: Parameters<typeof startDaemon>[0] = {}): Promise<RunningDaemon> {
   return stopAtTeardown(t, await startDaemon(opts))
-}
-
-async function connect(t: Test, d: RunningDaemon): Promise<RawConnection> {
-  const c = await rawConnect(d.socket)
-  t.teardown(() => c.close())
-  return c
 }
 
 /** Every raw line the daemon sends on this connection (for "never contains" checks). */

@@ -4,67 +4,15 @@
 import t, { type Test } from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
-import { makeHome, startDaemon, stopAtTeardown, tempDir, type RunningDaemon } from './support/daemon.js'
-import { rawConnect, type RawConnection } from './support/rpc.js'
-import { fakeJwt } from './support/tokens.js'
+import { connect, makeHome, startDaemon, stopAtTeardown, subscribe, tempDir, type RunningDaemon } from './support/daemon.js'
+import type { RawConnection } from './support/rpc.js'
+import { renameInto, writeInPlace } from './support/auth-files.mjs'
+import { chatgptAuth } from './support/tokens.js'
 
 t.setTimeout(120_000)
 
-const AUTH_CLAIM = 'https://api.openai.com/auth'
-
-interface FakeAuth {
-  json: Record<string, unknown>
-  text: string
-  access: string
-}
-
-function chatgptAuth(tag: string, apiKey: string | null = null): FakeAuth {
-  const now = Math.floor(Date.now() / 1000)
-  const account = `acc-${tag}`
-  const access = fakeJwt({ exp: now + 30 * 86400, iat: now, tag, [AUTH_CLAIM]: { chatgpt_account_id: account } })
-  const id = fakeJwt({ email: `${tag}@example.com`, [AUTH_CLAIM]: { chatgpt_plan_type: 'plus', chatgpt_account_id: account } })
-  const json = {
-    auth_mode: 'chatgpt',
-    OPENAI_API_KEY: apiKey,
-    tokens: { id_token: id, access_token: access, refresh_token: `rt-fake-${tag}`, account_id: account },
-    last_refresh: new Date().toISOString(),
-  }
-  return { json, text: JSON.stringify(json, null, 2) + '\n', access }
-}
-
-let tmpSeq = 0
-function renameInto(file: string, text: string): void {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${tmpSeq++}.tmp`)
-  fs.writeFileSync(tmp, text, { mode: 0o600 })
-  fs.renameSync(tmp, file)
-}
-
-/** Truncate and write in place, as older Codex versions did (same inode). */
-function writeInPlace(file: string, text: string): void {
-  const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC, 0o600)
-  try {
-    fs.writeSync(fd, text)
-  } finally {
-    fs.closeSync(fd)
-  }
-}
-
 async function daemon(t: Test, home: string): Promise<RunningDaemon> {
   return stopAtTeardown(t, await startDaemon({ home }))
-}
-
-async function connect(t: Test, d: RunningDaemon): Promise<RawConnection> {
-  const c = await rawConnect(d.socket)
-  t.teardown(() => c.close())
-  return c
-}
-
-async function subscribe(t: Test, d: RunningDaemon): Promise<RawConnection> {
-  const c = await connect(t, d)
-  c.send({ jsonrpc: '2.0', id: 0, method: 'subscribe' })
-  const r = await c.next()
-  if (r.result?.subscribed !== true) throw new Error('subscribe failed')
-  return c
 }
 
 /** The next authChanged notification whose Status satisfies `pred`. */

@@ -5,14 +5,14 @@
 //
 // No token is ever printed: token comparisons use t.ok(a === b), never t.equal.
 import t, { type Test } from 'tap'
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import { formatLastRefresh, parseAuthFile, serializeAuthFile } from '../src/authfile.js'
 import { readAuth } from '../src/store/authstore.js'
 import type { AuthFile } from '../src/types.js'
-import { makeHome, runCli, startDaemon, stopAtTeardown, tempDir, type RunningDaemon } from './support/daemon.js'
+import { connect, freePorts, makeHome, runCli, startDaemon, stopAtTeardown, tempDir, type RunningDaemon } from './support/daemon.js'
 import {
   codexRefresh,
   decodeJwtPayload,
@@ -25,6 +25,7 @@ import {
   type TestProvider,
   type TokenSet,
 } from './support/provider.js'
+import { holdWithFlock } from './support/flock.js'
 import { rawConnect, type RawConnection } from './support/rpc.js'
 
 t.setTimeout(300_000)
@@ -89,12 +90,6 @@ async function daemon(t: Test, home: string, p: TestProvider, opts: { kind?: 'op
   return stopAtTeardown(t, await startDaemon({ home, socket: opts.socket, args: daemonArgs(p, opts.kind), env: opts.env }))
 }
 
-async function connect(t: Test, d: RunningDaemon): Promise<RawConnection> {
-  const c = await rawConnect(d.socket)
-  t.teardown(() => c.close())
-  return c
-}
-
 async function until<T>(what: string, check: () => T | Promise<T>, timeoutMs = 15_000, intervalMs = 20): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
@@ -103,6 +98,24 @@ async function until<T>(what: string, check: () => T | Promise<T>, timeoutMs = 1
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`)
     await new Promise((r) => setTimeout(r, intervalMs))
   }
+}
+
+/** A provider of this test's own and a login minted there, written to a fresh CODEX_HOME as Codex writes it. */
+async function loggedIn(t: Test, ttl: ProviderOptions['ttl'], lastRefresh?: Date): Promise<{ w: World; p: TestProvider; minted: TokenSet; home: string; bytes: Buffer }> {
+  const w = await provider(t, { ttl })
+  const p = w.provider
+  const minted = await mintTokens(p)
+  const home = await makeHome()
+  const bytes = writeAuthFile(home, authFileFor(minted, lastRefresh))
+  return { w, p, minted, home, bytes }
+}
+
+/** Polls until auth.json's refresh token is no longer `spent`; resolves with the file's tokens. */
+function rotatedInFile(what: string, home: string, spent: string, timeoutMs?: number): ReturnType<typeof fileTokens> {
+  return until(what, async () => {
+    const f = await fileTokens(home)
+    return f.refreshToken !== spent ? f : null
+  }, timeoutMs)
 }
 
 async function status(c: RawConnection): Promise<any> {
@@ -154,10 +167,7 @@ t.test('refresh storm: 1000 concurrent getAuth on a due token -> one refresh, on
   t.ok(served === answers[0]!.access_token, 'served the access token of that one answer')
   t.ok(results.every((r) => r.result?.mode === 'chatgpt' && r.result?.accountId === minted.accountId), 'mode and account')
   // The rotated refresh token lands in auth.json.
-  const file = await until('the rotated refresh token in auth.json', async () => {
-    const tk = await fileTokens(home)
-    return tk.refreshToken !== minted.refreshToken ? tk : null
-  })
+  const file = await rotatedInFile('the rotated refresh token in auth.json', home, minted.refreshToken)
   t.ok(file.refreshToken === answers[0]!.refresh_token, 'auth.json holds the rotated refresh token')
   t.ok(file.accessToken === served && file.idToken === answers[0]!.id_token, 'and the access and id tokens of the same answer')
   t.equal(fs.statSync(path.join(home, 'auth.json')).mode & 0o777, 0o600, 'still 0600')
@@ -168,11 +178,7 @@ t.test('refresh storm: 1000 concurrent getAuth on a due token -> one refresh, on
 t.test('refresh storm triggered by getAuth itself (minValiditySeconds): 50 connections x 20 pipelined', async (t) => {
   // A 30-minute token is due only at 20 min: no timer refresh. Asking for 40 minutes of validity
   // makes every getAuth need a refresh; the refreshed token (1 h) satisfies it.
-  const w = await provider(t, { ttl: { authorizationCode: 1800, refreshToken: 3600 } })
-  const p = w.provider
-  const minted = await mintTokens(p)
-  const home = await makeHome()
-  writeAuthFile(home, authFileFor(minted))
+  const { w, p, minted, home } = await loggedIn(t, { authorizationCode: 1800, refreshToken: 3600 })
   const d = await daemon(t, home, p)
   const conns = await Promise.all(Array.from({ length: 50 }, () => rawConnect(d.socket)))
   t.teardown(() => conns.forEach((c) => c.close()))
@@ -197,11 +203,7 @@ t.test('refresh storm triggered by getAuth itself (minValiditySeconds): 50 conne
 // ---------------------------------------------------------------- another writer
 
 t.test('another writer refreshed first: the daemon adopts its file and makes no call', async (t) => {
-  const w = await provider(t, { ttl: { authorizationCode: 1800, refreshToken: 3600 } })
-  const p = w.provider
-  const minted = await mintTokens(p)
-  const home = await makeHome()
-  writeAuthFile(home, authFileFor(minted))
+  const { w, p, minted, home } = await loggedIn(t, { authorizationCode: 1800, refreshToken: 3600 })
   const d = await daemon(t, home, p)
   const c = await connect(t, d)
   const first = await c.call('getAuth')
@@ -228,11 +230,7 @@ t.test('another writer refreshed first: the daemon adopts its file and makes no 
 })
 
 t.test('another writer’s file that needs a refresh too: getAuth refreshes the adopted tokens', async (t) => {
-  const w = await provider(t, { ttl: { authorizationCode: 1800, refreshToken: 3600 } })
-  const p = w.provider
-  const minted = await mintTokens(p)
-  const home = await makeHome()
-  writeAuthFile(home, authFileFor(minted))
+  const { w, p, minted, home } = await loggedIn(t, { authorizationCode: 1800, refreshToken: 3600 })
   const d = await daemon(t, home, p)
   const c = await connect(t, d)
   t.ok((await c.call('getAuth')).result?.token === minted.accessToken)
@@ -379,10 +377,7 @@ t.test('failures: -32002 with data.kind, status, file untouched, no retry storm'
         await until('the retry', () => refreshCalls(p) - callsBefore >= 2, 10_000)
         const retry = p.calls.filter((x) => x.grantType === 'refresh_token')[callsBefore + 1]!
         t.ok(retry.at >= nextAttemptAt, `the retry came ${retry.at - nextAttemptAt} ms after nextAttemptAt, not before`)
-        const tk = await until('the retried refresh to land in auth.json', async () => {
-          const f = await fileTokens(home)
-          return f.refreshToken !== minted.refreshToken ? f : null
-        })
+        const tk = await rotatedInFile('the retried refresh to land in auth.json', home, minted.refreshToken)
         t.ok(tk.refreshToken === refreshAnswers(w).at(-1)?.refresh_token, 'the rotated refresh token is saved')
         const ok = await c.call('getAuth')
         t.ok(ok.result?.token === tk.accessToken, 'getAuth serves it')
@@ -397,12 +392,8 @@ t.test('failures: -32002 with data.kind, status, file untouched, no retry storm'
 })
 
 t.test('transient failures back off 1 s, 2 s, ... and recover', async (t) => {
-  const w = await provider(t, { ttl: { authorizationCode: 500, refreshToken: 3600 } })
-  const p = w.provider
-  const minted = await mintTokens(p)
+  const { w, p, minted, home, bytes } = await loggedIn(t, { authorizationCode: 500, refreshToken: 3600 })
   p.failNext(3, FAILURES.serverError)
-  const home = await makeHome()
-  const bytes = writeAuthFile(home, authFileFor(minted))
   const d = await daemon(t, home, p)
   const c = await connect(t, d)
   const seen: Array<{ attempt: number; next: number }> = []
@@ -433,40 +424,9 @@ t.test('transient failures back off 1 s, 2 s, ... and recover', async (t) => {
 
 // ---------------------------------------------------------------- locks held by flock(1)
 
-interface Holder {
-  proc: ChildProcess
-  release(): Promise<void>
-}
-
-/** `flock FILE -c 'echo locked; read x'`: resolves once the lock is held; release() ends it. */
-async function holdLock(t: Test, file: string): Promise<Holder> {
-  const proc = spawn('flock', [file, '-c', 'echo locked; read x'], { stdio: ['pipe', 'pipe', 'inherit'] })
-  const exited = new Promise<void>((r) => proc.once('exit', () => r()))
-  t.teardown(() => {
-    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
-  })
-  await new Promise<void>((resolve, reject) => {
-    proc.stdout!.setEncoding('utf8').on('data', (s: string) => {
-      if (s.includes('locked')) resolve()
-    })
-    proc.once('exit', (code) => reject(new Error(`flock exited ${code} before taking the lock`)))
-  })
-  return {
-    proc,
-    release: async () => {
-      proc.stdin!.end('\n')
-      await exited
-    },
-  }
-}
-
 t.test('auth.json.lock held by flock(1) during our commit: tokens pending, then committed; SIGTERM parks them', async (t) => {
-  const w = await provider(t, { ttl: { authorizationCode: 500, refreshToken: 3600 } })
-  const p = w.provider
-  const minted = await mintTokens(p)
-  const home = await makeHome()
-  const bytes = writeAuthFile(home, authFileFor(minted))
-  const holder = await holdLock(t, path.join(home, 'auth.json.lock'))
+  const { w, p, minted, home, bytes } = await loggedIn(t, { authorizationCode: 500, refreshToken: 3600 })
+  const holder = await holdWithFlock(t, path.join(home, 'auth.json.lock'))
   const d = await daemon(t, home, p)
   const c = await connect(t, d)
 
@@ -488,16 +448,13 @@ t.test('auth.json.lock held by flock(1) during our commit: tokens pending, then 
 
   // Release: the commit (retried with backoff) lands.
   await holder.release()
-  const landed = await until('the pending tokens in auth.json', async () => {
-    const tk = await fileTokens(home)
-    return tk.refreshToken !== minted.refreshToken ? tk : null
-  }, 20_000)
+  const landed = await rotatedInFile('the pending tokens in auth.json', home, minted.refreshToken, 20_000)
   t.ok(landed.refreshToken === answer.refresh_token && landed.accessToken === answer.access_token, 'the refreshed tokens were written')
   await until('refresh_pending to clear', async () => !(await status(c)).problems.some((x: any) => x.code === 'refresh_pending'))
   t.equal(refreshCalls(p), 1, 'one refresh call in all: the commit retries, the refresh is not repeated')
 
   // Again, and this time SIGTERM while the tokens are pending: they are parked.
-  const holder2 = await holdLock(t, path.join(home, 'auth.json.lock'))
+  const holder2 = await holdWithFlock(t, path.join(home, 'auth.json.lock'))
   const forced = await c.call('refresh')
   t.notOk(forced.error, shape(forced))
   t.equal(refreshCalls(p), 2)
@@ -528,12 +485,8 @@ t.test('auth.json.lock held by flock(1) during our commit: tokens pending, then 
 })
 
 t.test('a parked result whose lock is still held at the next start is kept pending, not lost', async (t) => {
-  const w = await provider(t, { ttl: { authorizationCode: 500, refreshToken: 3600 } })
-  const p = w.provider
-  const minted = await mintTokens(p)
-  const home = await makeHome()
-  writeAuthFile(home, authFileFor(minted))
-  const holder = await holdLock(t, path.join(home, 'auth.json.lock'))
+  const { w, p, minted, home } = await loggedIn(t, { authorizationCode: 500, refreshToken: 3600 })
+  const holder = await holdWithFlock(t, path.join(home, 'auth.json.lock'))
   const d = await daemon(t, home, p)
   const c = await connect(t, d)
   const res = await c.call('getAuth')
@@ -548,10 +501,7 @@ t.test('a parked result whose lock is still held at the next start is kept pendi
   t.ok(g.result?.token === answer.access_token, 'the next daemon serves the parked token')
   t.ok((await status(c2)).problems.some((x: any) => x.code === 'refresh_pending'), 'reported as refresh_pending')
   await holder.release()
-  const tk = await until('the parked tokens in auth.json', async () => {
-    const f = await fileTokens(home)
-    return f.refreshToken !== minted.refreshToken ? f : null
-  }, 20_000)
+  const tk = await rotatedInFile('the parked tokens in auth.json', home, minted.refreshToken, 20_000)
   t.ok(tk.refreshToken === answer.refresh_token, 'committed once the lock was free')
   t.equal(refreshCalls(p), 1, 'no second refresh')
 })
@@ -581,10 +531,7 @@ t.test('a 2xx answer without token_type still has its rotated refresh token save
         const res = await c.call('getAuth')
         t.notOk(res.error, shape(res))
         t.ok(res.result?.token === next.accessToken, 'serves the answer’s access token')
-        const tk = await until('the answer in auth.json', async () => {
-          const f = await fileTokens(home)
-          return f.refreshToken !== minted.refreshToken ? f : null
-        })
+        const tk = await rotatedInFile('the answer in auth.json', home, minted.refreshToken)
         t.ok(tk.refreshToken === next.refreshToken, 'the rotated refresh token is saved')
         t.ok(tk.accessToken === next.accessToken, 'with the access token')
         if (idTokenShape === 'jwt') t.ok(tk.idToken === next.idToken, 'and the id token')
@@ -600,11 +547,7 @@ t.test('a 2xx answer without token_type still has its rotated refresh token save
 })
 
 t.test('kind oidc: a normal refresh through openid-client', async (t) => {
-  const w = await provider(t, { ttl: { authorizationCode: 500, refreshToken: 3600 } })
-  const p = w.provider
-  const minted = await mintTokens(p)
-  const home = await makeHome()
-  writeAuthFile(home, authFileFor(minted))
+  const { w, p, minted, home } = await loggedIn(t, { authorizationCode: 500, refreshToken: 3600 })
   const d = await daemon(t, home, p, { kind: 'oidc' })
   const c = await connect(t, d)
   const res = await c.call('getAuth')
@@ -617,17 +560,6 @@ t.test('kind oidc: a normal refresh through openid-client', async (t) => {
 
 // ---------------------------------------------------------------- HTTP proxy
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(port))
-    })
-  })
-}
-
 function tinyproxyPath(): string | null {
   for (const p of ['/usr/bin/tinyproxy', '/usr/sbin/tinyproxy', '/usr/local/bin/tinyproxy']) if (fs.existsSync(p)) return p
   return null
@@ -637,7 +569,7 @@ t.test('refresh through a real HTTP proxy (tinyproxy) on loopback', async (t) =>
   if (tinyproxyPath() === null) return void t.fail('tinyproxy is not installed (.ci/run installs the Debian package)')
   const dir = tempDir('cad-tp-')
   const log = path.join(dir, 'tinyproxy.log')
-  const port = await freePort()
+  const [port] = (await freePorts(1)) as [number]
   const conf = path.join(dir, 'tinyproxy.conf')
   fs.writeFileSync(conf, [`Port ${port}`, 'Listen 127.0.0.1', 'Timeout 60', 'Allow 127.0.0.1', 'LogLevel Info', `LogFile "${log}"`, 'MaxClients 50', ''].join('\n'))
   const proxy = spawn(tinyproxyPath()!, ['-d', '-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] })
@@ -657,11 +589,7 @@ t.test('refresh through a real HTTP proxy (tinyproxy) on loopback', async (t) =>
     }),
   )
 
-  const w = await provider(t, { ttl: { authorizationCode: 500, refreshToken: 3600 } })
-  const p = w.provider
-  const minted = await mintTokens(p)
-  const home = await makeHome()
-  writeAuthFile(home, authFileFor(minted))
+  const { w, p, minted, home } = await loggedIn(t, { authorizationCode: 500, refreshToken: 3600 })
   // undici's EnvHttpProxyAgent proxies every host, loopback included, when NO_PROXY is unset or
   // empty (it has no built-in localhost exception): the provider's 127.0.0.1 goes through it.
   const proxyUrl = `http://127.0.0.1:${port}`
@@ -692,11 +620,7 @@ t.test('refresh through a real HTTP proxy (tinyproxy) on loopback', async (t) =>
 // ---------------------------------------------------------------- CLI and the refresh method
 
 t.test('codex-auth refresh forces a refresh; concurrent refresh calls share one', async (t) => {
-  const w = await provider(t, { ttl: { authorizationCode: 3600, refreshToken: 3600 } })
-  const p = w.provider
-  const minted = await mintTokens(p)
-  const home = await makeHome()
-  writeAuthFile(home, authFileFor(minted, new Date()))
+  const { w, p, minted, home } = await loggedIn(t, { authorizationCode: 3600, refreshToken: 3600 }, new Date())
   const d = await daemon(t, home, p)
   const c = await connect(t, d)
   t.ok((await c.call('getAuth')).result.token === minted.accessToken, 'a fresh token: no refresh yet')
@@ -728,11 +652,7 @@ t.test('codex-auth refresh forces a refresh; concurrent refresh calls share one'
 })
 
 t.test('codex-auth refresh reports a permanent failure with exit 3', async (t) => {
-  const w = await provider(t, { ttl: { authorizationCode: 3600, refreshToken: 3600 } })
-  const p = w.provider
-  const minted = await mintTokens(p)
-  const home = await makeHome()
-  writeAuthFile(home, authFileFor(minted, new Date()))
+  const { w, p, minted, home } = await loggedIn(t, { authorizationCode: 3600, refreshToken: 3600 }, new Date())
   const d = await daemon(t, home, p)
   p.failNext(1, FAILURES.invalidated)
   const cli = await runCli(['refresh'], { socket: d.socket })
@@ -760,10 +680,7 @@ t.test('serving an API key, the daemon still keeps the file’s ChatGPT tokens f
   const g = await c.call('getAuth')
   t.equal(g.result?.mode, 'apikey', 'an API key is served')
   // The due ChatGPT tokens are refreshed anyway (Codex 0.171 uses them regardless).
-  const tk = await until('the ChatGPT tokens refreshed in auth.json', async () => {
-    const f = await fileTokens(home)
-    return f.refreshToken !== minted.refreshToken ? f : null
-  })
+  const tk = await rotatedInFile('the ChatGPT tokens refreshed in auth.json', home, minted.refreshToken)
   t.ok(tk.refreshToken === refreshAnswers(w)[0]?.refresh_token, 'rotated refresh token saved')
   const r = await readAuth(home)
   if (r.state !== 'ok') throw new Error('auth.json unreadable')
@@ -783,11 +700,7 @@ t.test('serving an API key, the daemon still keeps the file’s ChatGPT tokens f
 // ---------------------------------------------------------------- authChanged
 
 t.test('authChanged: exactly one notification per refresh', async (t) => {
-  const w = await provider(t, { ttl: { authorizationCode: 3600, refreshToken: 3600 } })
-  const p = w.provider
-  const minted = await mintTokens(p)
-  const home = await makeHome()
-  writeAuthFile(home, authFileFor(minted, new Date()))
+  const { w, p, minted, home } = await loggedIn(t, { authorizationCode: 3600, refreshToken: 3600 }, new Date())
   const d = await daemon(t, home, p)
   const sub = await connect(t, d)
   const notes: any[] = []

@@ -18,6 +18,7 @@ import type { AuthFile } from '../src/types.js'
 import { makeHome, startDaemon, type RunningDaemon } from './support/daemon.js'
 import { mintTokens, startProvider, type EndpointAnswer, type TokenSet } from './support/provider.js'
 import { rawConnect } from './support/rpc.js'
+import { mulberry32 as rng } from './support/prng.js'
 
 // 200 daemon starts: ~60 s on an idle 2-core machine, much more when other suites share it.
 t.setTimeout(600_000)
@@ -26,17 +27,6 @@ const ITERATIONS = Number(process.env.KILL9_ITERATIONS ?? 200)
 const SEED = Number(process.env.KILL9_SEED ?? Math.floor(Math.random() * 2 ** 31))
 /** Lanes run side by side, each with its own provider and CODEX_HOME. */
 const LANES = 3
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 

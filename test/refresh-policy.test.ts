@@ -20,6 +20,7 @@ import {
   type DueInput,
   type TokenAnswer,
 } from '../src/refresh/policy.js'
+import { mulberry32 as rng } from './support/prng.js'
 
 /** Node's setTimeout limit: 2^31 - 1 ms (≈ 24.8 days); anything larger fires after 1 ms. */
 const NODE_TIMER_MAX = 2 ** 31 - 1
@@ -30,18 +31,6 @@ const NOW_S = NOW / 1000
 
 function input(over: Partial<DueInput>): DueInput {
   return { exp: null, iat: null, lastRefreshMs: null, firstSeenMs: NOW, lastRefreshDoneMs: null, jitter: 0, ...over }
-}
-
-/** A seeded PRNG (mulberry32) so jitter sweeps are reproducible. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 t.test('constants are the ones DESIGN §9 names', async (t) => {

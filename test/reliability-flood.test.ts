@@ -6,6 +6,7 @@ import t, { type Test } from 'tap'
 import net from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { startDaemon, stopAtTeardown, type RunningDaemon } from './support/daemon.js'
+import { onLines } from './support/lines.js'
 import { Wire, fdCount, memoryOf, pollUntil, reliabilityComment, waitIdle } from './support/reliability.js'
 
 t.setTimeout(120_000)
@@ -170,16 +171,7 @@ t.test('readers that never read are dropped at their output cap; memory stays bo
   let received = 0
   await Promise.all(
     readers.map(async ({ s, closed }) => {
-      let buf = ''
-      s.setEncoding('utf8')
-      s.on('data', (x: string) => {
-        buf += x
-        let i: number
-        while ((i = buf.indexOf('\n')) !== -1) {
-          buf = buf.slice(i + 1)
-          received++
-        }
-      })
+      onLines(s, () => received++)
       s.resume()
       await closed
     }),

@@ -9,41 +9,10 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { AuthState } from '../src/state.js'
-import { fakeJwt } from './support/tokens.js'
+import { renameInto, writeInPlace } from './support/auth-files.mjs'
+import { chatgptAuth } from './support/tokens.js'
 
 t.setTimeout(120_000)
-
-const AUTH_CLAIM = 'https://api.openai.com/auth'
-
-function chatgptAuth(tag: string): { text: string; access: string } {
-  const now = Math.floor(Date.now() / 1000)
-  const account = `acc-${tag}`
-  const access = fakeJwt({ exp: now + 30 * 86400, iat: now, tag, [AUTH_CLAIM]: { chatgpt_account_id: account } })
-  const id = fakeJwt({ email: `${tag}@example.com`, [AUTH_CLAIM]: { chatgpt_plan_type: 'plus', chatgpt_account_id: account } })
-  const json = {
-    auth_mode: 'chatgpt',
-    OPENAI_API_KEY: null,
-    tokens: { id_token: id, access_token: access, refresh_token: `rt-fake-${tag}`, account_id: account },
-    last_refresh: new Date().toISOString(),
-  }
-  return { text: JSON.stringify(json, null, 2) + '\n', access }
-}
-
-let seq = 0
-function renameInto(file: string, text: string): void {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${seq++}.tmp`)
-  fs.writeFileSync(tmp, text, { mode: 0o600 })
-  fs.renameSync(tmp, file)
-}
-
-function writeInPlace(file: string, text: string): void {
-  const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC, 0o600)
-  try {
-    fs.writeSync(fd, text)
-  } finally {
-    fs.closeSync(fd)
-  }
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 

@@ -1,10 +1,9 @@
 import t from 'tap'
-import { spawn, execFile, execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { once } from 'node:events'
 import { watch } from 'node:fs'
-import { chmod, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises'
+import { chmod, lstat, mkdir, readFile, readdir, readlink, stat, symlink, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import {
   AuthWriteError,
@@ -17,62 +16,9 @@ import {
   type AuthRead,
 } from '../src/store/authstore.js'
 import type { AuthFile } from '../src/types.js'
+import { tempDir } from './support/daemon.js'
+import { flockN, holdWithFlock, ticks, track } from './support/flock.js'
 import { fakeJwt } from './support/tokens.js'
-
-async function tempDir(prefix = 'authd-store-'): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), prefix))
-  t.teardown(() => rm(dir, { recursive: true, force: true }))
-  return dir
-}
-
-/** util-linux flock(1) holding `path` until release() writes a line to its stdin. */
-async function holdWithFlock(path: string): Promise<{ release(): Promise<void> }> {
-  const child: ChildProcessWithoutNullStreams = spawn('flock', [path, '-c', 'echo locked; read x'])
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  })
-  await new Promise<void>((resolve, reject) => {
-    let out = ''
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString()
-      if (out.includes('locked')) resolve()
-    })
-    child.once('error', reject)
-    child.once('exit', (code) => reject(new Error(`flock exited early (${code})`)))
-  })
-  return {
-    async release() {
-      const exited = once(child, 'exit')
-      child.stdin.end('\n')
-      await exited
-    },
-  }
-}
-
-function flockN(path: string): Promise<number> {
-  return new Promise((resolve) => {
-    execFile('flock', ['-n', path, 'true'], (err) => resolve(err ? Number((err as { code?: unknown }).code) : 0))
-  })
-}
-
-/** Interval ticks: `reached` resolves after n ticks, proving the event loop was not blocked. */
-function ticks(n: number, everyMs = 5): { count: () => number; reached: Promise<void>; stop: () => void } {
-  let count = 0
-  let done!: () => void
-  const reached = new Promise<void>((r) => (done = r))
-  const timer = setInterval(() => {
-    if (++count === n) done()
-  }, everyMs)
-  return { count: () => count, reached, stop: () => clearInterval(timer) }
-}
-
-function track<T>(p: Promise<T>): { settled: () => boolean; promise: Promise<T> } {
-  let settled = false
-  const promise = p.finally(() => {
-    settled = true
-  })
-  return { settled: () => settled, promise }
-}
 
 const ID_TOKEN = fakeJwt({
   email: 'user@example.com',
@@ -109,7 +55,7 @@ function rotate(cur: AuthFile | null, refreshToken: string): AuthFile {
 }
 
 async function home(text?: string, mode = 0o600): Promise<string> {
-  const dir = await tempDir()
+  const dir = tempDir('authd-store-')
   if (text !== undefined) {
     await writeFile(join(dir, 'auth.json'), text, { mode })
     await chmod(join(dir, 'auth.json'), mode)
@@ -243,7 +189,7 @@ t.test('readAuth: hostile files are unreadable, with path and reason, never cont
 
 t.test('readAuth follows a symlinked auth.json', async (t) => {
   const dir = await home()
-  const other = await tempDir('authd-target-')
+  const other = tempDir('authd-target-')
   await writeFile(join(other, 'real.json'), authJson('rt-1'), { mode: 0o600 })
   await symlink(join(other, 'real.json'), join(dir, 'auth.json'))
   const r = await readAuth(dir)
@@ -258,7 +204,7 @@ t.test('readAuth follows a symlinked auth.json', async (t) => {
 t.test('commit waits while flock(1) holds auth.lock, then writes', async (t) => {
   const dir = await home(authJson('rt-1'))
   const before = await readFile(join(dir, 'auth.json'))
-  const holder = await holdWithFlock(join(dir, 'auth.lock'))
+  const holder = await holdWithFlock(t, join(dir, 'auth.lock'))
   let updated = false
   const tick = ticks(20)
   const commit = track(
@@ -291,7 +237,7 @@ t.test('commit waits while flock(1) holds auth.lock, then writes', async (t) => 
 t.test('auth.json.lock held past the bound: lock_timeout, file untouched, loop alive', async (t) => {
   const dir = await home(authJson('rt-1', { my_daemon: { v: 1 } }), 0o644)
   const before = await readFile(join(dir, 'auth.json'))
-  const holder = await holdWithFlock(join(dir, 'auth.json.lock'))
+  const holder = await holdWithFlock(t, join(dir, 'auth.json.lock'))
   const first = await readAuth(dir)
   if (first.state !== 'ok') throw t.fail(first.state)
   const mine = rotate(first.auth, 'rt-2')
@@ -333,7 +279,7 @@ t.test('auth.json.lock held past the bound: lock_timeout, file untouched, loop a
 t.test('auth.lock held past the bound: lock_timeout auth.lock', async (t) => {
   const dir = await home(authJson('rt-1'))
   const before = await readFile(join(dir, 'auth.json'))
-  const holder = await holdWithFlock(join(dir, 'auth.lock'))
+  const holder = await holdWithFlock(t, join(dir, 'auth.lock'))
   const res = await commitAuth(dir, { lockTimeoutMs: 100, update: (c) => rotate(c, 'rt-2') })
   t.same(res, { outcome: 'lock_timeout', lock: 'auth.lock' })
   t.ok(before.equals(await readFile(join(dir, 'auth.json'))))
@@ -342,7 +288,7 @@ t.test('auth.lock held past the bound: lock_timeout auth.lock', async (t) => {
 
 t.test('symlinked auth.json: lock and temp beside the target, symlink survives', async (t) => {
   const dir = await home()
-  const other = await tempDir('authd-target-')
+  const other = tempDir('authd-target-')
   const target = join(other, 'real.json')
   await writeFile(target, authJson('rt-1'), { mode: 0o644 })
   await chmod(target, 0o644)
@@ -433,7 +379,7 @@ t.test('precondition true is checked again on the merge base, then writes', asyn
 
 t.test('a change while waiting for auth.json.lock is caught on the merge base', async (t) => {
   const dir = await home(authJson('rt-1'))
-  const holder = await holdWithFlock(join(dir, 'auth.json.lock'))
+  const holder = await holdWithFlock(t, join(dir, 'auth.json.lock'))
   let firstCheck!: () => void
   const checkedOnce = new Promise<void>((r) => (firstCheck = r))
   let calls = 0
@@ -503,7 +449,7 @@ t.test('delete (logout): unlink, missing is fine, lock files stay', async (t) =>
 
 t.test('delete through a symlink removes the target, keeps the link', async (t) => {
   const dir = await home()
-  const other = await tempDir('authd-target-')
+  const other = tempDir('authd-target-')
   await writeFile(join(other, 'real.json'), authJson('rt-1'))
   await symlink(join(other, 'real.json'), join(dir, 'auth.json'))
   t.same(await commitAuth(dir, { update: () => null }), { outcome: 'deleted', existed: true })

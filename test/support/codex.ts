@@ -24,7 +24,7 @@ import path from 'node:path'
 import type { AddressInfo } from 'node:net'
 import { formatLastRefresh, serializeAuthFile } from '../../src/authfile.js'
 import type { AuthFile } from '../../src/types.js'
-import { ROOT, tempDir } from './daemon.js'
+import { makeHome, ROOT, startDaemon, stopAtTeardown, tempDir, type RunningDaemon } from './daemon.js'
 import type { TestProvider, TokenSet } from './provider.js'
 import { registerAuthJsonSecrets, registerSecret } from './secrets.js'
 
@@ -312,6 +312,19 @@ export async function startCodexWorld(provider: TestProvider): Promise<CodexWorl
     },
   }
   return world
+}
+
+/** A fresh CODEX_HOME whose config.toml points Codex's backend traffic at the world's stub. */
+export async function codexHome(world: CodexWorld): Promise<string> {
+  const home = await makeHome()
+  world.writeConfig(home)
+  return home
+}
+
+/** A daemon on `home` refreshing against the world's provider, stopped at teardown. */
+export async function codexDaemon(t: { teardown(fn: () => unknown): void }, world: CodexWorld, home: string): Promise<RunningDaemon> {
+  // Always our provider: a daemon with the default issuer would refresh against auth.openai.com.
+  return stopAtTeardown(t, await startDaemon({ home, args: ['--issuer', world.provider.issuer, '--issuer-kind', 'openai'] }))
 }
 
 // ------------------------------------------------------------------ auth.json helpers

@@ -6,6 +6,8 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { onLines } from './lines.js'
+import { rawConnect, type RawConnection } from './rpc.js'
 import { SecretLeakError, findSecrets, recordLeak, registerAuthJsonSecrets, registerSecret, type Leak } from './secrets.js'
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -108,7 +110,8 @@ async function safeDefaults(opts: StartOptions): Promise<string[]> {
   return out
 }
 
-export async function freePorts(n: number): Promise<number[]> {
+/** Loopback TCP ports (two by default, for --login-ports) that were free a moment ago: bound on 0 together, then released. */
+export async function freePorts(n = 2): Promise<number[]> {
   const servers = await Promise.all(
     Array.from({ length: n }, () => new Promise<net.Server>((resolve, reject) => {
       const srv = net.createServer()
@@ -117,7 +120,7 @@ export async function freePorts(n: number): Promise<number[]> {
     })),
   )
   const ports = servers.map((srv) => (srv.address() as net.AddressInfo).port)
-  await Promise.all(servers.map((srv) => new Promise((r) => srv.close(r))))
+  await Promise.all(servers.map((srv) => new Promise<void>((r) => srv.close(() => r()))))
   return ports
 }
 
@@ -149,8 +152,8 @@ export async function startDaemon(opts: StartOptions = {}): Promise<RunningDaemo
       }
     }
   }
-  lines(proc.stdout!, onRecord)
-  lines(proc.stderr!, (l) => stderr.push(l))
+  onLines(proc.stdout!, onRecord, { flushAtEnd: true })
+  onLines(proc.stderr!, (l) => stderr.push(l), { flushAtEnd: true })
   const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
     // 'close', not 'exit': by then every line the daemon wrote has been read, so reports are complete.
     proc.once('close', (code, signal) => resolve({ code, signal }))
@@ -224,6 +227,22 @@ export async function startDaemon(opts: StartOptions = {}): Promise<RunningDaemo
 export function stopAtTeardown(t: { teardown(fn: () => unknown): void }, d: RunningDaemon): RunningDaemon {
   t.teardown(() => d.stop('SIGKILL'))
   return d
+}
+
+/** A raw connection to `d`'s socket, closed at teardown. */
+export async function connect(t: { teardown(fn: () => unknown): void }, d: RunningDaemon): Promise<RawConnection> {
+  const c = await rawConnect(d.socket)
+  t.teardown(() => c.close())
+  return c
+}
+
+/** A connection (closed at teardown) that has subscribed to authChanged notifications. */
+export async function subscribe(t: { teardown(fn: () => unknown): void }, d: RunningDaemon): Promise<RawConnection> {
+  const c = await connect(t, d)
+  c.send({ jsonrpc: '2.0', id: 0, method: 'subscribe' })
+  const r = await c.next()
+  if (r.result?.subscribed !== true) throw new Error('subscribe failed')
+  return c
 }
 
 export interface CliResult {
@@ -312,21 +331,5 @@ function runNode(bin: string, args: string[], opts: { env?: Record<string, strin
     p.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }))
     p.stdin.on('error', () => {})
     p.stdin.end(opts.input ?? '')
-  })
-}
-
-function lines(stream: NodeJS.ReadableStream, onLine: (l: string) => void): void {
-  let buf = ''
-  stream.setEncoding('utf8')
-  stream.on('data', (d: string) => {
-    buf += d
-    let i: number
-    while ((i = buf.indexOf('\n')) !== -1) {
-      onLine(buf.slice(0, i))
-      buf = buf.slice(i + 1)
-    }
-  })
-  stream.on('end', () => {
-    if (buf) onLine(buf)
   })
 }

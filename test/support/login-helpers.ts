@@ -4,7 +4,8 @@ import http from 'node:http'
 import net from 'node:net'
 import fs from 'node:fs'
 import path from 'node:path'
-import { startDaemon, stopAtTeardown, type RunningDaemon } from './daemon.js'
+import { freePorts, startDaemon, stopAtTeardown, type RunningDaemon } from './daemon.js'
+import { onLines } from './lines.js'
 import { startProvider, type ProviderOptions, type TestProvider } from './provider.js'
 import { registerSecret } from './secrets.js'
 
@@ -29,6 +30,9 @@ export interface Rpc {
   close(): void
 }
 
+/** Free loopback ports: the one helper lives in daemon.ts. */
+export { freePorts }
+
 let nextId = 1
 
 export function connectRpc(socketPath: string): Promise<Rpc> {
@@ -37,25 +41,18 @@ export function connectRpc(socketPath: string): Promise<Rpc> {
     const pending = new Map<number, (a: RpcAnswer) => void>()
     const notifications: Notification[] = []
     const waiters: Array<{ pred: (n: Notification) => boolean; resolve: (n: Notification) => void }> = []
-    let buf = ''
-    sock.setEncoding('utf8')
-    sock.on('data', (d: string) => {
-      buf += d
-      let i: number
-      while ((i = buf.indexOf('\n')) !== -1) {
-        const msg = JSON.parse(buf.slice(0, i))
-        buf = buf.slice(i + 1)
-        // a served credential is a secret for the leak scanner (secrets.ts)
-        if (typeof msg?.result?.token === 'string') registerSecret(msg.result.token, `${msg.result.mode ?? 'served'} token (RPC result)`)
-        if (typeof msg.id === 'number' && pending.has(msg.id)) {
-          pending.get(msg.id)!(msg)
-          pending.delete(msg.id)
-        } else if (typeof msg.method === 'string') {
-          const n = { method: msg.method, params: msg.params }
-          notifications.push(n)
-          for (let w = waiters.length - 1; w >= 0; w--) {
-            if (waiters[w]!.pred(n)) waiters.splice(w, 1)[0]!.resolve(n)
-          }
+    onLines(sock, (line) => {
+      const msg = JSON.parse(line)
+      // a served credential is a secret for the leak scanner (secrets.ts)
+      if (typeof msg?.result?.token === 'string') registerSecret(msg.result.token, `${msg.result.mode ?? 'served'} token (RPC result)`)
+      if (typeof msg.id === 'number' && pending.has(msg.id)) {
+        pending.get(msg.id)!(msg)
+        pending.delete(msg.id)
+      } else if (typeof msg.method === 'string') {
+        const n = { method: msg.method, params: msg.params }
+        notifications.push(n)
+        for (let w = waiters.length - 1; w >= 0; w--) {
+          if (waiters[w]!.pred(n)) waiters.splice(w, 1)[0]!.resolve(n)
         }
       }
     })
@@ -84,20 +81,6 @@ export function connectRpc(socketPath: string): Promise<Rpc> {
     sock.once('connect', () => resolve(rpc))
     sock.once('error', reject)
   })
-}
-
-/** Loopback ports that were free a moment ago (bound on 0 then released). */
-export async function freePorts(n: number): Promise<number[]> {
-  const servers: net.Server[] = []
-  const ports: number[] = []
-  for (let i = 0; i < n; i++) {
-    const s = net.createServer()
-    await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()))
-    servers.push(s)
-    ports.push((s.address() as net.AddressInfo).port)
-  }
-  await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))))
-  return ports
 }
 
 export interface Page {

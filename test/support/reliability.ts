@@ -6,37 +6,15 @@ import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import { DAEMON_BIN, CLI_BIN, ROOT, isolatedEnv, tempDir } from './daemon.js'
+import { DAEMON_BIN, CLI_BIN, ROOT, freePorts, isolatedEnv, tempDir } from './daemon.js'
+import { onLines } from './lines.js'
 
-/** mulberry32: tiny, fast, and the same sequence for the same seed everywhere. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+export { freePorts }
+export { mulberry32 } from './prng.js'
 
 /** `# reliability: {...}` in the TAP stream: the figures the README table quotes. */
 export function reliabilityComment(t: { comment(...args: unknown[]): void }, figures: Record<string, unknown>): void {
   t.comment(`reliability: ${JSON.stringify(figures)}`)
-}
-
-/** Two (or n) free TCP ports on 127.0.0.1, for --login-ports. */
-export async function freePorts(n = 2): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<net.Server>((resolve, reject) => {
-      const s = net.createServer()
-      s.once('error', reject)
-      s.listen(0, '127.0.0.1', () => resolve(s))
-    })),
-  )
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port)
-  await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))))
-  return ports
 }
 
 /** Polls `check` until it returns a value other than undefined/false, or throws at the deadline. */
@@ -377,15 +355,7 @@ export async function launchDaemon(
   }
   const logs: string[] = []
   const stderr: string[] = []
-  let buf = ''
-  p.stdout!.setEncoding('utf8').on('data', (x: string) => {
-    buf += x
-    let i: number
-    while ((i = buf.indexOf('\n')) !== -1) {
-      logs.push(buf.slice(0, i))
-      buf = buf.slice(i + 1)
-    }
-  })
+  onLines(p.stdout!, (l) => logs.push(l))
   p.stderr!.setEncoding('utf8').on('data', (x: string) => stderr.push(x))
   const exited = new Promise<{ code: number | null; signal: string | null }>((r) => p.once('exit', (code, signal) => r({ code, signal })))
   t.teardown(() => {

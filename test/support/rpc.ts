@@ -1,5 +1,6 @@
 // A raw NDJSON connection for protocol tests: send any bytes, read parsed lines back in order.
 import net from 'node:net'
+import { onLines } from './lines.js'
 import { registerSecret } from './secrets.js'
 
 export interface RawConnection {
@@ -24,23 +25,15 @@ export function rawConnect(path: string): Promise<RawConnection> {
     const socket = net.connect(path)
     const queue: any[] = []
     const waiters: Array<{ resolve: (v: any) => void; reject: (e: Error) => void }> = []
-    let buf = ''
     let ended = false
     const closed = new Promise<void>((r) => socket.once('close', () => r()))
-    socket.setEncoding('utf8')
-    socket.on('data', (d: string) => {
-      buf += d
-      let i: number
-      while ((i = buf.indexOf('\n')) !== -1) {
-        const line = buf.slice(0, i)
-        buf = buf.slice(i + 1)
-        const msg = JSON.parse(line)
-        // a served credential (getAuth/refresh result) is a secret for the leak scanner
-        if (typeof msg?.result?.token === 'string') registerSecret(msg.result.token, `${msg.result.mode ?? 'served'} token (RPC result)`)
-        const w = waiters.shift()
-        if (w) w.resolve(msg)
-        else queue.push(msg)
-      }
+    onLines(socket, (line) => {
+      const msg = JSON.parse(line)
+      // a served credential (getAuth/refresh result) is a secret for the leak scanner
+      if (typeof msg?.result?.token === 'string') registerSecret(msg.result.token, `${msg.result.mode ?? 'served'} token (RPC result)`)
+      const w = waiters.shift()
+      if (w) w.resolve(msg)
+      else queue.push(msg)
     })
     socket.on('close', () => {
       ended = true

@@ -2,6 +2,7 @@
 // Nothing here is signed or secret; shared by every test that needs a token. Every fake JWT is
 // still registered with the leak scanner (secrets.ts): tests use them as credentials, and
 // registering one that is not used as a credential is harmless.
+import { fakeAuth, unsignedJwt, type FakeAuth } from './auth-files.mjs'
 import { registerSecret } from './secrets.js'
 
 export function base64url(text: string): string {
@@ -10,7 +11,12 @@ export function base64url(text: string): string {
 
 /** A JWT-shaped string Codex accepts as an id_token or access token. */
 export function fakeJwt(payload: object): string {
-  const jwt = `${base64url(JSON.stringify({ alg: 'none', typ: 'JWT' }))}.${base64url(JSON.stringify(payload))}.fake-signature`
+  const jwt = unsignedJwt(payload)
   registerSecret(jwt, 'fake JWT (tokens.ts)')
   return jwt
+}
+
+/** A fresh ChatGPT auth.json (auth-files.mjs's fakeAuth) whose tokens are registered like every fakeJwt. */
+export function chatgptAuth(tag: string, apiKey: string | null = null): FakeAuth {
+  return fakeAuth(tag, { apiKey, jwt: fakeJwt })
 }

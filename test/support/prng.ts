@@ -1,0 +1,13 @@
+// The suite's one seeded PRNG. No imports and no side effects, so pure unit tests can use it too.
+
+/** mulberry32: tiny, fast, and the same sequence for the same seed everywhere. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
