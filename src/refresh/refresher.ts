@@ -12,7 +12,7 @@ import { RpcError } from '../rpc/errors.js'
 import type { FreshTokenSource, RefreshStatus } from '../rpc/methods.js'
 import type { AuthState, PendingTokens } from '../state.js'
 import { AuthWriteError, commitAuth, parkPath, readAuth, writePrivateFileAtomic, type AuthRead } from '../store/authstore.js'
-import type { AuthFile, TokenData } from '../types.js'
+import type { AccessTokenClaims, AuthFile, TokenData } from '../types.js'
 import { backoffDelay, classifyFailure, refreshDueAt, timerDelay, type RefreshFailure, type TokenAnswer } from './policy.js'
 
 export interface RefresherOptions {
@@ -66,7 +66,13 @@ export class Refresher implements FreshTokenSource {
   private backoff: { refreshToken: string; attempt: number; until: number; failure: RefreshFailure } | null = null
   private lastError: ErrorInfo | null = null
   private lastDoneMs: number | null = null
-  private seen: { accessToken: string; firstSeenMs: number; jitter: number } | null = null
+  private seen: {
+    accessToken: string
+    firstSeenMs: number
+    jitter: number
+    claims: AccessTokenClaims
+    due: { lastRefresh: string | null; lastDoneMs: number | null; at: number | null } | null
+  } | null = null
   private timer: NodeJS.Timeout | null = null
   private commitTimer: NodeJS.Timeout | null = null
   private commitAttempt = 0
@@ -205,21 +211,27 @@ export class Refresher implements FreshTokenSource {
   private dueAt(cand: Candidate, now: number): number | null {
     const access = cand.tokens.accessToken
     if (this.seen?.accessToken !== access) {
-      this.seen = { accessToken: access, firstSeenMs: now, jitter: this.o.random() * 2 - 1 }
+      this.seen = { accessToken: access, firstSeenMs: now, jitter: this.o.random() * 2 - 1, claims: decodeAccessTokenClaims(access), due: null }
     }
-    const claims = decodeAccessTokenClaims(access)
+    const seen = this.seen
+    // getAuth asks on every call: the answer changes only with the token, last_refresh or our own
+    // last refresh, so it is computed once per combination (the hot path stays short).
+    if (seen.due !== null && seen.due.lastRefresh === cand.auth.lastRefresh && seen.due.lastDoneMs === this.lastDoneMs) return seen.due.at
     const parsed = cand.auth.lastRefresh !== null ? Date.parse(cand.auth.lastRefresh) : NaN
     const lastRefreshMs = Number.isFinite(parsed) ? parsed : null
     const lastDone = Math.max(this.lastDoneMs ?? -Infinity, lastRefreshMs ?? -Infinity)
-    return refreshDueAt({
-      exp: claims.exp,
-      iat: claims.iat,
+    const at = refreshDueAt({
+      exp: seen.claims.exp,
+      iat: seen.claims.iat,
       lastRefreshMs,
-      firstSeenMs: this.seen.firstSeenMs,
+      firstSeenMs: seen.firstSeenMs,
       lastRefreshDoneMs: Number.isFinite(lastDone) ? lastDone : null,
-      jitter: this.seen.jitter,
+      jitter: seen.jitter,
     })
+    seen.due = { lastRefresh: cand.auth.lastRefresh, lastDoneMs: this.lastDoneMs, at }
+    return at
   }
+
 
   /** Why a refresh may not start now, or null. Forced refreshes ignore backoff and the guard. */
   private blocked(cand: Candidate, now: number, force: boolean): 'permanent' | 'backoff' | 'loop_guard' | null {
