@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events'
 import { resolveSettings, type ConfigOverride } from './config.js'
 import { resolveAuth } from './resolve.js'
 import { readAuth, resolveAuthTarget, type AuthRead } from './store/authstore.js'
-import { readSmallTextFile } from './store/textfile.js'
+import { danglingLinkTarget, readSmallTextFile } from './store/textfile.js'
 import type { AuthFile, Problem, Resolved, Settings } from './types.js'
 
 export const CONFIG_MAX_BYTES = 1024 * 1024
@@ -217,6 +217,18 @@ export class AuthState extends EventEmitter<StateEvents> {
     }
     const settingsResult = resolveSettings(text, configFile, this.overrides)
     configProblems.push(...settingsResult.problems)
+    // A dangling symlink reads as absent (as in Codex), but the user should hear why.
+    if (configText.state === 'absent') {
+      const to = await danglingLinkTarget(configFile)
+      if (to !== null) configProblems.push(fileProblem('config_invalid', configFile, `${configFile} is a symlink to ${to}, which does not exist; using defaults`))
+    }
+    if (read.state === 'absent') {
+      const authFile = path.join(this.home, 'auth.json')
+      const to = await danglingLinkTarget(authFile)
+      if (to !== null) {
+        configProblems.push(fileProblem('auth_unreadable', authFile, `${authFile} is a symlink to ${to}, which does not exist: not logged in (a login writes through the link)`))
+      }
+    }
 
     let served: AuthFile | null
     if (read.state === 'ok') served = read.auth
@@ -577,4 +589,8 @@ function fingerprintOf(s: Snapshot): string {
             ? ['unsupported', r.mode]
             : ['none']
   return JSON.stringify([cred, s.settings, s.problems.map((p) => [p.code, p.message, p.line, p.column])])
+}
+
+function fileProblem(code: Problem['code'], file: string, message: string): Problem {
+  return { code, message, file, line: null, column: null }
 }

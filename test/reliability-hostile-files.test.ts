@@ -137,8 +137,8 @@ interface Case {
   name: string
   /** creates the hostile file(s); returns the paths whose fingerprint must not change */
   setup(home: string): string[]
-  /** the problem status must show (null: none is expected, e.g. a dangling symlink is "absent") */
-  problem: { code: string; file: (home: string) => string; message: RegExp; lineColumn?: boolean } | null
+  /** the problem status must show */
+  problem: { code: string; file: (home: string) => string; message: RegExp; lineColumn?: boolean }
   /** true: the file holds the only credential, so nothing can be served */
   authCase: boolean
   unprivileged?: boolean
@@ -205,9 +205,9 @@ const CASES: Case[] = [
     authCase: true,
   },
   {
-    name: 'auth.json: a dangling symlink (read as absent, like Codex)',
+    name: 'auth.json: a dangling symlink (not logged in, like Codex, and a problem says why)',
     setup: (h) => (fs.symlinkSync(path.join(h, 'nowhere', 'auth.json'), authPath(h)), [authPath(h)]),
-    problem: null,
+    problem: { code: 'auth_unreadable', file: authPath, message: /is a symlink to .*nowhere\/auth\.json, which does not exist/ },
     authCase: true,
   },
   {
@@ -266,9 +266,9 @@ const CASES: Case[] = [
     authCase: false,
   },
   {
-    name: 'config.toml: a dangling symlink (absent: defaults)',
+    name: 'config.toml: a dangling symlink (defaults, and a problem says why)',
     setup: (h) => (writeGoodAuth(h), fs.symlinkSync('/nonexistent/config.toml', configPath(h)), [configPath(h), authPath(h)]),
-    problem: null,
+    problem: { code: 'config_invalid', file: configPath, message: /is a symlink to \/nonexistent\/config\.toml, which does not exist; using defaults/ },
     authCase: false,
   },
   {
@@ -329,34 +329,24 @@ async function check(t: Test, c: Case, d: Daemonish, home: string, watched: stri
   t.ok(Date.now() - ts < 2_000, 'status answers at once')
   t.ok(st, 'status answers')
   const problems: any[] = st?.problems ?? []
-  if (c.problem === null) {
-    t.same(
-      problems.filter((p) => p.code === 'auth_unreadable' || p.code === 'config_invalid'),
-      [],
-      'no read problem (the file counts as absent)',
-    )
-  } else {
-    const p = problems.find((x) => x.code === c.problem!.code)
-    t.ok(p, `problem ${c.problem.code}`)
-    if (p) {
-      t.equal(p.file, c.problem.file(home), 'names the file')
-      t.match(p.message, c.problem.message, 'says why')
-      if (c.problem.lineColumn) {
-        t.ok(Number.isInteger(p.line) && p.line >= 1 && Number.isInteger(p.column) && p.column >= 1, `line ${p.line} column ${p.column}`)
-      } else {
-        t.equal(p.line, null, 'no line for a file-level problem')
-      }
-      t.notOk(JSON.stringify(st).includes(AUTH_KEY), 'status holds no secret')
+  const p = problems.find((x) => x.code === c.problem.code)
+  t.ok(p, `problem ${c.problem.code}`)
+  if (p) {
+    t.equal(p.file, c.problem.file(home), 'names the file')
+    t.match(p.message, c.problem.message, 'says why')
+    if (c.problem.lineColumn) {
+      t.ok(Number.isInteger(p.line) && p.line >= 1 && Number.isInteger(p.column) && p.column >= 1, `line ${p.line} column ${p.column}`)
+    } else {
+      t.equal(p.line, null, 'no line for a file-level problem')
     }
+    t.notOk(JSON.stringify(st).includes(AUTH_KEY), 'status holds no secret')
   }
   const g = await call(d, 'getAuth')
   if (c.authCase) {
     t.equal(st?.loggedIn, false, 'not logged in: nothing can be served')
-    if (c.problem !== null) {
-      t.equal(g.error?.code, -32006, 'getAuth: -32006 store_unreadable')
-      t.equal(g.error?.data?.reason, 'store_unreadable')
-      t.equal(g.error?.data?.file, c.problem.file(home), 'getAuth names the file')
-    } else t.equal(g.error?.code, -32001, 'getAuth: not logged in')
+    t.equal(g.error?.code, -32006, 'getAuth: -32006 store_unreadable')
+    t.equal(g.error?.data?.reason, 'store_unreadable')
+    t.equal(g.error?.data?.file, c.problem.file(home), 'getAuth names the file')
   } else {
     t.equal(g.result?.token, AUTH_KEY, 'the credential in auth.json is still served')
   }

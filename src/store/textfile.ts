@@ -1,7 +1,7 @@
 // Reading a small text file that someone else controls: never blocks on a FIFO, never reads a
 // huge file whole, never hands back bytes that are not UTF-8. Used for auth.json and config.toml.
 import { constants as fsc, type Stats } from 'node:fs'
-import { open, type FileHandle } from 'node:fs/promises'
+import { lstat, open, readlink, stat, type FileHandle } from 'node:fs/promises'
 
 export type TextRead =
   | { state: 'absent' }
@@ -51,6 +51,22 @@ export async function readSmallTextFile(path: string, maxBytes: number): Promise
     return { state: 'error', reason: errText(err) }
   } finally {
     await fh.close().catch(() => {})
+  }
+}
+
+/** The target of `path` when it is a symlink to nothing, else null. */
+export async function danglingLinkTarget(path: string): Promise<string | null> {
+  try {
+    if (!(await lstat(path)).isSymbolicLink()) return null
+    const to = await readlink(path)
+    try {
+      await stat(path)
+      return null // resolves now: it was replaced meanwhile
+    } catch {
+      return to
+    }
+  } catch {
+    return null
   }
 }
 
