@@ -292,10 +292,7 @@ t.before(() => {
 
 for (const c of CASES) {
   t.test(c.name, async (t) => {
-    cases++
-    t.teardown(() => {
-      if (!t.passing()) failedCases.push(c.name)
-    })
+    countCase(t)
     let home: string
     let d: Daemonish
     if (c.unprivileged && needUser) {
@@ -362,11 +359,17 @@ async function check(t: Test, c: Case, d: Daemonish, home: string, watched: stri
   t.notOk([...d.logs, ...d.stderr].join('\n').includes(AUTH_KEY), 'the key never appears in the output')
 }
 
-t.test('auth.json replaced by hostile files while running: last good credential kept, never overwritten', async (t) => {
+
+/** Every case counts toward the figures; a failed one is named in them. */
+function countCase(t: Test): void {
   cases++
   t.teardown(() => {
     if (!t.passing()) failedCases.push(t.name)
   })
+}
+
+t.test('auth.json replaced by hostile files while running: last good credential kept, never overwritten', async (t) => {
+  countCase(t)
   const home = await makeHome()
   writeGoodAuth(home)
   const d = await launch(t, home)
@@ -417,10 +420,7 @@ t.test('auth.json replaced by hostile files while running: last good credential 
 })
 
 t.test('auth.json churned between a file and symlinks as fast as possible: the daemon survives every race', async (t) => {
-  cases++
-  t.teardown(() => {
-    if (!t.passing()) failedCases.push(t.name)
-  })
+  countCase(t)
   // A reload that lstat()s a symlink which a rename then replaces before its readlink() got
   // EINVAL; the rejection went unhandled and ended the daemon (in 3 of 4 scratch runs of this loop).
   const home = await makeHome()
@@ -449,10 +449,7 @@ t.test('auth.json churned between a file and symlinks as fast as possible: the d
 })
 
 t.test('CODEX_HOME removed while running: recreated (0700) with its lock; status answers', async (t) => {
-  cases++
-  t.teardown(() => {
-    if (!t.passing()) failedCases.push(t.name)
-  })
+  countCase(t)
   const parent = tempDir('cad-rel-gone-')
   const home = path.join(parent, 'home')
   fs.mkdirSync(home, { mode: 0o700 })

@@ -102,10 +102,11 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
     socket: socketPath,
     activated: activationFd !== null,
   }
+  const issuer = { issuer: options.issuer, kind: options.issuerKind, clientId: options.clientId }
   const refresher = new Refresher({
     home,
     state,
-    issuer: { issuer: options.issuer, kind: options.issuerKind, clientId: options.clientId },
+    issuer,
     env: ctx.env,
     log,
     userAgent: `codex-authd/${ctx.version}`,
@@ -116,7 +117,7 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
   const logins = registerLoginMethods(transport, {
     home,
     state,
-    issuer: { issuer: options.issuer, kind: options.issuerKind, clientId: options.clientId },
+    issuer,
     env: ctx.env,
     log,
     loginPorts: options.loginPorts,
