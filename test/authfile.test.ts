@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { formatLastRefresh, isRfc3339, lineColumn, parseAuthFile, sameCredentials, serializeAuthFile } from '../src/authfile.js'
+import { formatLastRefresh, isRfc3339, lineColumn, parseAuthFile, sameCredentials, serializeAuthFile } from '../src/codex/authfile.js'
 import type { AuthFile } from '../src/types.js'
 import { fakeJwt } from './support/tokens.js'
 

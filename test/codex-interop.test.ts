@@ -10,7 +10,7 @@
 import t, { type Test } from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
-import { parseAuthFile, serializeAuthFile } from '../src/authfile.js'
+import { parseAuthFile, serializeAuthFile } from '../src/codex/authfile.js'
 import { connect, subscribe } from './support/daemon.js'
 import type { RawConnection } from './support/rpc.js'
 import { decodeJwtPayload, mintTokens, startProvider, type TestProvider } from './support/provider.js'

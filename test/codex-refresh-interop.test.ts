@@ -11,7 +11,7 @@
 import t, { type Test } from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
-import { parseAuthFile } from '../src/authfile.js'
+import { parseAuthFile } from '../src/codex/authfile.js'
 import { connect } from './support/daemon.js'
 import type { RawConnection } from './support/rpc.js'
 import { decodeJwtPayload, mintTokens, startProvider, type TestProvider, type TokenCall } from './support/provider.js'

@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { ConfigOverrideError, parseConfigOverride, resolveSettings } from '../src/config.js'
+import { ConfigOverrideError, parseConfigOverride, resolveSettings } from '../src/codex/config.js'
 import { DEFAULT_SETTINGS } from '../src/types.js'
 import type { Settings } from '../src/types.js'
 

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { decodeAccessTokenClaims, decodeBase64Url, decodeIdTokenClaims, decodeJwtPayload, isCodexValidIdToken } from '../src/jwt.js'
+import { decodeAccessTokenClaims, decodeBase64Url, decodeIdTokenClaims, decodeJwtPayload, isCodexValidIdToken } from '../src/codex/jwt.js'
 import { base64url, fakeJwt } from './support/tokens.js'
 
 const AUTH = 'https://api.openai.com/auth'

@@ -2,7 +2,7 @@
 // query, the workspace rule, device answers, pages, the files a login writes, param checking.
 import t from 'tap'
 import { createHash } from 'node:crypto'
-import { parseAuthFile, serializeAuthFile } from '../src/authfile.js'
+import { parseAuthFile, serializeAuthFile } from '../src/codex/authfile.js'
 import { authorizeParams, buildAuthorizeUrl, checkWorkspace, CODEX_SCOPE, parseCallback, percentEncode, redirectUriFor } from '../src/login/authorize.js'
 import { describeCallbackError } from '../src/login/browser.js'
 import { parseDeviceTokenAnswer, parseIntervalSeconds, parseUserCodeAnswer } from '../src/login/device.js'

@@ -13,7 +13,7 @@
 import t, { type Test } from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
-import { formatLastRefresh, parseAuthFile, serializeAuthFile } from '../src/authfile.js'
+import { formatLastRefresh, parseAuthFile, serializeAuthFile } from '../src/codex/authfile.js'
 import type { AuthFile } from '../src/types.js'
 import { makeHome, startDaemon, type RunningDaemon } from './support/daemon.js'
 import { mintTokens, startProvider, type EndpointAnswer, type TokenSet } from './support/provider.js'

@@ -16,7 +16,7 @@
 import t from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
-import { parseAuthFile } from '../src/authfile.js'
+import { parseAuthFile } from '../src/codex/authfile.js'
 import { driveAuthorization } from './support/browser.js'
 import { codexUnavailable, startCodexWorld } from './support/codex.js'
 import { runCli, startDaemon, stopAtTeardown } from './support/daemon.js'

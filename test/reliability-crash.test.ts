@@ -12,7 +12,7 @@
 import t from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
-import { parseAuthFile, serializeAuthFile } from '../src/authfile.js'
+import { parseAuthFile, serializeAuthFile } from '../src/codex/authfile.js'
 import type { AuthFile } from '../src/types.js'
 import { authFileFor, codexUnavailable, endedByItself, startCodexWorld, type CodexWorld } from './support/codex.js'
 import { makeHome, startDaemon, type RunningDaemon } from './support/daemon.js'

@@ -1,4 +1,4 @@
-// The cache's watching, in-process (src/state.ts): only CODEX_HOME's two files wake it up. Codex's
+// The cache's watching, in-process (src/state/cache.ts): only CODEX_HOME's two files wake it up. Codex's
 // own churn in CODEX_HOME (sqlite, sessions, history) and anything beside CODEX_HOME in its parent
 // cause no reload, and — while both files exist — not even an fs.watch callback. Wake-ups are
 // counted by AuthState.watchStats (every fs.watch callback is one); synchronisation is by 'change'
@@ -8,7 +8,7 @@ import t, { type Test } from 'tap'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { AuthState } from '../src/state.js'
+import { AuthState } from '../src/state/cache.js'
 import { renameInto, writeInPlace } from './support/auth-files.mjs'
 import { chatgptAuth } from './support/tokens.js'
 

@@ -1,7 +1,7 @@
 // `codex-authd` command line (DESIGN §8), validated once at start.
 import { parseArgs } from 'node:util'
 import type { LevelWithSilent } from 'pino'
-import { parseConfigOverride, type ConfigOverride } from '../config.js'
+import { parseConfigOverride, type ConfigOverride } from '../codex/config.js'
 
 export const DEFAULT_ISSUER = 'https://auth.openai.com'
 export const DEFAULT_CLIENT_ID = 'app_EMoamEEZ73f0CkXaXp7hrann'

@@ -20,14 +20,14 @@
 // - A store other than `file` (keyring/auto/ephemeral): login and logout answer -32006.
 // - A workspace-policy failure revokes the just-issued refresh token (nobody will hold it).
 import type { Logger } from '../log.js'
-import { decodeIdTokenClaims, isCodexValidIdToken } from '../jwt.js'
+import { decodeIdTokenClaims, isCodexValidIdToken } from '../codex/jwt.js'
 import type { IssuerConfig } from '../net/issuer.js'
 import { oidcConfiguration, openAiEndpoints } from '../net/issuer.js'
 import { ErrorCode, type LoginMethod, type LoginResult, type LoginStarted, type LogoutResult } from '../rpc/contract.js'
 import { RpcError, invalidParams } from '../rpc/errors.js'
 import { paramsObject } from '../rpc/methods.js'
 import type { Transport } from '../rpc/transport.js'
-import type { AuthState } from '../state.js'
+import type { AuthState } from '../state/cache.js'
 import { readAuth } from '../store/authstore.js'
 import type { Settings } from '../types.js'
 import { buildAuthorizeUrl, checkWorkspace } from './authorize.js'

@@ -2,7 +2,7 @@
 // explicit login or logout may replace or remove an auth.json we cannot read (DESIGN §11).
 // Unknown top-level fields of the old file are kept (DESIGN: unknown fields survive our
 // rewrites); everything else is exactly what Codex 0.171 writes.
-import { formatLastRefresh } from '../authfile.js'
+import { formatLastRefresh } from '../codex/authfile.js'
 import { AuthWriteError, commitAuth, type CommitResult } from '../store/authstore.js'
 import type { AuthFile } from '../types.js'
 import { LoginError } from './errors.js'

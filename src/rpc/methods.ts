@@ -2,7 +2,7 @@
 // wrong type answers -32602 with `data.field`.
 import { ErrorCode, GET_AUTH_DEFAULT_MIN_VALIDITY, GET_AUTH_MAX_MIN_VALIDITY, type AuthGrant, type ErrorInfo, type RefreshState, type Status } from './contract.js'
 import { RpcError, invalidParams } from './errors.js'
-import type { Snapshot } from '../state.js'
+import type { Snapshot } from '../state/cache.js'
 import type { Problem } from '../types.js'
 import type { Transport } from './transport.js'
 

@@ -7,7 +7,7 @@
 //
 // Scanning is linear in the text: secrets are indexed by their first PREFIX characters, and the
 // text is probed once per position (thousands of tokens times megabytes of logs stay fast).
-import { parseAuthFile } from '../../src/authfile.js'
+import { parseAuthFile } from '../../src/codex/authfile.js'
 
 /** Values shorter than this are not registered: they would match ordinary text. */
 export const MIN_SECRET_LENGTH = 8

@@ -1,6 +1,6 @@
 // JWT payload decoding, no signature check: Codex never verifies the id_token or access_token
 // either, it only reads claims. Pure: no I/O.
-import type { AccessTokenClaims, IdTokenClaims } from './types.js'
+import type { AccessTokenClaims, IdTokenClaims } from '../types.js'
 
 /** Claim namespaces OpenAI puts in its tokens (login/src/token_data.rs). */
 export const AUTH_CLAIM = 'https://api.openai.com/auth'

@@ -2,7 +2,7 @@
 // Pure. Messages name sources and settings, never a key or token.
 import { CODEX_AUTH_MODES } from './authfile.js'
 import { decodeAccessTokenClaims, decodeIdTokenClaims } from './jwt.js'
-import type { AuthFile, IdTokenClaims, Problem, Resolved, Settings, TokenData } from './types.js'
+import type { AuthFile, IdTokenClaims, Problem, Resolved, Settings, TokenData } from '../types.js'
 
 export interface ResolveInput {
   /** The daemon's own `OPENAI_API_KEY` environment variable. */

@@ -2,7 +2,7 @@
 // caller reads and writes the bytes. Problems never quote secret values: only key names, JSON
 // types and positions.
 import { isCodexValidIdToken } from './jwt.js'
-import type { AuthFile, Problem, TokenData } from './types.js'
+import type { AuthFile, Problem, TokenData } from '../types.js'
 
 export type AuthFileParse = { ok: true; auth: AuthFile } | { ok: false; problem: Problem }
 

@@ -2,8 +2,8 @@
 // per-home ownership lock.
 import fs from 'node:fs'
 import path from 'node:path'
-import { canonicalizePath, defaultCodexHomeFor } from './paths.js'
-import { acquireLock, type LockHandle } from './store/flock.js'
+import { canonicalizePath, defaultCodexHomeFor } from '../paths.js'
+import { acquireLock, type LockHandle } from '../store/flock.js'
 
 export class HomeError extends Error {
   readonly code = 'home_invalid'

@@ -3,11 +3,11 @@
 import fs, { type FSWatcher, type Stats } from 'node:fs'
 import path from 'node:path'
 import { EventEmitter } from 'node:events'
-import { resolveSettings, type ConfigOverride } from './config.js'
-import { resolveAuth } from './resolve.js'
-import { readAuth, resolveAuthTarget, type AuthRead } from './store/authstore.js'
-import { danglingLinkTarget, readSmallTextFile } from './store/textfile.js'
-import type { AuthFile, Problem, Resolved, Settings } from './types.js'
+import { resolveSettings, type ConfigOverride } from '../codex/config.js'
+import { resolveAuth } from '../codex/resolve.js'
+import { readAuth, resolveAuthTarget, type AuthRead } from '../store/authstore.js'
+import { danglingLinkTarget, readSmallTextFile } from '../store/textfile.js'
+import type { AuthFile, Problem, Resolved, Settings } from '../types.js'
 
 export const CONFIG_MAX_BYTES = 1024 * 1024
 const WATCHED = new Set(['auth.json', 'config.toml'])

@@ -1,8 +1,8 @@
 // The auth settings of config.toml plus Codex-style `-c key=value` overrides (DESIGN §10).
 // Pure: the caller reads the file. config.toml holds no secrets, so messages may quote it.
 import { parse as parseToml, TomlError } from 'smol-toml'
-import { DEFAULT_SETTINGS } from './types.js'
-import type { CredentialsStore, ForcedLoginMethod, PreferredAuthMethod, Problem, Settings, SettingsResult } from './types.js'
+import { DEFAULT_SETTINGS } from '../types.js'
+import type { CredentialsStore, ForcedLoginMethod, PreferredAuthMethod, Problem, Settings, SettingsResult } from '../types.js'
 
 /** One `-c key=value`: `path` is the dotted key split on `.`, `value` the parsed TOML value. */
 export interface ConfigOverride {
