@@ -1,4 +1,4 @@
-// The refresh storm as a benchmark (DESIGN §6, §9): 1000 concurrent getAuth calls on a token that
+// The refresh storm as a benchmark (docs/refresh.md#one-in-flight): 1000 concurrent getAuth calls on a token that
 // needs refreshing (every caller waits for the ONE refresh) against 1000 concurrent getAuth calls on
 // a fresh token (the baseline, in the same run), both against the real daemon bundle and the test
 // harness's real oidc-provider (built from test/support/provider.ts with esbuild at start).
@@ -50,7 +50,7 @@ const { startProvider, mintTokens } = await import(pathToFileURL(outfile).href)
 
 if (!fs.existsSync(DAEMON_BIN)) throw new Error(`${DAEMON_BIN} is missing: run npm run build`)
 
-/** auth.json in Codex's format (COMPAT Part B §2.2), last_refresh a minute ago. */
+/** auth.json in Codex's format (docs/codex-compat.md#file-format), last_refresh a minute ago. */
 function authText(tokens) {
   const lastRefresh = new Date(Date.now() - 60_000).toISOString().replace(/\.(\d{3})Z$/, '.$1000000Z')
   const json = {

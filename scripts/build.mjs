@@ -1,4 +1,4 @@
-// Build: esbuild bundles the bins and the client library as CommonJS (fast start, STACK §3),
+// Build: esbuild bundles the bins and the client library as CommonJS (fast start, docs/architecture.md#library-choices),
 // then tsc emits the client's type declarations. Run: node scripts/build.mjs
 import { build } from 'esbuild'
 import { execFileSync } from 'node:child_process'

@@ -1,4 +1,4 @@
-// pino on stdout, synchronous (an async destination loses lines on SIGTERM/SIGKILL: STACK §2g).
+// pino on stdout, synchronous (an async destination loses lines on SIGTERM/SIGKILL: docs/architecture.md#library-choices).
 // Secrets are redacted by path as a second line of defence; the first is that no code puts a
 // secret into a log object or message at all.
 import pino, { type Logger, type LevelWithSilent } from 'pino'

@@ -1,4 +1,4 @@
-// Socket-path rules of DESIGN §4. The daemon and every client compute the same path with these
+// Socket-path rules (docs/contract.md#socket-path). The daemon and every client compute the same path with these
 // functions; nothing here creates a file or a directory.
 
 import * as fs from 'node:fs'
@@ -6,7 +6,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 
 // ---------------------------------------------------------------------------------------------
-// Socket path (DESIGN §4)
+// Socket path (docs/contract.md#socket-path)
 // ---------------------------------------------------------------------------------------------
 
 export type SocketSource = 'flag' | 'env' | 'runtime' | 'home'
@@ -35,13 +35,13 @@ export const RUNTIME_SUBDIR = 'codex-authd'
 /** `<id>` of `<runtime>/codex-authd/<id>.sock`: `default`, or 16 hex of SHA-256 of the home. */
 export function socketIdFor(codexHome: string, defaultCodexHome: string): string {
   if (codexHome === defaultCodexHome) return 'default'
-  // crypto is loaded only here: the CLI's start-up time matters (DESIGN §7 benchmark).
+  // crypto is loaded only here: the CLI's start-up time matters (docs/architecture.md#library-choices).
   const { createHash } = process.getBuiltinModule('node:crypto')
   return createHash('sha256').update(codexHome, 'utf8').digest('hex').slice(0, 16)
 }
 
 /**
- * The socket path, by DESIGN §4 rules 1-3. Pure: all I/O comes in through `input`.
+ * The socket path, by the rules 1-3 of docs/contract.md#socket-path. Pure: all I/O comes in through `input`.
  * Empty strings count as unset. A relative `XDG_RUNTIME_DIR` is ignored, as the XDG Base
  * Directory spec requires.
  */

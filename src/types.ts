@@ -1,7 +1,7 @@
-// Shared data types. Every module speaks in these; the RPC contract types (DESIGN §6) live in
+// Shared data types. Every module speaks in these; the RPC contract types (docs/contract.md) live in
 // rpc/contract.ts so that the client library can import them without the daemon.
 
-/** `problems[].code` of DESIGN §6. */
+/** `problems[].code` (docs/contract.md#problems). */
 export type ProblemCode =
   | 'home_invalid'
   | 'config_invalid'
@@ -25,7 +25,7 @@ export type PreferredAuthMethod = 'chatgpt' | 'apikey'
 export type ForcedLoginMethod = 'chatgpt' | 'api'
 export type CredentialsStore = 'file' | 'keyring' | 'auto' | 'ephemeral'
 
-/** What config.toml plus `-c` overrides say about auth (DESIGN §10). */
+/** What config.toml plus `-c` overrides say about auth (docs/codex-compat.md#configuration). */
 export interface Settings {
   preferredAuthMethod: PreferredAuthMethod
   forcedLoginMethod: ForcedLoginMethod | null
@@ -86,7 +86,7 @@ export interface AccessTokenClaims {
   iat: number | null
 }
 
-/** The credential the daemon serves, decided by resolve() (DESIGN §10). */
+/** The credential the daemon serves, decided by resolve() (docs/codex-compat.md#which-credential-is-served). */
 export type Resolved =
   | { kind: 'apikey'; apiKey: string; source: 'env' | 'auth.json' }
   | {

@@ -21,7 +21,7 @@ interface BadCase {
   column?: number | null
 }
 
-// Every rejected variant of COMPAT Part B §5, one fixture each; positions as Codex reports them.
+// Every rejected variant of docs/codex-compat.md#what-codex-rejects, one fixture each; positions as Codex reports them.
 const BAD: Record<string, BadCase> = {
   'bad-auth-last-refresh-yesterday.json': { says: /last_refresh is not an RFC 3339/, line: 10, column: 29 },
   'bad-auth-id-token-not-a-jwt.json': { says: /tokens\.id_token is not a JWT/, line: 5, column: 27 },

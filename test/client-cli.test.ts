@@ -1,4 +1,4 @@
-// `codex-auth` (DESIGN §7): the pure parts, then the bundle end to end — first without a daemon
+// `codex-auth` (docs/contract.md#codex-auth): the pure parts, then the bundle end to end — first without a daemon
 // (usage, unreachable, exec failures before connecting), then against the real daemon.
 import t from 'tap'
 import { spawn, spawnSync } from 'node:child_process'

@@ -86,7 +86,7 @@ const TEST_KEY = 'sk-test-0123456789abcdefghij' // a fake key; still never print
 // without a daemon
 // ---------------------------------------------------------------------------------------------
 
-t.test('socketPathFor follows DESIGN §4', async (t) => {
+t.test('socketPathFor follows docs/contract.md#socket-path', async (t) => {
   t.strictSame(socketPathFor({ socket: '/x/y.sock' }), { path: '/x/y.sock', source: 'flag' })
   t.strictSame(socketPathFor({ env: { CODEX_AUTHD_SOCK: '/e.sock' } }), { path: '/e.sock', source: 'env' })
   const home = await makeHome()

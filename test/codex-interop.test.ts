@@ -1,7 +1,7 @@
-// Issue 2, core interop with the REAL Codex CLI 0.171.0 (COMPAT Part B §4, §5): files Codex
-// writes are files the daemon serves, files our serializer writes are files Codex accepts, a
-// `codex logout` is seen by the daemon, and a file Codex rewrote after a refresh survives
-// parseAuthFile + serializeAuthFile byte for byte.
+// Issue 2, core interop with the REAL Codex CLI 0.171.0 (docs/codex-compat.md#logout-and-revocation,
+// #what-codex-rejects): files Codex writes are files the daemon serves, files our serializer writes
+// are files Codex accepts, a `codex logout` is seen by the daemon, and a file Codex rewrote after a
+// refresh survives parseAuthFile + serializeAuthFile byte for byte.
 //
 // Codex runs only inside a loopback-only network namespace (test/support/codex.ts); the provider,
 // the backend stub and the daemon run out here and are reached through a Unix-socket relay.
@@ -19,7 +19,7 @@ import { authFileFor, CODEX_UA, codexDaemon, codexHome, codexUnavailable, DAEMON
 t.setTimeout(180_000)
 
 const unavailable = await codexUnavailable()
-// Not a skip: CI runs as root with util-linux, where Codex always runs isolated (HARNESS §14).
+// Not a skip: CI runs as root with util-linux, where Codex always runs isolated (docs/testing.md#the-real-codex-cli).
 if (unavailable !== null) throw new Error(`the Codex CLI cannot run in a loopback-only namespace here: ${unavailable}`)
 const opts = {}
 
@@ -117,7 +117,7 @@ t.test('a ChatGPT auth.json written by our serializer is accepted by `codex logi
   t.equal(fs.readFileSync(path.join(home, 'auth.json'), 'utf8'), text, 'and left the file alone')
 
   // Unknown fields, which our serializer keeps (Codex would drop them on a rewrite), are accepted
-  // at both levels (COMPAT B §5).
+  // at both levels (docs/codex-compat.md#file-format).
   const extra = authFileFor(tokens)
   extra.extra = { codex_authd: { note: 'unknown top-level field' } }
   extra.tokens!.extra = { unknown_inner: 1 }

@@ -1,8 +1,9 @@
 // Issue 4's central test: the REAL Codex CLI 0.171.0 beside the daemon. While the daemon is up it
-// refreshes early (DESIGN §9: due at min(⅔ lifetime, exp − 10 min)), so the access token never
-// enters Codex's own 300 s window (COMPAT Part B §1.2) and Codex never spends a refresh token
-// itself; the provider never sees a refresh token used twice. A control with no daemon shows that
-// Codex does refresh a token inside its window, so the main assertion can fail.
+// refreshes early (due at min(⅔ lifetime, exp − 10 min): docs/refresh.md#when-a-refresh-is-due), so
+// the access token never enters Codex's own 300 s window (docs/codex-compat.md#refresh-triggers)
+// and Codex never spends a refresh token itself; the provider never sees a refresh token used
+// twice. A control with no daemon shows that Codex does refresh a token inside its window, so the
+// main assertion can fail.
 //
 // The refresh endpoint is the harness provider (real oidc-provider, rotating refresh tokens with
 // reuse detection) behind its JSON adapter, which records each caller's user agent: Codex sends
@@ -33,11 +34,11 @@ import {
 t.setTimeout(180_000)
 
 const unavailable = await codexUnavailable()
-// Not a skip: CI runs as root with util-linux, where Codex always runs isolated (HARNESS §14).
+// Not a skip: CI runs as root with util-linux, where Codex always runs isolated (docs/testing.md#the-real-codex-cli).
 if (unavailable !== null) throw new Error(`the Codex CLI cannot run in a loopback-only namespace here: ${unavailable}`)
 const opts = {}
 
-/** Refreshed access tokens live an hour: a short one would make Codex loop (HARNESS gotcha 7). */
+/** Refreshed access tokens live an hour: a short one would make Codex loop (docs/testing.md#the-test-issuer). */
 const REFRESHED_TTL = 3600
 
 let provider: TestProvider
@@ -165,7 +166,8 @@ t.test('with the daemon up, Codex never refreshes itself and no refresh token is
     if (rotated !== null) {
       const { at, id } = rotated as { at: number; id: string }
       const later = mine.filter((q) => q.at > at)
-      // Informational: a running Codex does not re-read auth.json while its token is valid (COMPAT B §6).
+      // Informational: a running Codex does not re-read auth.json while its token is valid
+      // (docs/codex-compat.md#refresh-triggers).
       t.comment(
         `run 2: rotation landed ${later.length > 0 ? 'mid-run' : 'after the last backend request'}; ` +
           `${later.length} later request(s), ${later.filter((q) => q.bearerId === id).length} with the new access token`,

@@ -1,5 +1,6 @@
-// The daemon as a process (DESIGN §4, §8): socket and directory rules, one daemon per home, stale
-// sockets, signals, exit codes, CODEX_HOME removed while running, systemd socket activation.
+// The daemon as a process (docs/contract.md#socket-path, #codex-authd): socket and directory rules,
+// one daemon per home, stale sockets, signals, exit codes, CODEX_HOME removed while running,
+// systemd socket activation.
 import t, { type Test } from 'tap'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
@@ -357,7 +358,8 @@ t.test('systemd socket activation (systemd-socket-activate): serves fd 3, never 
   t.equal(inode(sock), ino, 'same socket file')
 })
 
-t.test('socket activation, harness variant (STACK §2f): LISTEN_PID/LISTEN_FDS with an inherited fd', async (t) => {
+// The harness variant: docs/testing.md#socket-activation-without-systemd.
+t.test('socket activation, harness variant: LISTEN_PID/LISTEN_FDS with an inherited fd', async (t) => {
   const home = await makeHome()
   const a = chatgptAuth('harness')
   writeAuth(home, a.json)

@@ -1,5 +1,5 @@
 // End to end: the real daemon bundle (dist/codex-authd.cjs) on a temp CODEX_HOME and socket, spoken
-// to over raw NDJSON. Every method and error code reachable today (DESIGN §5, §6). All tokens and
+// to over raw NDJSON. Every method and error code reachable today (docs/contract.md). All tokens and
 // keys here are fake.
 import t, { type Test } from 'tap'
 import fs from 'node:fs'

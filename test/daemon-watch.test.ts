@@ -1,4 +1,4 @@
-// The live cache (DESIGN §1, §11): whatever happens to auth.json and config.toml on disk, getAuth
+// The live cache (docs/watching.md): whatever happens to auth.json and config.toml on disk, getAuth
 // ends up serving what is there, never a half-written file. Synchronisation is by authChanged
 // notifications or by polling a condition with a deadline — never by fixed sleeps.
 import t, { type Test } from 'tap'

@@ -185,7 +185,7 @@ t.test('JSON revoke works and kills the RT', async (t) => {
   t.equal(after.status, 401)
   t.match(after.json, { error: { code: 'refresh_token_invalidated' } })
 
-  // Codex's no-RT logout: AT without client_id -> 400 (HARNESS gotcha 9)
+  // Codex's no-RT logout: AT without client_id -> 400 (docs/testing.md#the-test-issuer)
   const noClient = await codexRevoke(provider, tok.accessToken, { tokenTypeHint: 'access_token' })
   t.equal(noClient.status, 400)
 })

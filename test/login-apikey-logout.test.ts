@@ -68,7 +68,8 @@ t.test('API-key login: Codex’s file, read by the real Codex CLI', async (t) =>
   t.equal(fs.readFileSync(file, 'utf8'), `{\n  "auth_mode": "apikey",\n  "OPENAI_API_KEY": "${KEY}"\n}`)
   const status = await codexLoginStatus(daemon.home)
   t.equal(status.code, 0)
-  // Codex 0.171.0 prints this (COMPAT Part B §4); older versions said "Logged in using an API key - …".
+  // Codex 0.171.0 prints this (docs/codex-compat.md#logout-and-revocation); older versions said
+  // "Logged in using an API key - …".
   t.match(status.out, /(API key configured|Logged in using an API key) - sk-test-\*\*\*12345/)
   t.notOk(status.out.includes(KEY))
 

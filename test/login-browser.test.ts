@@ -25,7 +25,7 @@ t.test('browser login: URL, callback, file, notifications', async (t) => {
   t.match(started, { loginId: String, method: 'browser' })
   t.equal(started.callbackUrl, `http://127.0.0.1:${ports[0]}/auth/callback`, 'first login port')
 
-  // COMPAT Part B §8: the URL Codex 0.171.0 prints, parameter by parameter, in order.
+  // docs/codex-compat.md#browser-login: the URL Codex 0.171.0 prints, parameter by parameter, in order.
   t.ok(started.authUrl.startsWith(`${provider.issuer}/oauth/authorize?`))
   const pairs = queryPairs(started.authUrl)
   t.same(pairs.map(([k]) => k), ORDER)

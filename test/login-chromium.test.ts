@@ -11,7 +11,7 @@ import { authFile, setup } from './support/login-helpers.js'
 import { DEFAULT_ACCOUNT } from './support/provider.js'
 
 const CHROMIUM = '/usr/bin/chromium'
-// STACK.md, last section: the headless flags that work here (Playwright supplies its own profile).
+// docs/testing.md#headless-chromium: the headless flags that work here (Playwright supplies its own profile).
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
 const PNG_MAGIC = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])
 

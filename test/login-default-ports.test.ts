@@ -1,4 +1,4 @@
-// The one file that uses Codex's registered ports (DESIGN §8: --login-ports defaults to 1455,1457).
+// The one file that uses Codex's registered ports (docs/contract.md#codex-authd: --login-ports defaults to 1455,1457).
 // Deterministic whatever else runs on this machine: 1455 is held by a foreign listener (ours, or
 // whoever already had it), so the login must fall back to 1457.
 import t from 'tap'

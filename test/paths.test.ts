@@ -19,7 +19,7 @@ import {
 
 const sha16 = (s: string) => createHash('sha256').update(s).digest('hex').slice(0, 16)
 
-t.test('computeSocketPath: DESIGN §4 rules, table', async (t) => {
+t.test('computeSocketPath: docs/contract.md#socket-path rules, table', async (t) => {
   const base: SocketPathInput = {
     flag: null,
     env: {},

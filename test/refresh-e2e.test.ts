@@ -1,7 +1,8 @@
-// The refresher end to end (DESIGN §6, §9; COMPAT Part B §1-§3): the real daemon bundle against the
-// harness's real oidc-provider (rotating refresh tokens with reuse detection, OpenAI routes, JSON
-// adapter), tokens minted with a real authorization-code flow and written in Codex's format.
-// Kind `openai` (Codex's exact JSON body) unless a test says `oidc` (openid-client).
+// The refresher end to end (docs/refresh.md; docs/codex-compat.md#refresh-triggers to
+// #refresh-errors): the real daemon bundle against the harness's real oidc-provider (rotating
+// refresh tokens with reuse detection, OpenAI routes, JSON adapter), tokens minted with a real
+// authorization-code flow and written in Codex's format. Kind `openai` (Codex's exact JSON body)
+// unless a test says `oidc` (openid-client).
 //
 // No token is ever printed: token comparisons use t.ok(a === b), never t.equal.
 import t, { type Test } from 'tap'

@@ -1,7 +1,7 @@
-// kill -9 of the daemon at random points around a refresh (DESIGN §9 step 5: temp file 0600, fsync,
+// kill -9 of the daemon at random points around a refresh (docs/refresh.md#the-sequence, step 5: temp file 0600, fsync,
 // rename). Whatever the moment, auth.json must parse, never be empty, and never hold a mix of two
 // token sets: its access, refresh and id tokens all come from one answer of the provider. The one
-// window DESIGN §9 accepts (killed between the answer and the commit: the new tokens are lost and the
+// window docs/refresh.md#the-sequence accepts (killed between the answer and the commit: the new tokens are lost and the
 // spent refresh token is dead) is counted, and the login is then replaced with a new one.
 //
 // Each iteration starts a daemon on a due token (it refreshes as it comes up; a getAuth joins) and
@@ -38,7 +38,7 @@ interface Counts {
   untouched: number
   /** killed after the rename: the file holds the new answer */
   committed: number
-  /** killed between the answer and the rename: the one window DESIGN §9 accepts */
+  /** killed between the answer and the rename: the one window docs/refresh.md#the-sequence accepts */
   lost: number
   anchors: Record<Anchor, number>
   /** .auth-XXXXXX temp files a kill left behind (harmless; Codex leaves them too) */
@@ -210,7 +210,7 @@ async function runLane(t: Test, lane: number, random: () => number, iterations: 
       write({ ...set, accountId: tk.accountId! })
     } else if (spent.has(tk.refreshToken)) {
       // The killed daemon spent this refresh token but never wrote the answer: that login is gone
-      // (DESIGN §9 step 6, the one window left, as in Codex). Log in again.
+      // (docs/refresh.md#the-sequence, the one window left, as in Codex). Log in again.
       counts.lost++
       await login()
     } else {

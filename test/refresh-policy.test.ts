@@ -1,4 +1,4 @@
-// Pure unit tests of the refresh policy (DESIGN §9, COMPAT Part B §3): when a refresh is due, how
+// Pure unit tests of the refresh policy (docs/refresh.md, docs/codex-compat.md#refresh-errors): when a refresh is due, how
 // timers are chunked, how long to back off, and how every answer of the token endpoint is read.
 // The clock is a value: nothing here sleeps or reads Date.now().
 import t from 'tap'
@@ -33,7 +33,7 @@ function input(over: Partial<DueInput>): DueInput {
   return { exp: null, iat: null, lastRefreshMs: null, firstSeenMs: NOW, lastRefreshDoneMs: null, jitter: 0, ...over }
 }
 
-t.test('constants are the ones DESIGN §9 names', async (t) => {
+t.test('constants are the ones docs/refresh.md names', async (t) => {
   t.equal(REFRESH_MARGIN_MS, 10 * MINUTE)
   t.equal(LOOP_GUARD_MS, 30 * SECOND)
   t.equal(NO_EXP_MAX_AGE_MS, 7 * DAY)
@@ -202,7 +202,7 @@ t.test('backoffDelay: 1 s doubling to 5 min, ±20% jitter, staying at 5 min', as
   }
 })
 
-// COMPAT Part B §3: every row, with the class Codex gives it.
+// docs/codex-compat.md#refresh-errors: every row, with the class Codex gives it.
 const openai = (code: string) => ({ error: { message: 'm', type: 'invalid_request_error', param: null, code } })
 const rows: Array<{ name: string; answer: TokenAnswer; kind: string; permanent: boolean }> = [
   { name: '401 refresh_token_reused', answer: { type: 'http', status: 401, body: openai('refresh_token_reused') }, kind: 'reused', permanent: true },
@@ -224,7 +224,7 @@ const rows: Array<{ name: string; answer: TokenAnswer; kind: string; permanent: 
   { name: '500 non-JSON', answer: { type: 'unparsable', status: 500 }, kind: 'transient', permanent: false },
 ]
 
-t.test('classifyFailure: every row of COMPAT Part B §3', async (t) => {
+t.test('classifyFailure: every row of docs/codex-compat.md#refresh-errors', async (t) => {
   for (const row of rows) {
     const f = classifyFailure(row.answer)
     t.equal(f.kind, row.kind, `${row.name}: kind`)

@@ -62,7 +62,7 @@ t.test(`kill -9 during logins, refreshes and logouts (${ITERATIONS} iterations, 
     before: 0,
     /** the file after the kill was the operation's own result */
     after: 0,
-    /** a refresh answer was received but the kill came before the commit (DESIGN §9's one window) */
+    /** a refresh answer was received but the kill came before the commit (docs/refresh.md#the-sequence: the one window) */
     lostRefresh: 0,
     tempLeftovers: 0,
     relogins: 0,

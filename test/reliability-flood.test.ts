@@ -1,4 +1,4 @@
-// Floods (issue 7, DESIGN §5): a burst of 1,000 connections, readers that never read, clients that
+// Floods (issue 7, docs/contract.md#framing-and-limits): a burst of 1,000 connections, readers that never read, clients that
 // send half a line and stall, more connections than the limit. The daemon stays up, its memory
 // stays bounded (RSS from /proc/<pid>/status), limits answer with clear errors, and a normal
 // client keeps being served meanwhile. The API key is fake and is never printed.

@@ -1,7 +1,7 @@
 // Protocol fuzzing (issue 7): at least 10,000 generated frames per run against the real daemon
 // bundle, from a seeded PRNG (FUZZ_SEED overrides the fixed default; the seed is printed so a
 // failure reproduces). Every frame's expected answer comes from a model of the contract
-// (DESIGN §5, §6; JSON-RPC 2.0), applied to the frame as the client built it:
+// (docs/contract.md#framing-and-limits, #methods; JSON-RPC 2.0), applied to the frame as the client built it:
 //   unparsable (bad UTF-8 or JSON)             -> -32700, id null
 //   not a request object / bad id / params     -> -32600 (id null when the id is unusable)
 //   unknown method                             -> -32601

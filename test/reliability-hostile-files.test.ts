@@ -1,10 +1,11 @@
-// Hostile files (issue 7, DESIGN §11): auth.json or config.toml that is binary, huge, truncated, a
-// directory, a dangling or looping symlink, a device, a FIFO, world-readable or unreadable, and a
-// CODEX_HOME removed while the daemon runs. Each gives a clear `status` problem (code, file, line
-// and column where they apply), none crashes or hangs the daemon, and none is ever written: bytes,
-// inode, mode and mtime are compared before and after, including after the daemon has run a while
-// (RPCs, SIGHUP, reloads) and stopped. The mode-000 cases run the daemon as an unprivileged user
-// (as root, EACCES never happens). Keys and tokens here are fake and never printed.
+// Hostile files (issue 7, docs/watching.md#files-the-daemon-cannot-use): auth.json or config.toml
+// that is binary, huge, truncated, a directory, a dangling or looping symlink, a device, a FIFO,
+// world-readable or unreadable, and a CODEX_HOME removed while the daemon runs. Each gives a clear
+// `status` problem (code, file, line and column where they apply), none crashes or hangs the
+// daemon, and none is ever written: bytes, inode, mode and mtime are compared before and after,
+// including after the daemon has run a while (RPCs, SIGHUP, reloads) and stopped. The mode-000
+// cases run the daemon as an unprivileged user (as root, EACCES never happens). Keys and tokens
+// here are fake and never printed.
 import t, { type Test } from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
 import { execFileSync } from 'node:child_process'

@@ -1,4 +1,4 @@
-// Socket security (issue 7, DESIGN §4): the socket's directory must be ours with no group/other
+// Socket security (issue 7, docs/contract.md#socket-path): the socket's directory must be ours with no group/other
 // bits or the daemon refuses to start (exit 4, saying why); the socket is 0600 whatever the umask;
 // and even a socket chmod-ed 0666 gives another user nothing, because the directory is 0700.
 // Every "cannot connect" runs as an unprivileged user (codexauthd-test): as root, permission

@@ -69,7 +69,7 @@ const bothFile = file({ mode: 'chatgpt', key: FILE_KEY, tokens: true })
 const legacyBoth = (plan: string, email = 'user@example.com'): AuthFile => file({ key: FILE_KEY, tokens: true, plan, email })
 
 const CASES: Case[] = [
-  // DESIGN §10 rule 1
+  // docs/codex-compat.md#which-credential-is-served, rule 1
   { name: 'rule 1: preferred apikey and a key in auth.json beats tokens', settings: { preferredAuthMethod: 'apikey' }, auth: bothFile, want: { kind: 'apikey', source: 'auth.json', apiKey: FILE_KEY } },
   { name: 'rule 1: preferred apikey uses the env key when auth.json has none', env: ENV_KEY, settings: { preferredAuthMethod: 'apikey' }, auth: chatgptFile, want: { kind: 'apikey', source: 'env', apiKey: ENV_KEY } },
   { name: 'rule 1: preferred apikey without any key falls through to tokens', settings: { preferredAuthMethod: 'apikey' }, auth: chatgptFile, want: { kind: 'chatgpt' } },
@@ -145,7 +145,7 @@ function check(t: Test, c: Case, resolved: Resolved, problems: Problem[]): void 
   t.ok(texts.every((m) => secrets.every((s) => !m.includes(s))), 'no secret in any message')
 }
 
-t.test('DESIGN §10, case by case', async (t) => {
+t.test('docs/codex-compat.md#which-credential-is-served, case by case', async (t) => {
   for (const c of CASES) {
     t.test(c.name, async (t) => {
       const { resolved, problems } = resolveAuth(input(c))
@@ -163,8 +163,9 @@ t.test('a chatgpt result carries the claims', async (t) => {
   t.equal(resolved.tokens.refreshToken, 'rt-fake-refresh-0001')
 })
 
-// The seed's "Forcing a specific auth method (advanced)", one case per sentence.
-t.test('seed: Forcing a specific auth method', async (t) => {
+// Codex's authentication docs, "Forcing a specific auth method (advanced)", one case per sentence
+// (the rules as implemented: docs/codex-compat.md#which-credential-is-served).
+t.test('Codex docs: Forcing a specific auth method', async (t) => {
   const viaToml = (toml: string, args: string[] = []): Settings => resolveSettings(toml, 'config.toml', args.map(parseConfigOverride)).settings
   const run = (settings: Settings, auth: AuthFile | null, env: string | null = null): Resolved =>
     resolveAuth({ envApiKey: env, settings, auth }).resolved

@@ -79,7 +79,7 @@ async function exists(file: string): Promise<boolean> {
 }
 
 /**
- * `systemd-analyze --user verify` with a private 0700 runtime dir (STACK §2f). Unknown keys only
+ * `systemd-analyze --user verify` with a private 0700 runtime dir (docs/testing.md#unit-files). Unknown keys only
  * warn with status 0, so stderr is checked too: every line must match one of `allowed`.
  */
 async function analyze(t: TT, files: string[], allowed: RegExp[] = []) {

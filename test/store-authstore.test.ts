@@ -48,7 +48,7 @@ function authJson(refreshToken: string, extraTop: object = {}, extraTokens: obje
   )
 }
 
-/** The refresh update: new access and refresh token merged onto the file (DESIGN §9 step 5). */
+/** The refresh update: new access and refresh token merged onto the file (docs/refresh.md#the-sequence, step 5). */
 function rotate(cur: AuthFile | null, refreshToken: string): AuthFile {
   if (!cur?.tokens) throw new Error('test expects tokens')
   return { ...cur, tokens: { ...cur.tokens, accessToken: ACCESS_2, refreshToken } }

@@ -1,4 +1,4 @@
-// Pure parts of `codex-auth` (DESIGN §7): argument parsing, output wording, quoting, PATH lookup.
+// Pure parts of `codex-auth` (docs/contract.md#codex-auth): argument parsing, output wording, quoting, PATH lookup.
 
 import * as fs from 'node:fs'
 import * as path from 'node:path'
@@ -185,7 +185,7 @@ export function shellQuote(value: string): string {
   return `'${value.replace(/'/g, `'\\''`)}'`
 }
 
-/** The variables `env` prints and `exec` sets, in order (DESIGN §7). */
+/** The variables `env` prints and `exec` sets, in order (docs/contract.md#codex-auth). */
 export function credentialEnv(grant: AuthGrant): Array<[string, string]> {
   const vars: Array<[string, string]> = [['CODEX_AUTH_MODE', grant.mode]]
   if (grant.mode === 'apikey') {

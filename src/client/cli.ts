@@ -1,4 +1,4 @@
-// `codex-auth`, the thin client of DESIGN §7. Bundled to dist/codex-auth.cjs (CommonJS, no pino).
+// `codex-auth`, the thin client (docs/contract.md#codex-auth). Bundled to dist/codex-auth.cjs (CommonJS, no pino).
 // It never starts a daemon. Secrets go to stdout only where asked for (token, env) and to a
 // child's environment (exec); never to stderr, never to argv.
 

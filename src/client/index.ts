@@ -1,5 +1,5 @@
 // The typed client library (`codex-authd/client`): JSON-RPC 2.0 over NDJSON on a Unix socket.
-// Hand-written on `net` (no dependencies) so that the CommonJS bundle starts fast (STACK §3).
+// Hand-written on `net` (no dependencies) so that the CommonJS bundle starts fast (docs/architecture.md#library-choices).
 
 import * as net from 'node:net'
 import { resolveSocketPath, socketPathMax, socketPathTooLong, type SocketSource } from '../paths.js'
@@ -28,7 +28,7 @@ export * from '../rpc/contract.js'
 /** A JSON-RPC error answered by the daemon. `message` is the daemon's. */
 export class AuthdError extends Error {
   readonly code: number
-  /** `data.reason` (DESIGN §6), or null for protocol errors. */
+  /** `data.reason` (docs/contract.md#errors), or null for protocol errors. */
   readonly reason: string | null
   readonly data: unknown
   constructor(code: number, message: string, data: unknown) {
@@ -84,7 +84,7 @@ export class AuthdTimeoutError extends Error {
 // ---------------------------------------------------------------------------------------------
 
 export interface ConnectOptions {
-  /** Socket path (as `--socket`); otherwise DESIGN §4 rules with `env` and `codexHome`. */
+  /** Socket path (as `--socket`); otherwise the rules of docs/contract.md#socket-path with `env` and `codexHome`. */
   socket?: string
   /** CODEX_HOME (as `--codex-home`), used only to compute the socket path. */
   codexHome?: string
@@ -299,7 +299,7 @@ class Connection {
 export class AuthdClient {
   /** The socket path this client talks to. */
   readonly socket: string
-  /** Which rule chose it (DESIGN §4). */
+  /** Which rule chose it (docs/contract.md#socket-path). */
   readonly socketSource: SocketSource
   private conn: Connection | null = null
   private connecting: Promise<Connection> | null = null
@@ -485,7 +485,7 @@ export class AuthdClient {
   }
 }
 
-/** The socket path a client with these options talks to (DESIGN §4), without connecting. */
+/** The socket path a client with these options talks to (docs/contract.md#socket-path), without connecting. */
 export function socketPathFor(opts: ConnectOptions = {}): { path: string; source: SocketSource } {
   const r = resolveSocketPath({
     flag: opts.socket ?? null,

@@ -1,4 +1,4 @@
-// auth.json as Codex 0.171 reads and writes it (COMPAT Part A §2, Part B §2.2 and §5). Pure: the
+// auth.json as Codex 0.171 reads and writes it (docs/codex-compat.md#file-format, #what-codex-rejects). Pure: the
 // caller reads and writes the bytes. Problems never quote secret values: only key names, JSON
 // types and positions.
 import { isCodexValidIdToken } from './jwt.js'
@@ -412,7 +412,7 @@ function parseTop(node: JsonNode): AuthFile {
 }
 
 /**
- * Parses auth.json exactly as strictly as Codex 0.171 (COMPAT Part B §5): what Codex rejects is
+ * Parses auth.json exactly as strictly as Codex 0.171 (docs/codex-compat.md#what-codex-rejects): what Codex rejects is
  * `auth_unreadable`, what it accepts parses, unknown keys are kept in `extra`.
  */
 export function parseAuthFile(text: string, file: string): AuthFileParse {
@@ -507,7 +507,10 @@ export function formatLastRefresh(date: Date, nanos?: number): string {
   return iso.replace(/\.\d{3}Z$/, `.${frac}Z`)
 }
 
-/** DESIGN §9's "changed": a different access or refresh token (no tokens on both sides = same). */
+/**
+ * "Changed" as Codex's compare under auth.lock means it (docs/codex-compat.md#locks): a different
+ * access or refresh token (no tokens on both sides = same).
+ */
 export function sameCredentials(a: AuthFile | null, b: AuthFile | null): boolean {
   const ta = a?.tokens ?? null
   const tb = b?.tokens ?? null

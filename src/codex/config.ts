@@ -1,4 +1,4 @@
-// The auth settings of config.toml plus Codex-style `-c key=value` overrides (DESIGN §10).
+// The auth settings of config.toml plus Codex-style `-c key=value` overrides (docs/codex-compat.md#configuration).
 // Pure: the caller reads the file. config.toml holds no secrets, so messages may quote it.
 import { parse as parseToml, TomlError } from 'smol-toml'
 import { DEFAULT_SETTINGS } from '../types.js'
@@ -171,7 +171,7 @@ export function resolveSettings(tomlText: string | null, file: string, overrides
   return { settings, problems }
 }
 
-/** Why a store other than `file` is only half-served (DESIGN §10). */
+/** Why a store other than `file` is only half-served (docs/codex-compat.md#credential-stores). */
 function storeMessage(store: CredentialsStore): string | null {
   switch (store) {
     case 'file':

@@ -1,5 +1,5 @@
-// CODEX_HOME resolution as Codex does it (COMPAT Part A §1, DESIGN §4), plus the daemon's
-// per-home ownership lock.
+// CODEX_HOME resolution as Codex does it (docs/codex-compat.md#the-home-directory), plus the daemon's
+// per-home ownership lock (docs/contract.md#ownership).
 import fs from 'node:fs'
 import path from 'node:path'
 import { canonicalizePath, defaultCodexHomeFor } from '../paths.js'

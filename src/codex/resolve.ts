@@ -1,4 +1,5 @@
-// Which credential the daemon serves: DESIGN §10, the seed's "Forcing a specific auth method".
+// Which credential the daemon serves: docs/codex-compat.md#which-credential-is-served (Codex's documented
+// "Forcing a specific auth method" rules, made precise).
 // Pure. Messages name sources and settings, never a key or token.
 import { CODEX_AUTH_MODES } from './authfile.js'
 import { decodeAccessTokenClaims, decodeIdTokenClaims } from './jwt.js'
@@ -36,8 +37,8 @@ function nonEmpty(v: string | null | undefined): string | null {
 }
 
 /**
- * The key DESIGN §10 means: auth.json's if non-empty after trimming, else the env's. Served
- * trimmed, since surrounding whitespace can never be part of a working key.
+ * The key docs/codex-compat.md#which-credential-is-served means: auth.json's if non-empty after
+ * trimming, else the env's. Served trimmed, since surrounding whitespace can never be part of a working key.
  */
 export function pickApiKey(auth: AuthFile | null, envApiKey: string | null): KeyCandidate | null {
   const fromFile = nonEmpty(auth?.openaiApiKey)
@@ -74,7 +75,7 @@ function workspaceOf(tokens: TokenData, claims: IdTokenClaims): string | null {
 }
 
 /**
- * DESIGN §10, in order. Decisions where the design is silent:
+ * docs/codex-compat.md#which-credential-is-served, in order. Decisions the rules leave open:
  * - An `auth_mode` Codex knows but we do not serve (UNSUPPORTED_AUTH_MODES) wins over everything
  *   except rule 1 (`preferred_auth_method = "apikey"` with a key the narrowing allows): the file
  *   says its credential is something else, so its `tokens` are not ours to serve. The

@@ -1,5 +1,5 @@
 // Composition root: wires home, state, transport and methods; owns start-up order, signals and
-// shutdown (DESIGN §4, §8). Start-up order: lock the home, load and resolve, then listen.
+// shutdown (docs/architecture.md#start-up-and-shutdown). Start-up order: lock the home, load and resolve, then listen.
 import fs from 'node:fs'
 import net from 'node:net'
 import { DaemonExit } from '../rpc/contract.js'
@@ -146,7 +146,7 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
   })
   state.on('error', (e) => log.error({ err: errorSummary(e) }, 'watcher error'))
   state.on('homeGone', () => {
-    // DESIGN §4: recreate the home (0700) and its lock as soon as we notice.
+    // docs/contract.md#ownership: recreate the home (0700) and its lock as soon as we notice.
     void (async () => {
       try {
         fs.mkdirSync(home, { recursive: true, mode: 0o700 })

@@ -1,4 +1,4 @@
-// `codex-authd` entry point: parse, start, handle signals, map failures to exit codes (DESIGN §8).
+// `codex-authd` entry point: parse, start, handle signals, map failures to exit codes (docs/contract.md#codex-authd).
 import fs from 'node:fs'
 import path from 'node:path'
 import { createLogger } from '../log.js'

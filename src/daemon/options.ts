@@ -1,4 +1,4 @@
-// `codex-authd` command line (DESIGN §8), validated once at start.
+// `codex-authd` command line (docs/contract.md#codex-authd), validated once at start.
 import { parseArgs } from 'node:util'
 import type { LevelWithSilent } from 'pino'
 import { parseConfigOverride, type ConfigOverride } from '../codex/config.js'

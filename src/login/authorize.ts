@@ -1,6 +1,6 @@
 // The pure parts of the browser login: the authorize URL exactly as Codex 0.171.0 prints it
-// (COMPAT Part B §8), the redirect URI, reading the callback's query, and the workspace rule
-// (COMPAT Part A §3). No I/O here.
+// (docs/codex-compat.md#browser-login), the redirect URI, reading the callback's query, and the workspace rule
+// (docs/codex-compat.md#browser-login). No I/O here.
 import { statesMatch } from './pkce.js'
 
 /** The scope Codex 0.171.0 asks for. */
@@ -88,7 +88,7 @@ export type WorkspaceCheck = { ok: true } | { ok: false; message: string }
 
 /**
  * forced_chatgpt_workspace_id after the code exchange: the id token's chatgpt_account_id must be
- * one of the allowed ids (COMPAT Part A §3). Account ids are not secrets.
+ * one of the allowed ids (docs/codex-compat.md#browser-login). Account ids are not secrets.
  */
 export function checkWorkspace(accountId: string | null, allowed: readonly string[] | null): WorkspaceCheck {
   if (allowed === null || allowed.length === 0) return { ok: true }

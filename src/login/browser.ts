@@ -1,4 +1,4 @@
-// The loopback HTTP server of a browser login: /auth/callback, /success, /cancel (COMPAT Part A §5).
+// The loopback HTTP server of a browser login: /auth/callback, /success, /cancel (docs/codex-compat.md#browser-login).
 // It knows nothing about tokens: `complete` (given by the login service) exchanges the code,
 // checks policy and writes auth.json.
 //

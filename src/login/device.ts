@@ -1,4 +1,4 @@
-// Device-code logins. Kind `openai`: OpenAI's own device API as Codex uses it (COMPAT Part A §6):
+// Device-code logins. Kind `openai`: OpenAI's own device API as Codex uses it (docs/codex-compat.md#device-code-login):
 // usercode, then poll token (403/404 = pending) until it hands over an authorization code and its
 // PKCE verifier, then the normal code exchange with redirect_uri {issuer}/deviceauth/callback.
 // Kind `oidc`: RFC 8628 through openid-client.

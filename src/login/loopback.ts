@@ -1,4 +1,4 @@
-// Binding the login callback server the way Codex does (COMPAT Part A §5): 127.0.0.1 only; when a
+// Binding the login callback server the way Codex does (docs/codex-compat.md#browser-login): 127.0.0.1 only; when a
 // port is taken, one GET /cancel to whoever holds it (a previous Codex or codex-authd login server
 // gives it up), then retry every 200 ms, 10 attempts in all, then the next port.
 import http from 'node:http'

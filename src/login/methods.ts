@@ -1,4 +1,4 @@
-// login, awaitLogin, cancelLogin and logout (DESIGN §6; issue 5).
+// login, awaitLogin, cancelLogin and logout (docs/contract.md#methods; issue 5).
 //
 // A browser or device login runs in the background: `login` answers LoginStarted at once, the flow
 // ends in `succeeded | failed | cancelled | expired`, reported by awaitLogin and the loginCompleted
@@ -11,8 +11,8 @@
 // - awaitLogin for an unknown loginId: -32602 (field loginId); cancelLogin for one: {cancelled:false}.
 // - loginCompleted is also sent for an API-key login (status succeeded), for symmetry.
 // - API-key login writes {"auth_mode":"apikey","OPENAI_API_KEY":key} like Codex, drops tokens and
-//   last_refresh like Codex, keeps unknown top-level fields (DESIGN: they survive our rewrites), and
-//   revokes nothing (Codex does not).
+//   last_refresh like Codex, keeps unknown top-level fields (they survive our rewrites:
+//   docs/codex-compat.md#file-format), and revokes nothing (Codex does not).
 // - logout revokes whenever the file holds ChatGPT tokens (a file with an API key *and* tokens is
 //   deleted with live tokens otherwise); wasLoggedIn = an auth.json existed (an env key is not
 //   something logout can remove). Lock timeout: -32004 "credential commit lock timed out"

@@ -1,6 +1,7 @@
 // The token calls of a login and a logout: the code exchange and revocation. Kind `openai` sends
-// exactly what Codex sends (COMPAT Part A §5, Part B §4); kind `oidc` goes through openid-client
-// against the discovered endpoints. Never throws a message that holds a secret.
+// exactly what Codex sends (docs/codex-compat.md#browser-login, #logout-and-revocation); kind `oidc`
+// goes through openid-client against the discovered endpoints. Never throws a message that holds a
+// secret.
 import type { IssuerConfig } from '../net/issuer.js'
 import { oidcConfiguration, openAiEndpoints } from '../net/issuer.js'
 import { post, type HttpAnswer } from '../net/http.js'
@@ -8,7 +9,7 @@ import { VERSION } from '../version.js'
 import { LoginError, safeCode } from './errors.js'
 
 export const EXCHANGE_TIMEOUT_MS = 30_000
-/** Codex gives the revoke call 10 s (COMPAT Part B §4). */
+/** Codex gives the revoke call 10 s (docs/codex-compat.md#logout-and-revocation). */
 export const REVOKE_TIMEOUT_MS = 10_000
 
 /** The three tokens a ChatGPT login must bring (Codex rejects an answer without any of them). */

@@ -1,6 +1,6 @@
 // Writing what a login or logout decided, under Codex's two locks (store/authstore.ts). An
-// explicit login or logout may replace or remove an auth.json we cannot read (DESIGN §11).
-// Unknown top-level fields of the old file are kept (DESIGN: unknown fields survive our
+// explicit login or logout may replace or remove an auth.json we cannot read (docs/watching.md#files-the-daemon-cannot-use).
+// Unknown top-level fields of the old file are kept (docs/codex-compat.md#file-format: unknown fields survive our
 // rewrites); everything else is exactly what Codex 0.171 writes.
 import { formatLastRefresh } from '../codex/authfile.js'
 import { AuthWriteError, commitAuth, type CommitResult } from '../store/authstore.js'

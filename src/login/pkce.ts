@@ -1,4 +1,4 @@
-// PKCE (RFC 7636, S256) and the OAuth `state`, made exactly as Codex makes them (COMPAT Part A §5):
+// PKCE (RFC 7636, S256) and the OAuth `state`, made exactly as Codex makes them (docs/codex-compat.md#browser-login):
 // the verifier is 64 random bytes and the state 32 random bytes, both base64url without padding;
 // the challenge is base64url-no-pad of SHA-256 of the verifier. The verifier and state are
 // secrets of one login: never logged, never put in an error.

@@ -1,5 +1,5 @@
 // Outbound HTTP for refresh, login and revocation. Honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY as
-// Codex does (Node's fetch does not by itself; undici's EnvHttpProxyAgent does: DESIGN §3).
+// Codex does (Node's fetch does not by itself; undici's EnvHttpProxyAgent does: docs/architecture.md#library-choices).
 // undici is loaded on first use, so an idle daemon never pays for it.
 import type { Dispatcher } from 'undici'
 
@@ -60,7 +60,7 @@ export async function post(url: string, body: Record<string, string>, opts: Post
 /**
  * A fetch for openid-client (its `customFetch`): goes through the proxy agent, and hands every
  * answer's status and body to `tap` before openid-client can reject it, so that a rotated refresh
- * token is never lost to a validation error (DESIGN §9).
+ * token is never lost to a validation error (docs/refresh.md#the-sequence).
  */
 export function proxiedFetchFor(tap?: (status: number, text: string) => void, timeoutMs = 30_000) {
   return async (url: string, options: { method?: string; headers?: Record<string, string> | Headers; body?: unknown; redirect?: string; signal?: AbortSignal }): Promise<Response> => {

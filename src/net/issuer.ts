@@ -1,5 +1,5 @@
-// Where the OAuth endpoints are (DESIGN §3). Kind `openai` derives every URL from the issuer as
-// Codex does and makes no discovery request; kind `oidc` discovers them.
+// Where the OAuth endpoints are (docs/contract.md#codex-authd, --issuer-kind). Kind `openai` derives
+// every URL from the issuer as Codex does and makes no discovery request; kind `oidc` discovers them.
 import type { Configuration } from 'openid-client'
 import { proxiedFetchFor } from './http.js'
 
@@ -23,7 +23,7 @@ export interface OpenAiEndpoints {
   deviceVerification: string
 }
 
-/** Codex's URLs for an issuer; the two override variables behave as in Codex (COMPAT B §4). */
+/** Codex's URLs for an issuer; the two override variables behave as in Codex (docs/codex-compat.md#environment-overrides). */
 export function openAiEndpoints(issuer: string, env: NodeJS.ProcessEnv): OpenAiEndpoints {
   const base = issuer.replace(/\/+$/, '')
   const refreshOverride = env.CODEX_REFRESH_TOKEN_URL_OVERRIDE || null

@@ -1,4 +1,4 @@
-// When to refresh, how to read a failure, how long to back off (DESIGN §9). Pure: every input,
+// When to refresh, how to read a failure, how long to back off (docs/refresh.md). Pure: every input,
 // the clock and the jitter included, comes in as a value.
 import type { RefreshFailureKind } from '../rpc/contract.js'
 
@@ -96,7 +96,7 @@ export function answerCode(body: unknown): string | null {
   return null
 }
 
-/** Classification as Codex does it (COMPAT Part A §4, Part B §3). */
+/** Classification as Codex does it (docs/codex-compat.md#refresh-errors). */
 export function classifyFailure(answer: TokenAnswer): RefreshFailure {
   if (answer.type === 'network') return transient(null, `Failed to refresh token: network error (${answer.code})`)
   if (answer.type === 'timeout') return transient(null, 'Failed to refresh token: the token endpoint did not answer in time')

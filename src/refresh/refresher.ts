@@ -1,4 +1,4 @@
-// One refresher per CODEX_HOME (DESIGN §9): decides when, spends the refresh token once for every
+// One refresher per CODEX_HOME (docs/refresh.md): decides when, spends the refresh token once for every
 // caller, holds the answer as pending until it is committed under Codex's locks, and backs off.
 import { createHash } from 'node:crypto'
 import fs from 'node:fs/promises'
@@ -27,7 +27,7 @@ export interface RefresherOptions {
   random?: () => number
   lockTimeoutMs?: number
   httpTimeoutMs?: number
-  /** How long getAuth waits for a refresh (DESIGN §6: about 10 s). */
+  /** How long getAuth waits for a refresh (docs/refresh.md#getauth-and-refresh: about 10 s). */
   getAuthWaitMs?: number
 }
 
@@ -42,7 +42,7 @@ interface Candidate {
 
 type Outcome = { ok: true } | { ok: false; failure: RefreshFailure } | { ok: false; skipped: 'adopted' | 'no_tokens' | 'unreadable' }
 
-/** Fields a token endpoint may return; each is optional (COMPAT Part B §1.5). */
+/** Fields a token endpoint may return; each is optional (docs/codex-compat.md#refresh-request). */
 interface TokenFields {
   id_token?: string
   access_token?: string
@@ -128,11 +128,11 @@ export class Refresher implements FreshTokenSource {
     }
   }
 
-  /** DESIGN §6 getAuth: wait for a due or running refresh; serve what is valid; else -32002. */
+  /** getAuth (docs/refresh.md#getauth-and-refresh): wait for a due or running refresh; serve what is valid; else -32002. */
   async ensureFresh(minValiditySeconds: number): Promise<void> {
     const outcome = await this.ensureFreshOnce(minValiditySeconds, true)
     // The refresh found another writer's file and adopted it, but that token is not good enough
-    // either: refresh it now, with the adopted refresh token (Codex does the same, COMPAT B §2.3),
+    // either: refresh it now, with the adopted refresh token (Codex does the same, docs/codex-compat.md#locks),
     // instead of answering -32002 until the timer gets to it.
     if (outcome === 'adopted') await this.ensureFreshOnce(minValiditySeconds, false)
   }
@@ -194,7 +194,7 @@ export class Refresher implements FreshTokenSource {
   /** The ChatGPT tokens to keep fresh: those in auth.json (even while an API key is served). */
   private candidate(): Candidate | null {
     const snap = this.o.state.current
-    // DESIGN §9: only when we can write the result back; refresh pauses while the file is unreadable.
+    // docs/refresh.md#which-tokens: only when we can write the result back; refresh pauses while the file is unreadable.
     if (snap.settings.credentialsStore !== 'file') return null
     if (snap.read.state === 'unreadable' && snap.pending === null) return null
     const auth = snap.pending?.auth ?? (snap.read.state === 'ok' ? snap.read.auth : null)
@@ -417,7 +417,7 @@ export class Refresher implements FreshTokenSource {
     } catch (e) {
       this.o.log.warn({ err: { type: (e as Error)?.name } }, 'parked refresh result could not be used')
     }
-    // Deleted either way (DESIGN §9 step 6): a parked result is good for one start only.
+    // Deleted either way (docs/refresh.md#parking-across-a-restart): a parked result is good for one start only.
     await fs.rm(file, { force: true })
   }
 
@@ -476,7 +476,7 @@ export class Refresher implements FreshTokenSource {
   private async requestTokens(refreshToken: string, reason: string): Promise<TokenResult> {
     if (this.o.issuer.kind === 'openai') {
       const url = openAiEndpoints(this.o.issuer.issuer, this.o.env).refresh
-      // Exactly Codex 0.171's body (COMPAT Part B §1.5): JSON, keys in alphabetical order.
+      // Exactly Codex 0.171's body (docs/codex-compat.md#refresh-request): JSON, keys in alphabetical order.
       const answer = await post(
         url,
         { client_id: this.o.issuer.clientId, grant_type: 'refresh_token', refresh_reason: reason, refresh_token: refreshToken },
@@ -524,7 +524,7 @@ function tokenResult(answer: Awaited<ReturnType<typeof post>>): TokenResult {
   return { ok: false, answer }
 }
 
-/** The file after a refresh: returned fields replace ours, the rest stays (COMPAT B §1.5). */
+/** The file after a refresh: returned fields replace ours, the rest stays (docs/codex-compat.md#refresh-request). */
 export function withNewTokens(base: AuthFile, fields: TokenFields, nowMs: number): AuthFile {
   const old = base.tokens!
   // An id token Codex would reject must never reach the file: keep the old one instead.
@@ -543,7 +543,7 @@ export function withNewTokens(base: AuthFile, fields: TokenFields, nowMs: number
   }
 }
 
-/** Our tokens onto what is on disk: its API key, mode and unknown fields stay (DESIGN §9 step 5). */
+/** Our tokens onto what is on disk: its API key, mode and unknown fields stay (docs/refresh.md#the-sequence, step 5). */
 export function mergeRefreshed(disk: AuthFile, ours: AuthFile): AuthFile {
   if (ours.tokens === null || disk.tokens === null) return disk
   return {

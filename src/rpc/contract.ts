@@ -1,4 +1,4 @@
-// The RPC contract of DESIGN §6: method names, params, results, notifications and error codes.
+// The RPC contract (docs/contract.md): method names, params, results, notifications and error codes.
 // Programs outside this repository are written against these names; change none without a reason.
 
 export type AuthMode = 'apikey' | 'chatgpt'
@@ -105,7 +105,7 @@ export interface Notifications {
 export const GET_AUTH_DEFAULT_MIN_VALIDITY = 60
 export const GET_AUTH_MAX_MIN_VALIDITY = 3600
 
-/** JSON-RPC error codes (DESIGN §6). */
+/** JSON-RPC error codes (docs/contract.md#errors). */
 export const ErrorCode = {
   ParseError: -32700,
   InvalidRequest: -32600,
@@ -133,7 +133,7 @@ export const ErrorReason = {
 
 export type RefreshFailureKind = 'expired' | 'reused' | 'revoked' | 'rejected' | 'transient'
 
-/** Exit codes of `codex-auth` (DESIGN §7). */
+/** Exit codes of `codex-auth` (docs/contract.md#codex-auth). */
 export const CliExit = {
   Ok: 0,
   NotLoggedIn: 1,
@@ -145,7 +145,7 @@ export const CliExit = {
   ExecNotFound: 127,
 } as const
 
-/** Exit codes of `codex-authd` (DESIGN §8). */
+/** Exit codes of `codex-authd` (docs/contract.md#codex-authd). */
 export const DaemonExit = {
   Ok: 0,
   Crash: 1,
@@ -154,5 +154,5 @@ export const DaemonExit = {
   Config: 78,
 } as const
 
-/** Framing limits (DESIGN §5). */
+/** Framing limits (docs/contract.md#framing-and-limits). */
 export const MAX_LINE_BYTES = 1024 * 1024

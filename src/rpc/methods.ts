@@ -1,4 +1,4 @@
-// The method table of DESIGN §6, built from the daemon's parts. Param checking is strict: every
+// The method table (docs/contract.md#methods), built from the daemon's parts. Param checking is strict: every
 // wrong type answers -32602 with `data.field`.
 import { ErrorCode, GET_AUTH_DEFAULT_MIN_VALIDITY, GET_AUTH_MAX_MIN_VALIDITY, type AuthGrant, type ErrorInfo, type RefreshState, type Status } from './contract.js'
 import { RpcError, invalidParams } from './errors.js'
@@ -15,7 +15,7 @@ export interface RefreshStatus {
 
 /** What getAuth needs from the refresher (issue 4); absent until it exists. */
 export interface FreshTokenSource {
-  /** Resolves when the served ChatGPT token is as fresh as DESIGN §6 asks, or throws an RpcError. */
+  /** Resolves when the served ChatGPT token is as fresh as getAuth asks, or throws an RpcError (docs/refresh.md). */
   ensureFresh(minValiditySeconds: number): Promise<void>
   forceRefresh(): Promise<void>
   status(): RefreshStatus
@@ -135,7 +135,8 @@ export function registerCoreMethods(transport: Transport, deps: MethodDeps, code
     const snap = deps.snapshot()
     if (snap.resolved.kind === 'chatgpt' && deps.refresher !== null) await deps.refresher.ensureFresh(minValiditySeconds)
     const now = deps.snapshot()
-    // DESIGN §11: the last good credential of an unparsable file is served until it expires.
+    // The last good credential of an unparsable file is served until it expires
+    // (docs/watching.md#files-the-daemon-cannot-use).
     if (now.read.state === 'unreadable' && now.resolved.kind === 'chatgpt') {
       const exp = now.resolved.accessClaims.exp
       if (exp !== null && exp * 1000 <= Date.now()) throw unreadableError(now.read.problem)

@@ -1,4 +1,4 @@
-// The listening socket: directory checks, stale-socket probe, systemd activation (DESIGN §4).
+// The listening socket: directory checks, stale-socket probe, systemd activation (docs/contract.md#socket-path).
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'

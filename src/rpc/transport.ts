@@ -1,4 +1,4 @@
-// NDJSON framing, limits and JSON-RPC dispatch over a net.Server (DESIGN §5).
+// NDJSON framing, limits and JSON-RPC dispatch over a net.Server (docs/contract.md#framing-and-limits).
 // One line = one JSON-RPC message or batch. The json-rpc-2.0 server runs each request; this file
 // does everything the library does not: strict validation before it sees a message, batches
 // answered as arrays (the library unwraps one-element batches), byte limits and idle closing.

@@ -1,4 +1,4 @@
-// `codex-authd service install|uninstall [--systemd | --launchd] [--force]` (DESIGN §8).
+// `codex-authd service install|uninstall [--systemd | --launchd] [--force]` (docs/contract.md#codex-authd).
 //
 // Writes the shipped unit templates (<packageRoot>/systemd, <packageRoot>/launchd) with absolute
 // paths to this installation's node and daemon into the user's service-manager directory, marks
@@ -149,7 +149,7 @@ export function launchAgentsDir(env: NodeJS.ProcessEnv): string {
   return path.join(homeDir(env), 'Library', 'LaunchAgents')
 }
 
-/** The socket clients compute on macOS for the default CODEX_HOME (DESIGN §4 rule 3). */
+/** The socket clients compute on macOS for the default CODEX_HOME (docs/contract.md#socket-path, rule 3). */
 export function launchdSocketPath(env: NodeJS.ProcessEnv): string {
   return path.join(homeDir(env), '.codex', 'run', 'authd.sock')
 }

@@ -1,5 +1,5 @@
 // The cache: watch CODEX_HOME -> read -> resolve -> notify. Never stale for longer than one read
-// after a change, and never replaces a good credential with a half-written file (DESIGN §1, §11).
+// after a change, and never replaces a good credential with a half-written file (docs/watching.md).
 import fs, { type FSWatcher, type Stats } from 'node:fs'
 import path from 'node:path'
 import { EventEmitter } from 'node:events'
@@ -12,7 +12,7 @@ import type { AuthFile, Problem, Resolved, Settings } from '../types.js'
 export const CONFIG_MAX_BYTES = 1024 * 1024
 const WATCHED = new Set(['auth.json', 'config.toml'])
 
-/** New tokens a refresh obtained but could not write yet (DESIGN §9 step 3). */
+/** New tokens a refresh obtained but could not write yet (docs/refresh.md#pending-tokens). */
 export interface PendingTokens {
   /** The refresh token that was spent to get them. */
   spentRefreshToken: string
@@ -71,7 +71,7 @@ export class AuthState extends EventEmitter<StateEvents> {
   private homeDirWatch: FSWatcher | null = null
   /** fs.watch on the parent (nearest existing ancestor): only while CODEX_HOME is missing. */
   private parentWatch: { w: FSWatcher; dir: string; child: string } | null = null
-  /** fs.watch on a symlinked auth.json's target directory (DESIGN §11). */
+  /** fs.watch on a symlinked auth.json's target directory (docs/watching.md#what-the-daemon-watches). */
   private targetWatch: { w: FSWatcher; dir: string; name: string } | null = null
   /** The target's name when a symlinked auth.json points into CODEX_HOME itself. */
   private targetInHome: string | null = null
@@ -303,7 +303,7 @@ export class AuthState extends EventEmitter<StateEvents> {
   }
 
   /*
-   * Watching (DESIGN §4, §11), so that an idle daemon is woken by nothing but the two files it
+   * Watching (docs/watching.md), so that an idle daemon is woken by nothing but the two files it
    * serves. inotify wakes the process for every event in a watched directory, and any filter
    * (chokidar's `ignored` included) runs only after the wake-up; chokidar also re-reads the whole
    * directory on each directory event (measured: a parent watch with files created beside the home
@@ -511,7 +511,7 @@ export class AuthState extends EventEmitter<StateEvents> {
   }
 
   /**
-   * A symlinked auth.json: watch the target's directory too (DESIGN §11), for the target's name
+   * A symlinked auth.json: watch the target's directory too (docs/watching.md#what-the-daemon-watches), for the target's name
    * only. The file watch on home/auth.json already follows the link to the target itself; this
    * one sees the target created again after a deletion.
    */

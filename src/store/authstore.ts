@@ -1,5 +1,6 @@
 // The auth.json file store: reads hostile files safely and commits under Codex's two flock locks
-// in Codex's order (COMPAT Part B §2, §4; DESIGN §9 steps 4-6, §11).
+// in Codex's order (docs/codex-compat.md#locks, #atomic-write; docs/refresh.md#the-sequence;
+// docs/watching.md#files-the-daemon-cannot-use).
 import { randomBytes } from 'node:crypto'
 import { constants as fsc, type Stats } from 'node:fs'
 import { lstat, open, readlink, rename, unlink, type FileHandle } from 'node:fs/promises'
@@ -75,7 +76,7 @@ export function authPath(home: string): string {
   return join(home, 'auth.json')
 }
 
-/** Where a refresh result that could not be committed is parked on shutdown (DESIGN §9 step 6). */
+/** Where a refresh result that could not be committed is parked on shutdown (docs/refresh.md#parking-across-a-restart). */
 export function parkPath(home: string): string {
   return join(home, 'authd.pending.json')
 }
@@ -165,7 +166,7 @@ export async function commitAuth(home: string, opts: CommitOptions): Promise<Com
     const target = await resolveAuthTarget(home)
     const first = await readTarget(target)
     // 'unreadable' before the precondition: a refresh keeps its tokens pending for an unreadable
-    // file (DESIGN §9 step 6) but drops them when the precondition fails.
+    // file (docs/refresh.md#the-sequence, step 6) but drops them when the precondition fails.
     if (first.state === 'unreadable' && !opts.overwriteUnreadable) return { outcome: 'unreadable', problem: first.problem }
     // Codex drops out here, before auth.json.lock, when the file changed under it.
     if (opts.precondition && !opts.precondition(first)) return { outcome: 'precondition_failed', current: first }

@@ -1,4 +1,4 @@
-// flock(2) locks shared with the Codex CLI and util-linux flock(1) (COMPAT Part B §2.1).
+// flock(2) locks shared with the Codex CLI and util-linux flock(1) (docs/codex-compat.md#locks).
 // fcntl record locks would not interoperate: Codex uses flock.
 import { constants as fsc } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'

@@ -2,7 +2,7 @@
 // off the machine:
 //
 //  - every Codex process runs inside a fresh, loopback-only network namespace
-//    (`unshare -n sh -c 'ip link set lo up && …'`, as root; HARNESS gotcha 14);
+//    (`unshare -n sh -c 'ip link set lo up && …'`, as root; docs/testing.md#the-real-codex-cli);
 //  - the servers it must reach (the oidc-provider harness with its JSON adapter, and a stub
 //    backend answering 400) live in the test process, OUTSIDE that namespace. A tiny Node relay,
 //    started inside the namespace just before Codex, listens on 127.0.0.1:<same port numbers> and
@@ -11,7 +11,7 @@
 //    Because the relay reuses the real port numbers, the URLs are the same inside and outside
 //    (provider.tokenUrl works verbatim as CODEX_REFRESH_TOKEN_URL_OVERRIDE);
 //  - HOME and CODEX_HOME are temp directories; config.toml points chatgpt_base_url and
-//    openai_base_url at the stub (COMPAT Part B, opening note). `codex doctor` is never run.
+//    openai_base_url at the stub (docs/testing.md#the-real-codex-cli). `codex doctor` is never run.
 //
 // Nothing here prints a token. Test output shows only call counts, user agents, jti claims and
 // SHA-256 prefixes.
@@ -92,7 +92,7 @@ export function tokenId(token: string): string {
   return `sha256:${createHash('sha256').update(token).digest('hex').slice(0, 12)}`
 }
 
-/** Everything Codex asks of chatgpt_base_url / openai_base_url gets 400 JSON (HARNESS §2.5). */
+/** Everything Codex asks of chatgpt_base_url / openai_base_url gets 400 JSON (docs/testing.md#the-real-codex-cli). */
 export async function startBackendStub(): Promise<BackendStub> {
   const requests: StubRequest[] = []
   const server = http.createServer((req, res) => {

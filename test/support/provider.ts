@@ -11,7 +11,7 @@
  *    reshapes refresh failures to OpenAI's 401 shape for JSON callers, and can
  *    inject failures.
  *
- * See /work/shared/HARNESS.md for the configuration this is based on.
+ * See docs/testing.md#the-test-issuer for the facts this configuration is based on.
  * Everything listens on 127.0.0.1 only.
  */
 import http from 'node:http'
@@ -38,7 +38,7 @@ export const REDIRECT_URIS = [
   'http://localhost:1455/auth/callback',
   'http://127.0.0.1:1455/auth/callback',
 ] as const
-/** The redirect URI Codex 0.171.0 actually uses (HARNESS gotcha 10). */
+/** The redirect URI Codex 0.171.0 actually uses (docs/testing.md#the-test-issuer). */
 export const REDIRECT_URI = 'http://127.0.0.1:1455/auth/callback'
 export const API_AUDIENCE = 'https://api.openai.com/v1'
 export const DEVICE_GRANT_TYPE = 'urn:ietf:params:oauth:grant-type:device_code'
@@ -223,7 +223,7 @@ export interface TestProvider {
   close(): Promise<void>
 }
 
-// ---------------------------------------------------------------- failure presets (COMPAT Part B §3)
+// ---------------------------------------------------------------- failure presets (docs/codex-compat.md#refresh-errors)
 
 export function openaiError(code: 'refresh_token_reused' | 'refresh_token_expired' | 'refresh_token_invalidated') {
   return {
@@ -243,7 +243,7 @@ const OPENAI_MESSAGES = {
   refresh_token_invalidated: 'Your refresh token has been invalidated. Please try signing in again.',
 } as const
 
-/** One answer per failure class of COMPAT Part B §3, for `failNext`. */
+/** One answer per failure class of docs/codex-compat.md#refresh-errors, for `failNext`. */
 export const FAILURES = {
   reused: { status: 401, body: openaiError('refresh_token_reused') },
   expired: { status: 401, body: openaiError('refresh_token_expired') },
@@ -974,7 +974,7 @@ async function rawAnswer(res: Response): Promise<RawAnswer> {
   return { status: res.status, headers: res.headers, json, text }
 }
 
-/** POST exactly what Codex 0.171.0 sends to refresh (COMPAT Part B §1.5), JSON through the adapter. */
+/** POST exactly what Codex 0.171.0 sends to refresh (docs/codex-compat.md#refresh-request), JSON through the adapter. */
 export async function codexRefresh(
   provider: TestProvider,
   refreshToken: string,
@@ -995,7 +995,7 @@ export async function codexRefresh(
   return rawAnswer(res)
 }
 
-/** POST exactly what `codex logout` sends (COMPAT Part B §4), JSON through the adapter. */
+/** POST exactly what `codex logout` sends (docs/codex-compat.md#logout-and-revocation), JSON through the adapter. */
 export async function codexRevoke(
   provider: TestProvider,
   token: string,

@@ -1,6 +1,6 @@
 // Helpers for the reliability suite (issue 7): a seeded PRNG, a raw NDJSON wire with per-message
 // deadlines, daemon memory from /proc, polling with a deadline, and running things as an
-// unprivileged user (CI runs as root, where permission checks prove nothing: STACK §5).
+// unprivileged user (CI runs as root, where permission checks prove nothing: docs/testing.md#running-as-root).
 import { execFileSync, spawn } from 'node:child_process'
 import fs from 'node:fs'
 import net from 'node:net'
