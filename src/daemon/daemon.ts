@@ -12,6 +12,8 @@ import { buildStatus, registerCoreMethods, type DaemonInfo } from '../rpc/method
 import { SocketPathError, inheritedSocketPath, listenOnFd, listenOnPath, prepareSocketDir, takeActivationFd } from '../rpc/socket.js'
 import { Transport, type TransportLimits } from '../rpc/transport.js'
 import { AuthState, type Snapshot } from '../state/cache.js'
+import { resolveAuthTarget } from '../store/authstore.js'
+import { CredentialOwnedError, takeCredentialLock } from '../store/owner.js'
 import type { LockHandle } from '../store/flock.js'
 import type { Problem } from '../types.js'
 import type { DaemonOptions } from './options.js'
@@ -70,7 +72,19 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
     throw new StartError(`cannot lock ${home}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, DaemonExit.Config)
   }
 
+  // One daemon per credential file too, whichever home's auth.json leads to it.
+  const takeOwnCredential = async (): Promise<LockHandle | null> => takeCredentialLock((await resolveAuthTarget(home)).targetPath, home)
+  let credentialLock: LockHandle | null
+  try {
+    credentialLock = await takeOwnCredential()
+  } catch (e) {
+    await homeLock.release()
+    if (e instanceof CredentialOwnedError) throw new StartError(e.message, DaemonExit.HomeOwned)
+    throw new StartError(`cannot lock the credential file of ${home}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, DaemonExit.Config)
+  }
+
   const release = async (): Promise<void> => {
+    await credentialLock?.release()
     await homeLock.release()
   }
 
@@ -153,6 +167,10 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
         const old = homeLock
         homeLock = await takeHomeLock(home, socketPath)
         await old.release()
+        // The old credential lock went with the home when auth.json lived there. Released first:
+        // a second flock of ours on a surviving lock file would conflict with our own.
+        await credentialLock?.release()
+        credentialLock = await takeOwnCredential()
         log.warn({ home }, 'CODEX_HOME was removed; recreated it')
       } catch (e) {
         log.error({ home, err: errorSummary(e) }, 'CODEX_HOME was removed and could not be recreated')
