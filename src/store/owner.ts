@@ -1,4 +1,4 @@
-// One daemon per credential file (docs/architecture.md, ownership). The home's authd.lock keeps two
+// One daemon per credential file (docs/contract.md#ownership). The home's authd.lock keeps two
 // daemons off one CODEX_HOME; this keeps two homes off one auth.json: two homes whose auth.json are
 // symlinks to one file would otherwise both spend its single-use refresh token.
 import fs from 'node:fs'
@@ -25,7 +25,7 @@ export function credentialLockPath(credentialFile: string): string {
  * A non-blocking exclusive flock beside the *resolved* credential file, held for the daemon's
  * lifetime. Beside it, because a path's device and inode change with every atomic rename and so
  * cannot name the file; a file of our own, because Codex's auth.json.lock must stay free (Codex
- * gives up on it after about 5 s and loses the tokens it received: docs/codex-compat.md). One lock
+ * gives up on it after about 5 s and loses the tokens it received: docs/codex-compat.md#locks). One lock
  * per credential file leaves room for a daemon that serves several. Returns null when the file's
  * directory does not exist (a dangling link): nobody can write that credential until it does.
  */
