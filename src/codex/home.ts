@@ -1,9 +1,8 @@
-// CODEX_HOME resolution as Codex does it (docs/codex-compat.md#the-home-directory), plus the daemon's
-// per-home ownership lock (docs/contract.md#ownership).
+// CODEX_HOME resolution as Codex does it (docs/codex-compat.md#the-home-directory). The daemon's per-home
+// ownership locks are in store/ownership.ts.
 import fs from 'node:fs'
 import path from 'node:path'
 import { canonicalizePath, defaultCodexHomeFor } from '../paths.js'
-import { acquireLock, type LockHandle } from '../store/flock.js'
 
 export class HomeError extends Error {
   readonly code = 'home_invalid'
@@ -54,46 +53,4 @@ export function resolveCodexHome(env: NodeJS.ProcessEnv, flag?: string | null): 
   }
   const canonical = fs.realpathSync(target)
   return { path: canonical, isDefault: canonical === canonicalizePath(defaultPath) }
-}
-
-export class HomeOwnedError extends Error {
-  readonly code = 'home_owned'
-  constructor(message: string) {
-    super(message)
-    this.name = 'HomeOwnedError'
-  }
-}
-
-/** The file a running daemon writes its socket path into, so a second one can name it. */
-const OWNER_FILE = 'authd.lock'
-
-/**
- * One daemon per CODEX_HOME: a non-blocking exclusive flock on `$CODEX_HOME/authd.lock`, held for
- * the daemon's lifetime. The lock file also records the holder's socket for the refusal message.
- */
-export async function takeHomeLock(home: string, socketPath: string): Promise<LockHandle> {
-  const lockPath = path.join(home, OWNER_FILE)
-  let handle: LockHandle
-  try {
-    handle = await acquireLock(lockPath, { timeoutMs: 0, mode: 0o600 })
-  } catch (e) {
-    if ((e as { code?: string }).code === 'lock_timeout') {
-      let holder = ''
-      try {
-        holder = fs.readFileSync(lockPath, 'utf8').trim()
-      } catch {
-        // unreadable: say less
-      }
-      const where = holder ? ` (its socket: ${holder})` : ''
-      throw new HomeOwnedError(`another codex-authd already owns ${home}${where}`)
-    }
-    throw e
-  }
-  try {
-    // Truncating and writing by path leaves the flock on our open descriptor intact.
-    fs.writeFileSync(lockPath, socketPath + '\n', { mode: 0o600 })
-  } catch {
-    // The socket note is a courtesy; the lock is what matters.
-  }
-  return handle
 }

@@ -3,7 +3,7 @@
 import fs from 'node:fs'
 import net from 'node:net'
 import { DaemonExit } from '../rpc/contract.js'
-import { HomeError, HomeOwnedError, resolveCodexHome, takeHomeLock } from '../codex/home.js'
+import { HomeError, resolveCodexHome } from '../codex/home.js'
 import type { Logger } from '../log.js'
 import { resolveSocketPath } from '../paths.js'
 import { registerLoginMethods } from '../login/methods.js'
@@ -13,7 +13,7 @@ import { SocketPathError, inheritedSocketPath, listenOnFd, listenOnPath, prepare
 import { Transport, type TransportLimits } from '../rpc/transport.js'
 import { AuthState, type Snapshot } from '../state/cache.js'
 import { resolveAuthTarget } from '../store/authstore.js'
-import { CredentialOwnedError, takeCredentialLock } from '../store/owner.js'
+import { OwnedElsewhereError, takeCredentialLock, takeHomeLock } from '../store/ownership.js'
 import type { LockHandle } from '../store/flock.js'
 import type { Problem } from '../types.js'
 import type { DaemonOptions } from './options.js'
@@ -68,7 +68,7 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
   try {
     homeLock = await takeHomeLock(home, activationFd !== null ? `${socketPath} (socket-activated)` : socketPath)
   } catch (e) {
-    if (e instanceof HomeOwnedError) throw new StartError(e.message, DaemonExit.HomeOwned)
+    if (e instanceof OwnedElsewhereError) throw new StartError(e.message, DaemonExit.HomeOwned)
     throw new StartError(`cannot lock ${home}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, DaemonExit.Config)
   }
 
@@ -79,7 +79,7 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
     credentialLock = await takeOwnCredential()
   } catch (e) {
     await homeLock.release()
-    if (e instanceof CredentialOwnedError) throw new StartError(e.message, DaemonExit.HomeOwned)
+    if (e instanceof OwnedElsewhereError) throw new StartError(e.message, DaemonExit.HomeOwned)
     throw new StartError(`cannot lock the credential file of ${home}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, DaemonExit.Config)
   }
 

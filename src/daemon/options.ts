@@ -2,12 +2,11 @@
 import { parseArgs } from 'node:util'
 import type { LevelWithSilent } from 'pino'
 import { parseConfigOverride, type ConfigOverride } from '../codex/config.js'
+import type { IssuerKind } from '../net/issuer.js'
 
 export const DEFAULT_ISSUER = 'https://auth.openai.com'
 export const DEFAULT_CLIENT_ID = 'app_EMoamEEZ73f0CkXaXp7hrann'
 export const DEFAULT_LOGIN_PORTS = [1455, 1457]
-
-export type IssuerKind = 'openai' | 'oidc'
 
 export interface DaemonOptions {
   codexHome: string | null

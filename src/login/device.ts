@@ -2,6 +2,7 @@
 // usercode, then poll token (403/404 = pending) until it hands over an authorization code and its
 // PKCE verifier, then the normal code exchange with redirect_uri {issuer}/deviceauth/callback.
 // Kind `oidc`: RFC 8628 through openid-client.
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { IssuerConfig } from '../net/issuer.js'
 import { oidcConfiguration, openAiEndpoints } from '../net/issuer.js'
 import { post } from '../net/http.js'
@@ -59,18 +60,6 @@ export function parseDeviceTokenAnswer(body: unknown): { authorizationCode: stri
   return { authorizationCode: b.authorization_code, codeVerifier: b.code_verifier }
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms)
-    function done() {
-      clearTimeout(timer)
-      signal.removeEventListener('abort', done)
-      resolve()
-    }
-    signal.addEventListener('abort', done, { once: true })
-  })
-}
-
 const ended = (): LoginError => new LoginError('login_failed', 'the login was ended')
 
 export async function startOpenAiDevice(issuer: IssuerConfig, env: NodeJS.ProcessEnv, opts: DeviceOptions = {}): Promise<DeviceLogin> {
@@ -113,7 +102,7 @@ export async function startOpenAiDevice(issuer: IssuerConfig, env: NodeJS.Proces
         } else {
           throw new LoginError('login_failed', `Device code login failed: ${describeAnswer(a)}`)
         }
-        await sleep(intervalMs, signal)
+        await sleep(intervalMs, undefined, { signal }).catch(() => {}) // aborted: the check at the top ends it
       }
     },
   }

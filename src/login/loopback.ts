@@ -2,6 +2,7 @@
 // port is taken, one GET /cancel to whoever holds it (a previous Codex or codex-authd login server
 // gives it up), then retry every 200 ms, 10 attempts in all, then the next port.
 import http from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
 
 export interface BindOptions {
   ports: readonly number[]
@@ -60,18 +61,6 @@ export function requestCancel(port: number, timeoutMs: number): Promise<void> {
   })
 }
 
-function delay(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms)
-    function done() {
-      clearTimeout(timer)
-      signal?.removeEventListener('abort', done)
-      resolve()
-    }
-    signal?.addEventListener('abort', done, { once: true })
-  })
-}
-
 /** Listens on the first port that can be had; returns it. Throws PortsBusyError. */
 export async function bindLoginServer(server: http.Server, opts: BindOptions): Promise<number> {
   const attempts = opts.attempts ?? 10
@@ -85,7 +74,8 @@ export async function bindLoginServer(server: http.Server, opts: BindOptions): P
         opts.onCancelSent?.(port)
         await requestCancel(port, cancelTimeoutMs)
       }
-      if (attempt < attempts - 1) await delay(retryMs, opts.signal)
+      // Aborted: the sleep rejects and the check at the loop's top ends the wait.
+      if (attempt < attempts - 1) await sleep(retryMs, undefined, { signal: opts.signal }).catch(() => {})
     }
   }
   throw new PortsBusyError(opts.ports)

@@ -5,6 +5,7 @@
 import type { IssuerConfig } from '../net/issuer.js'
 import { oidcConfiguration, openAiEndpoints } from '../net/issuer.js'
 import { post, type HttpAnswer } from '../net/http.js'
+import { orTimeout } from '../timeout.js'
 import { VERSION } from '../version.js'
 import { LoginError, safeCode } from './errors.js'
 
@@ -157,15 +158,7 @@ export async function revokeTokens(issuer: IssuerConfig, env: NodeJS.ProcessEnv,
       await client.tokenRevocation(config, token, { token_type_hint: byRefresh ? 'refresh_token' : 'access_token' })
       return true
     })()
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(false), timeoutMs)
-    })
-    try {
-      return await Promise.race([work.catch(() => false), timeout])
-    } finally {
-      clearTimeout(timer)
-    }
+    return await orTimeout(work.catch(() => false), timeoutMs, false)
   } catch {
     return false
   }

@@ -3,6 +3,7 @@
 // wrote auth.json always reports success.
 import { randomUUID } from 'node:crypto'
 import type { ErrorInfo, LoginMethod, LoginResult, LoginStatus } from '../rpc/contract.js'
+import { orTimeout } from '../timeout.js'
 
 export type EndStatus = Exclude<LoginStatus, 'pending'>
 
@@ -62,12 +63,6 @@ export class LoginSession {
   wait(timeoutMs: number | null): Promise<LoginResult> {
     if (this.status !== 'pending') return Promise.resolve(this.result())
     if (timeoutMs === null) return this.done
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(this.result()), timeoutMs)
-      void this.done.then((r) => {
-        clearTimeout(timer)
-        resolve(r)
-      })
-    })
+    return orTimeout(this.done, timeoutMs, this.result())
   }
 }

@@ -12,6 +12,7 @@ import { RpcError } from '../rpc/errors.js'
 import type { FreshTokenSource, RefreshStatus } from '../rpc/methods.js'
 import type { AuthState, PendingTokens } from '../state/cache.js'
 import { AuthWriteError, commitAuth, parkPath, readAuth, writePrivateFileAtomic, type AuthRead } from '../store/authstore.js'
+import { orTimeout } from '../timeout.js'
 import type { AccessTokenClaims, AuthFile, TokenData } from '../types.js'
 import { backoffDelay, classifyFailure, refreshDueAt, timerDelay, type RefreshFailure, type TokenAnswer } from './policy.js'
 
@@ -152,10 +153,10 @@ export class Refresher implements FreshTokenSource {
     if (!needs) return
 
     let outcome: Outcome | 'timeout' | null = null
-    if (this.inFlight !== null) outcome = await withTimeout(this.inFlight, this.o.getAuthWaitMs)
+    if (this.inFlight !== null) outcome = await orTimeout(this.inFlight, this.o.getAuthWaitMs, 'timeout' as const)
     else {
       const blocked = this.blocked(cand, now, false)
-      if (blocked === null) outcome = await withTimeout(this.startRefresh(false), this.o.getAuthWaitMs)
+      if (blocked === null) outcome = await orTimeout(this.startRefresh(false), this.o.getAuthWaitMs, 'timeout' as const)
       else if (blocked === 'loop_guard') return // a fresh refresh cannot do better: serve as it is
     }
     if (validMs() >= minMs) return
@@ -575,14 +576,4 @@ function isoOrNull(sec: number | null): string | null {
 function isoMs(ms: number): string | null {
   const d = new Date(ms)
   return Number.isNaN(d.getTime()) ? null : d.toISOString()
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
-  let timer: NodeJS.Timeout
-  return Promise.race([
-    p,
-    new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), ms)
-    }),
-  ]).finally(() => clearTimeout(timer))
 }

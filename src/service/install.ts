@@ -5,9 +5,9 @@
 // every file it writes, and never overwrites or removes a file it did not write unless --force.
 // It only writes files and prints the commands to run next; it never calls systemctl/launchctl.
 
-import { randomBytes } from 'node:crypto'
 import { promises as fs } from 'node:fs'
 import path from 'node:path'
+import { writeFileAtomic } from '../store/atomic-write.js'
 
 export interface ServiceContext {
   env: NodeJS.ProcessEnv
@@ -373,7 +373,7 @@ async function installFiles(ctx: ServiceContext, dir: string, targets: Target[],
       ctx.stdout(`unchanged ${t.file}\n`)
       continue
     }
-    await writeAtomic(t.file, t.content)
+    await writeFileAtomic(t.file, t.content, { mode: 0o644 })
     ctx.stdout(`${foreign.includes(t.file) ? 'replaced' : 'wrote'} ${t.file}\n`)
   }
 }
@@ -403,17 +403,6 @@ async function removeFiles(ctx: ServiceContext, files: string[], force: boolean)
     ctx.stdout(`removed ${file}\n`)
   }
   return present.length
-}
-
-async function writeAtomic(file: string, content: string): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
-  try {
-    await fs.writeFile(tmp, content, { mode: 0o644, flag: 'wx' })
-    await fs.rename(tmp, file)
-  } catch (err) {
-    await fs.unlink(tmp).catch(() => {})
-    throw err
-  }
 }
 
 function noteCodexHome(ctx: ServiceContext, advice: string): void {

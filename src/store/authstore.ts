@@ -1,13 +1,13 @@
 // The auth.json file store: reads hostile files safely and commits under Codex's two flock locks
 // in Codex's order (docs/codex-compat.md#locks, #atomic-write; docs/refresh.md#the-sequence;
 // docs/watching.md#files-the-daemon-cannot-use).
-import { randomBytes } from 'node:crypto'
-import { constants as fsc, type Stats } from 'node:fs'
-import { lstat, open, readlink, rename, unlink, type FileHandle } from 'node:fs/promises'
-import { basename, dirname, isAbsolute, join, resolve } from 'node:path'
+import type { Stats } from 'node:fs'
+import { lstat, readlink, unlink } from 'node:fs/promises'
+import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { parseAuthFile, serializeAuthFile } from '../codex/authfile.js'
 import type { AuthFile, Problem } from '../types.js'
 import { acquireLock, LockTimeoutError, type LockHandle } from './flock.js'
+import { writeFileAtomic } from './atomic-write.js'
 import { errCode, errText, readSmallTextFile } from './textfile.js'
 
 /** Files larger than this are reported, never read whole (real auth.json files are ~4 KiB). */
@@ -201,50 +201,14 @@ export async function commitAuth(home: string, opts: CommitOptions): Promise<Com
   }
 }
 
-const TEMP_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'
-
-function tempSuffix(): string {
-  // 6 characters like mkstemp's XXXXXX; the slight modulo bias is irrelevant for a name.
-  return Array.from(randomBytes(6), (b) => TEMP_ALPHABET[b % TEMP_ALPHABET.length]).join('')
-}
-
 /**
- * Writes `text` to `path` atomically with mode 0600: a temp file created O_EXCL in the same
- * directory, fsync, rename over `path`, then the temp fd is closed. A symlink at `path` itself
- * would be replaced, so callers pass the resolved target. On any error the temp file is removed
- * and AuthWriteError is thrown; `path` is then untouched.
+ * writeFileAtomic with mode 0600 (see there). On any error the temp file is removed and
+ * AuthWriteError is thrown; `path` is then untouched.
  */
-export async function writePrivateFileAtomic(
-  path: string,
-  text: string,
-  opts: { tempPrefix?: string } = {},
-): Promise<void> {
-  const dir = dirname(path)
-  const prefix = opts.tempPrefix ?? `.${basename(path)}-`
-  let tmp = ''
-  let fh: FileHandle | null = null
+export async function writePrivateFileAtomic(path: string, text: string, opts: { tempPrefix?: string } = {}): Promise<void> {
   try {
-    for (let attempt = 0; fh === null; attempt++) {
-      tmp = join(dir, prefix + tempSuffix())
-      try {
-        fh = await open(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o600)
-      } catch (err) {
-        if (errCode(err) !== 'EEXIST' || attempt >= 10) {
-          tmp = '' // nothing of ours to remove
-          throw err
-        }
-      }
-    }
-    // Exactly 0600 whatever the umask (a umask can only remove bits, e.g. 0277 would give 0400).
-    await fh.chmod(0o600)
-    await fh.writeFile(text, 'utf8')
-    await fh.sync()
-    await rename(tmp, path)
-    tmp = ''
+    await writeFileAtomic(path, text, { mode: 0o600, ...opts })
   } catch (err) {
     throw new AuthWriteError(path, err)
-  } finally {
-    if (fh) await fh.close().catch(() => {})
-    if (tmp) await unlink(tmp).catch(() => {})
   }
 }

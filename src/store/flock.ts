@@ -2,6 +2,7 @@
 // fcntl record locks would not interoperate: Codex uses flock.
 import { constants as fsc } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
 import fsExt from 'fs-ext'
 
 const DEFAULT_INTERVAL_MS = 10
@@ -67,7 +68,10 @@ export async function acquireLock(path: string, opts: LockOptions): Promise<Lock
       }
       const left = deadline - Date.now()
       if (left <= 0) throw new LockTimeoutError(path, opts.timeoutMs)
-      await pause(Math.min(interval, left), signal)
+      // Only an abort rejects the sleep: report it as the check before the first attempt does.
+      await sleep(Math.min(interval, left), undefined, { signal }).catch(() => {
+        throw abortError(signal!)
+      })
     }
   } catch (err) {
     await fh.close().catch(() => {})
@@ -84,26 +88,4 @@ function makeHandle(path: string, fh: FileHandle): LockHandle {
       return closing
     },
   }
-}
-
-function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (!signal) {
-      setTimeout(resolve, ms)
-      return
-    }
-    if (signal.aborted) {
-      reject(abortError(signal))
-      return
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer)
-      reject(abortError(signal))
-    }
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort)
-      resolve()
-    }, ms)
-    signal.addEventListener('abort', onAbort, { once: true })
-  })
 }

@@ -1,0 +1,57 @@
+// Replacing a file so that a reader sees the old content or the new, never a part: a temp file
+// beside it, fsync, rename over it. Used for auth.json (as Codex writes it), the refresher's
+// parked tokens and the service files.
+import { randomBytes } from 'node:crypto'
+import { constants as fsc } from 'node:fs'
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+import { errCode } from './textfile.js'
+
+const TEMP_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'
+
+function tempSuffix(): string {
+  // 6 characters like mkstemp's XXXXXX; the slight modulo bias is irrelevant for a name.
+  return Array.from(randomBytes(6), (b) => TEMP_ALPHABET[b % TEMP_ALPHABET.length]).join('')
+}
+
+export interface AtomicWriteOptions {
+  /** The file's permission bits, exactly (the umask does not apply). */
+  mode: number
+  /** Start of the temp file's name (then six random characters); `.<name>-` unless told. */
+  tempPrefix?: string
+}
+
+/**
+ * Writes `text` to `path` atomically: a temp file created O_EXCL in the same directory, chmod,
+ * fsync, rename over `path`, then the temp fd is closed. A symlink at `path` itself would be
+ * replaced, so callers pass the resolved target. On any error the temp file is removed, `path`
+ * is untouched and the error is thrown as it came.
+ */
+export async function writeFileAtomic(path: string, text: string, opts: AtomicWriteOptions): Promise<void> {
+  const dir = dirname(path)
+  const prefix = opts.tempPrefix ?? `.${basename(path)}-`
+  let tmp = ''
+  let fh: FileHandle | null = null
+  try {
+    for (let attempt = 0; fh === null; attempt++) {
+      tmp = join(dir, prefix + tempSuffix())
+      try {
+        fh = await open(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, opts.mode)
+      } catch (err) {
+        if (errCode(err) !== 'EEXIST' || attempt >= 10) {
+          tmp = '' // nothing of ours to remove
+          throw err
+        }
+      }
+    }
+    // Exactly the mode whatever the umask (a umask can only remove bits, e.g. 0277 would give 0400).
+    await fh.chmod(opts.mode)
+    await fh.writeFile(text, 'utf8')
+    await fh.sync()
+    await rename(tmp, path)
+    tmp = ''
+  } finally {
+    if (fh) await fh.close().catch(() => {})
+    if (tmp) await unlink(tmp).catch(() => {})
+  }
+}
