@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Debian packages the tests drive for real (systemd's socket activation and unit checker,
-# tinyproxy, chromium, util-linux's flock/setpriv/unshare, iproute2). Installs the missing ones
+# tinyproxy, chromium, util-linux's flock/setpriv/unshare, bsdutils's script, iproute2). Installs the missing ones
 # when running as root (CI and these development machines); otherwise says what is missing.
 set -euo pipefail
 need=()
@@ -10,6 +10,7 @@ have systemd-analyze || need+=(systemd)
 have flock || need+=(util-linux)
 have setpriv || need+=(util-linux)
 have unshare || need+=(util-linux)
+have script || need+=(bsdutils)
 have ip || need+=(iproute2)
 have tinyproxy || need+=(tinyproxy)
 have chromium || need+=(chromium)
