@@ -4,8 +4,9 @@
 // exactly what it was before the operation, or exactly what that one operation writes (the API key
 // it sent; one token set a single answer of the provider gave; absent after a logout). Mode 0600.
 // Then the lock files the killed daemons left behind must not hold up the real Codex CLI: flock
-// locks die with their process, so `codex login --with-api-key` takes its normal time (compared with
-// a run in a fresh home), well under the 5 s it would wait for a held auth.json.lock.
+// locks die with their process, so both lock files are free (flock -n), and `codex login
+// --with-api-key` exits 0 without a lock timeout (a held auth.json.lock makes it fail after 5 s; a
+// held auth.lock blocks it for good). Its times, beside a run in a fresh home, are figures only.
 //
 // Reproduce a run with CRASH_SEED=<seed>; CRASH_ITERATIONS (default 102) and CRASH_LANES (default
 // 3, each lane its own CODEX_HOME and daemon) change the shape.
@@ -16,6 +17,7 @@ import { parseAuthFile, serializeAuthFile } from '../src/codex/authfile.js'
 import type { AuthFile } from '../src/types.js'
 import { authFileFor, endedByItself, requireCodex, startCodexWorld, type CodexWorld } from './support/codex.js'
 import { makeHome, startDaemon, type RunningDaemon } from './support/daemon.js'
+import { flockN } from './support/flock.js'
 import { mintTokens, startProvider, type EndpointAnswer } from './support/provider.js'
 import { mulberry32, pollUntil, reliabilityComment, Wire } from './support/reliability.js'
 import { registerSecret } from './support/secrets.js'
@@ -233,6 +235,7 @@ t.test(`kill -9 during logins, refreshes and logouts (${ITERATIONS} iterations, 
   for (const [lane, home] of homes.entries()) {
     const leftLocks = ['auth.lock', 'auth.json.lock'].filter((n) => fs.existsSync(path.join(home, n)))
     t.same(leftLocks, ['auth.lock', 'auth.json.lock'], `lane ${lane}: the killed daemons left both lock files behind`)
+    for (const n of leftLocks) t.equal(await flockN(path.join(home, n)), 0, `lane ${lane}: ${n} is not held by anyone (flock -n)`)
     const key = `sk-crash-after-kill-${lane}-0123456789`
     const r = await codexLogin(home, key)
     t.ok(endedByItself(r) && r.code === 0, `lane ${lane}: codex login --with-api-key after the kills exits 0 (${r.ms} ms)`)
@@ -241,9 +244,7 @@ t.test(`kill -9 during logins, refreshes and logouts (${ITERATIONS} iterations, 
     const parsed = parseAuthFile(fs.readFileSync(path.join(home, 'auth.json'), 'utf8'), 'auth.json')
     t.ok(parsed.ok && parsed.auth.openaiApiKey === key && parsed.auth.tokens === null, 'Codex wrote its key')
   }
-  const worst = Math.max(...runs)
-  // A held auth.json.lock costs Codex ≥ 5 s and then fails; a held auth.lock blocks forever.
-  t.ok(worst < 4500 && worst < base.ms + 3000, `normal time: worst ${worst} ms vs baseline ${base.ms} ms (a held lock costs ≥ 5000 ms)`)
+  // The times are figures, not assertions: a loaded machine slows Codex down without any lock.
   const codexFigures = { baselineMs: base.ms, afterKillMs: runs }
 
   const figures = {
