@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Debian packages the tests drive for real (systemd's socket activation and unit checker,
-# tinyproxy, chromium, util-linux's flock/setpriv/unshare, iproute2). Installs the missing ones
-# when running as root (CI and these development machines); otherwise says what is missing.
+# tinyproxy, chromium, util-linux's flock/setpriv/unshare, bsdutils's script, iproute2). Installs
+# the missing ones when running as root (CI and these development machines); otherwise says what
+# is missing.
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/bin/$1" ] || [ -x "/usr/sbin/$1" ]; }
@@ -10,6 +11,7 @@ have systemd-analyze || need+=(systemd)
 have flock || need+=(util-linux)
 have setpriv || need+=(util-linux)
 have unshare || need+=(util-linux)
+have script || need+=(bsdutils)
 have ip || need+=(iproute2)
 have tinyproxy || need+=(tinyproxy)
 have chromium || need+=(chromium)

@@ -14,19 +14,15 @@ import { parseAuthFile, serializeAuthFile } from '../src/codex/authfile.js'
 import { connect, subscribe } from './support/daemon.js'
 import type { RawConnection } from './support/rpc.js'
 import { decodeJwtPayload, mintTokens, startProvider, type TestProvider } from './support/provider.js'
-import { authFileFor, CODEX_UA, codexDaemon, codexHome, codexUnavailable, DAEMON_UA, endedByItself, startCodexWorld, writeAuthJson, type CodexWorld } from './support/codex.js'
+import { authFileFor, CODEX_UA, codexDaemon, codexHome, requireCodex, DAEMON_UA, endedByItself, startCodexWorld, writeAuthJson, type CodexWorld } from './support/codex.js'
 
 t.setTimeout(180_000)
 
-const unavailable = await codexUnavailable()
-// Not a skip: CI runs as root with util-linux, where Codex always runs isolated (docs/testing.md#the-real-codex-cli).
-if (unavailable !== null) throw new Error(`the Codex CLI cannot run in a loopback-only namespace here: ${unavailable}`)
-const opts = {}
+await requireCodex()
 
 let provider: TestProvider
 let world: CodexWorld
 t.before(async () => {
-  if (unavailable !== null) return
   provider = await startProvider()
   world = await startCodexWorld(provider)
 })
@@ -66,7 +62,7 @@ const codexRefreshes = () => provider.countCalls((c) => c.endpoint === 'token' &
 
 // ---------------------------------------------------------------- tests
 
-t.test('`codex login --with-api-key` writes a file the daemon serves as an API key', opts, async (t) => {
+t.test('`codex login --with-api-key` writes a file the daemon serves as an API key', async (t) => {
   const home = await codexHome(world)
   const d = await codexDaemon(t, world, home)
   const sub = await subscribe(t, d)
@@ -103,7 +99,7 @@ t.test('`codex login --with-api-key` writes a file the daemon serves as an API k
   t.match(status.stderr, /API key configured/, 'codex login status: API key configured')
 })
 
-t.test('a ChatGPT auth.json written by our serializer is accepted by `codex login status`', opts, async (t) => {
+t.test('a ChatGPT auth.json written by our serializer is accepted by `codex login status`', async (t) => {
   const home = await codexHome(world)
   const tokens = await mintTokens(provider)
   const text = writeAuthJson(home, authFileFor(tokens))
@@ -127,7 +123,7 @@ t.test('a ChatGPT auth.json written by our serializer is accepted by `codex logi
   t.match(r2.stderr, /Logged in using ChatGPT/)
 })
 
-t.test('`codex logout` is seen by the daemon: logged out, getAuth -32001', opts, async (t) => {
+t.test('`codex logout` is seen by the daemon: logged out, getAuth -32001', async (t) => {
   const home = await codexHome(world)
   const tokens = await mintTokens(provider)
   writeAuthJson(home, authFileFor(tokens))
@@ -162,7 +158,7 @@ t.test('`codex logout` is seen by the daemon: logged out, getAuth -32001', opts,
   )
 })
 
-t.test('a file Codex rewrote after a refresh round-trips byte for byte', opts, async (t) => {
+t.test('a file Codex rewrote after a refresh round-trips byte for byte', async (t) => {
   const home = await codexHome(world)
   // A 240 s access token is inside Codex's 300 s window; refreshed ones live an hour (gotcha 7).
   provider.setTtl({ authorizationCode: 240, refreshToken: 3600 })

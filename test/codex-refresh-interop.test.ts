@@ -21,7 +21,7 @@ import {
   CODEX_UA,
   codexDaemon,
   codexHome,
-  codexUnavailable,
+  requireCodex,
   DAEMON_UA,
   endedByItself,
   startCodexWorld,
@@ -33,10 +33,7 @@ import {
 
 t.setTimeout(180_000)
 
-const unavailable = await codexUnavailable()
-// Not a skip: CI runs as root with util-linux, where Codex always runs isolated (docs/testing.md#the-real-codex-cli).
-if (unavailable !== null) throw new Error(`the Codex CLI cannot run in a loopback-only namespace here: ${unavailable}`)
-const opts = {}
+await requireCodex()
 
 /** Refreshed access tokens live an hour: a short one would make Codex loop (docs/testing.md#the-test-issuer). */
 const REFRESHED_TTL = 3600
@@ -44,7 +41,6 @@ const REFRESHED_TTL = 3600
 let provider: TestProvider
 let world: CodexWorld
 t.before(async () => {
-  if (unavailable !== null) return
   provider = await startProvider({ ttl: { refreshToken: REFRESHED_TTL } })
   world = await startCodexWorld(provider)
 })
@@ -107,7 +103,7 @@ const EXEC = ['exec', '--skip-git-repo-check', 'hi']
 
 // ---------------------------------------------------------------- tests
 
-t.test('with the daemon up, Codex never refreshes itself and no refresh token is reused', opts, async (t) => {
+t.test('with the daemon up, Codex never refreshes itself and no refresh token is reused', async (t) => {
   const home = await codexHome(world)
   // A 9-minute access token: due for the daemon at once (exp − 10 min has passed) but outside
   // Codex's 300 s window, so neither a Codex process nor time decides who refreshes first.
@@ -213,7 +209,7 @@ t.test('with the daemon up, Codex never refreshes itself and no refresh token is
   t.comment(`codex exec runs: ${runs.map((r) => `${r.ms} ms (exit ${r.code})`).join(', ')}`)
 })
 
-t.test('with the daemon up, even a token inside Codex\'s window is refreshed by the daemon, not Codex', opts, async (t) => {
+t.test('with the daemon up, even a token inside Codex\'s window is refreshed by the daemon, not Codex', async (t) => {
   const home = await codexHome(world)
   provider.setTtl({ authorizationCode: 240 })
   t.teardown(() => provider.setTtl({ authorizationCode: 3600 }))
@@ -233,7 +229,7 @@ t.test('with the daemon up, even a token inside Codex\'s window is refreshed by 
   t.equal(provider.countCalls((c) => c.refreshTokenReuse === true), 0, 'no refresh token was used twice')
 })
 
-t.test('control: with no daemon, Codex refreshes a token inside its window itself', opts, async (t) => {
+t.test('control: with no daemon, Codex refreshes a token inside its window itself', async (t) => {
   const home = await codexHome(world)
   provider.setTtl({ authorizationCode: 240 })
   t.teardown(() => provider.setTtl({ authorizationCode: 3600 }))

@@ -89,7 +89,8 @@ function classifyRequest(m: unknown): ExpectItem | null {
   if (id === undefined) return null
   const method = m.method
   const params = m.params
-  if ((LOGIN_FAMILY as readonly string[]).includes(method)) return { codes: [-32601, -32602], id: replyId }
+  // Only wrong params reach a login-family method here (a real call would start a login): -32602.
+  if ((LOGIN_FAMILY as readonly string[]).includes(method)) return { codes: [-32602], id: replyId }
   if (!(CORE as readonly string[]).includes(method)) return { codes: [-32601], id: replyId }
   if (Array.isArray(params)) return { codes: [-32602], id: replyId, field: 'params' }
   if (method === 'getAuth' && isObj(params) && 'minValiditySeconds' in params) {

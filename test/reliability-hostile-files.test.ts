@@ -481,6 +481,11 @@ t.test('CODEX_HOME removed while running: recreated (0700) with its lock; status
 })
 
 t.test('figures', async (t) => {
+  // What the figures report, asserted: every case ran (the table's and the three running-daemon
+  // tests above), none failed, and as root the unprivileged user existed for the mode-000 cases.
+  t.equal(cases, CASES.length + 3, `every case ran (${cases})`)
+  t.same(failedCases, [], 'no case failed')
+  t.ok(!needUser || user !== null, 'running as root, the unprivileged test user was available')
   reliabilityComment(t, {
     file: 'reliability-hostile-files',
     cases,

@@ -203,6 +203,11 @@ t.test('another user cannot get a token, even with the socket chmod-ed 0666 (the
 })
 
 t.test('figures', async (t) => {
+  // What the figures report, asserted: every case ran (one per loose mode and the five tests
+  // after them), none failed, and as root the unprivileged user existed to probe with.
+  t.equal(cases, LOOSE_MODES.length + 5, `every case ran (${cases})`)
+  t.same(failed, [], 'no case failed')
+  t.ok(!amRoot || user !== null, 'running as root, the unprivileged test user was available')
   reliabilityComment(t, {
     file: 'reliability-socket-security',
     cases,

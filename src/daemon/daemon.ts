@@ -34,8 +34,8 @@ export interface DaemonContext {
   version: string
   log: Logger
   limits?: Partial<TransportLimits>
-  /** Test and tuning knobs of the refresher (lock and HTTP timeouts). */
-  refresh?: Partial<Pick<RefresherOptions, 'lockTimeoutMs' | 'httpTimeoutMs' | 'getAuthWaitMs'>>
+  /** Test and tuning knobs of the refresher (lock and HTTP timeouts, backoff scale). */
+  refresh?: Partial<Pick<RefresherOptions, 'lockTimeoutMs' | 'httpTimeoutMs' | 'getAuthWaitMs' | 'backoffScale'>>
   /** Test knobs of the logins (CODEX_AUTHD_LOGIN_TIMEOUT_MS, CODEX_AUTHD_DEVICE_INTERVAL_MS). */
   login?: { loginTimeoutMs?: number; deviceIntervalMs?: number }
 }

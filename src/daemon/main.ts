@@ -59,6 +59,7 @@ async function main(argv: string[]): Promise<number> {
       log,
       limits: limitsFromEnv(process.env),
       login: loginTuningFromEnv(process.env),
+      refresh: refreshTuningFromEnv(process.env),
     })
   } catch (e) {
     if (e instanceof StartError) {
@@ -111,6 +112,20 @@ function loginTuningFromEnv(env: NodeJS.ProcessEnv): { loginTimeoutMs?: number; 
   const interval = ms(env.CODEX_AUTHD_DEVICE_INTERVAL_MS)
   if (timeout !== undefined) out.loginTimeoutMs = timeout
   if (interval !== undefined) out.deviceIntervalMs = interval
+  return out
+}
+
+/**
+ * Hidden, for tests: CODEX_AUTHD_LOCK_TIMEOUT_MS shortens the refresher's 5 s bound on each of
+ * Codex's locks, CODEX_AUTHD_BACKOFF_SCALE multiplies its backoff delays (0.25: 250 ms, 500 ms, ...;
+ * 30: a first backoff of 30 s that no loaded machine outruns).
+ */
+function refreshTuningFromEnv(env: NodeJS.ProcessEnv): { lockTimeoutMs?: number; backoffScale?: number } {
+  const out: { lockTimeoutMs?: number; backoffScale?: number } = {}
+  const lock = Number(env.CODEX_AUTHD_LOCK_TIMEOUT_MS ?? NaN)
+  const scale = Number(env.CODEX_AUTHD_BACKOFF_SCALE ?? NaN)
+  if (Number.isInteger(lock) && lock > 0) out.lockTimeoutMs = lock
+  if (Number.isFinite(scale) && scale > 0) out.backoffScale = scale
   return out
 }
 

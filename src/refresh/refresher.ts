@@ -30,6 +30,8 @@ export interface RefresherOptions {
   httpTimeoutMs?: number
   /** How long getAuth waits for a refresh (docs/refresh.md#getauth-and-refresh: about 10 s). */
   getAuthWaitMs?: number
+  /** Multiplies every backoff delay (a test knob: CODEX_AUTHD_BACKOFF_SCALE); default 1. */
+  backoffScale?: number
 }
 
 /** The tokens a refresh would spend, and what the file must still hold for the result to land. */
@@ -84,6 +86,7 @@ export class Refresher implements FreshTokenSource {
       lockTimeoutMs: 5000,
       httpTimeoutMs: 30_000,
       getAuthWaitMs: 10_000,
+      backoffScale: 1,
       now: Date.now,
       random: Math.random,
       ...options,
@@ -319,11 +322,15 @@ export class Refresher implements FreshTokenSource {
       this.o.log.warn({ kind: failure.kind, status: failure.status }, 'refresh failed permanently; waiting for a new login')
     } else {
       const attempt = (this.backoff?.refreshToken === spent ? this.backoff.attempt : 0) + 1
-      const until = now + backoffDelay(attempt, this.o.random() * 2 - 1)
+      const until = now + this.backoffMs(attempt)
       this.backoff = { refreshToken: spent, attempt, until, failure }
       this.o.log.warn({ kind: failure.kind, status: failure.status, attempt, retryAt: isoMs(until) }, 'refresh failed; will retry')
     }
     return failure
+  }
+
+  private backoffMs(attempt: number): number {
+    return Math.round(backoffDelay(attempt, this.o.random() * 2 - 1) * this.o.backoffScale)
   }
 
   /** One commit now; on failure keep the tokens pending and retry with backoff. */
@@ -337,7 +344,7 @@ export class Refresher implements FreshTokenSource {
     if (this.o.state.current.pending === null || this.stopped) return
     this.o.state.setPending({ ...this.o.state.current.pending, stuck: true })
     this.commitAttempt++
-    const delay = backoffDelay(this.commitAttempt, this.o.random() * 2 - 1)
+    const delay = this.backoffMs(this.commitAttempt)
     if (this.commitTimer) clearTimeout(this.commitTimer)
     this.commitTimer = setTimeout(() => {
       this.commitTimer = null

@@ -40,8 +40,8 @@ export const DAEMON_UA = /^codex-authd\//
 let probe: Promise<string | null> | undefined
 
 /**
- * null when Codex can run here isolated (root, unshare, ip, the binary); else the reason, for
- * `t.skip`/`{ skip }`. Probes `unshare -n` once.
+ * null when Codex can run here isolated (root, unshare, ip, the binary); else the reason.
+ * Probes `unshare -n` once.
  */
 export function codexUnavailable(): Promise<string | null> {
   probe ??= (async () => {
@@ -58,6 +58,15 @@ export function codexUnavailable(): Promise<string | null> {
     return null
   })()
   return probe
+}
+
+/**
+ * Throws when Codex cannot run here: a test file that drives the real Codex CLI fails rather than
+ * skips. CI runs as root with util-linux, where Codex always runs isolated (docs/testing.md#the-real-codex-cli).
+ */
+export async function requireCodex(): Promise<void> {
+  const why = await codexUnavailable()
+  if (why !== null) throw new Error(`the Codex CLI cannot run in a loopback-only namespace here: ${why}`)
 }
 
 // ------------------------------------------------------------------ the backend stub
