@@ -11,6 +11,7 @@ have flock || need+=(util-linux)
 have setpriv || need+=(util-linux)
 have unshare || need+=(util-linux)
 have ip || need+=(iproute2)
+have strace || need+=(strace)
 have tinyproxy || need+=(tinyproxy)
 have chromium || need+=(chromium)
 [ "${#need[@]}" -eq 0 ] && exit 0

@@ -124,7 +124,11 @@ t.test('shipped systemd units hold the required settings', async (t) => {
   has(service, TEMPLATE_PLACEHOLDERS.systemdExecStart)
   has(service, 'Restart=on-failure')
   has(service, 'RestartPreventExitStatus=3 4 78')
-  has(service, 'EnvironmentFile=-%h/.config/codex-authd/env')
+  has(service, 'EnvironmentFile=-%E/codex-authd/env')
+  has(service, 'ExecReload=/bin/kill -HUP $MAINPID')
+  has(service, 'UMask=0077')
+  has(service, 'SystemCallFilter=@system-service @pkey')
+  has(service, 'SystemCallErrorNumber=EPERM')
   has(service, 'NoNewPrivileges=yes')
   has(service, 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6')
   has(service, 'LockPersonality=yes')
@@ -133,6 +137,7 @@ t.test('shipped systemd units hold the required settings', async (t) => {
   t.notMatch(service, /^MemoryDenyWriteExecute=/m, 'no MemoryDenyWriteExecute (breaks V8)')
   t.notMatch(service, /^WantedBy=/m, 'the socket, not the service, owns start-up')
   t.notMatch(socket + service, new RegExp(SERVICE_MARKER), 'templates carry no marker')
+  t.match(service, /^# Supported Node versions: 20 to 26\./m, 'the unit says which Node versions run it')
 })
 
 t.test('service install --systemd', async (t) => {
@@ -166,6 +171,15 @@ t.test('service install --systemd', async (t) => {
   t.equal((await fs.stat(serviceFile)).mode & 0o777, 0o644)
 
   await t.test('installed units pass systemd-analyze with no warning at all', (t) => analyze(t, [socketFile, serviceFile]))
+
+  await t.test('the environment file follows XDG_CONFIG_HOME, as the install note says', async (t) => {
+    const [, file] = /^EnvironmentFile=-(.*)$/m.exec(service) ?? []
+    // %E in a user manager is $XDG_CONFIG_HOME (systemd.unit(5), "Specifiers").
+    t.equal(file?.replace(/%E/g, config), path.join(config, 'codex-authd', 'env'))
+    const other = makeCtx({ ...env, CODEX_HOME: path.join(home, 'elsewhere') }, prog)
+    t.equal(await runServiceCommand(['install', '--systemd'], other.ctx), 0, other.err())
+    t.match(other.err(), `set CODEX_HOME in ${path.join(config, 'codex-authd', 'env')}`)
+  })
 
   await t.test('reinstall over our own files', async (t) => {
     reset()
@@ -248,6 +262,8 @@ t.test('shipped launchd plist parses and holds the keys', async (t) => {
   ])
   t.equal(doc.RunAtLoad, true)
   t.same(doc.KeepAlive, { SuccessfulExit: false })
+  t.equal(doc.Umask, 0o077, 'Umask 0077, as the systemd unit')
+  t.match(await fs.readFile(shippedPlist, 'utf8'), /^ {2}Supported Node versions: 20 to 26\./m, 'the agent says which Node versions run it')
   t.equal(doc.StandardOutPath, TEMPLATE_PLACEHOLDERS.launchdLog)
   t.equal(doc.StandardErrorPath, TEMPLATE_PLACEHOLDERS.launchdLog)
   t.match(String(doc.StandardOutPath), /\/Library\/Logs\/codex-authd\.log$/)
@@ -384,4 +400,21 @@ t.test('socket activation with the installed units: the first codex-auth status 
   t.equal(status.daemon.activated, true, 'the daemon serves the inherited socket')
   t.equal(status.daemon.pid, act.pid, 'systemd-socket-activate exec()ed the installed ExecStart')
   t.ok((await fs.lstat(listen)).isSocket(), 'the socket is still the one systemd bound')
+
+  // `systemctl --user reload`: the installed ExecReload, with $MAINPID as systemd expands it.
+  const reload = service.match(/^ExecReload=(.*)$/m)![1]!.split(/\s+/).map((w) => (w === '$MAINPID' ? String(act.pid) : w))
+  const reloaded = new Promise<void>((resolve) => {
+    const seen = (): void => {
+      if (logs.includes('SIGHUP: reloading configuration')) {
+        act.stdout.off('data', seen)
+        resolve()
+      }
+    }
+    act.stdout.on('data', seen)
+  })
+  const kill = spawnSync(reload[0]!, reload.slice(1), { encoding: 'utf8' })
+  t.equal(kill.status, 0, `${reload.join(' ')} ran`, { stderr: kill.stderr })
+  await reloaded
+  t.pass('the daemon reloaded on the unit\'s ExecReload')
+  t.equal(act.exitCode, null, 'and kept running')
 })

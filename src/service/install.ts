@@ -138,11 +138,19 @@ function homeDir(env: NodeJS.ProcessEnv): string {
   return path.resolve(home)
 }
 
-/** `$XDG_CONFIG_HOME/systemd/user`; a relative XDG_CONFIG_HOME is ignored, as the spec says. */
-export function systemdUserDir(env: NodeJS.ProcessEnv): string {
+/** `$XDG_CONFIG_HOME`, else `~/.config`; a relative XDG_CONFIG_HOME is ignored, as the spec says. */
+function configHome(env: NodeJS.ProcessEnv): string {
   const xdg = env.XDG_CONFIG_HOME
-  const config = xdg && path.isAbsolute(xdg) ? xdg : path.join(homeDir(env), '.config')
-  return path.join(config, 'systemd', 'user')
+  return xdg && path.isAbsolute(xdg) ? xdg : path.join(homeDir(env), '.config')
+}
+
+export function systemdUserDir(env: NodeJS.ProcessEnv): string {
+  return path.join(configHome(env), 'systemd', 'user')
+}
+
+/** The unit's `EnvironmentFile=-%E/codex-authd/env` (%E: the user manager's configuration home). */
+export function systemdEnvFile(env: NodeJS.ProcessEnv): string {
+  return path.join(configHome(env), 'codex-authd', 'env')
 }
 
 export function launchAgentsDir(env: NodeJS.ProcessEnv): string {
@@ -175,7 +183,7 @@ async function installSystemd(ctx: ServiceContext, opts: Options): Promise<numbe
   await installFiles(ctx, dir, targets, opts.force)
   noteCodexHome(
     ctx,
-    'To serve that home, set CODEX_HOME in ~/.config/codex-authd/env, and CODEX_AUTHD_SOCK=$XDG_RUNTIME_DIR/codex-authd/default.sock for clients',
+    `To serve that home, set CODEX_HOME in ${systemdEnvFile(ctx.env)}, and CODEX_AUTHD_SOCK=$XDG_RUNTIME_DIR/codex-authd/default.sock for clients`,
   )
   ctx.stdout(
     [
