@@ -276,15 +276,12 @@ t.test('service install --launchd', async (t) => {
   const home = path.join(await tempDir(t, 'home'), 'Jane & <Co>')
   await fs.mkdir(home)
   const file = path.join(home, 'Library', 'LaunchAgents', LAUNCHD_PLIST)
-  // On Linux, --launchd must be explicit; on macOS it is the default.
-  for (const [platform, args] of [
-    ['linux', ['install', '--launchd']],
-    ['darwin', ['install']],
-  ] as const) {
-    const { ctx, out, err } = makeCtx({ HOME: home }, prog, platform)
-    t.equal(await runServiceCommand([...args], ctx), 0, err())
+  {
+    const { ctx, out, err } = makeCtx({ HOME: home }, prog, 'darwin')
+    t.equal(await runServiceCommand(['install'], ctx), 0, err())
     t.match(out(), file)
     t.match(out(), `launchctl bootstrap gui/$(id -u) '${file}'`)
+    t.equal(err(), '', 'nothing to warn about on macOS')
   }
   const text = await fs.readFile(file, 'utf8')
   t.ok(text.startsWith('<?xml'), 'XML declaration stays first')
@@ -319,6 +316,52 @@ t.test('service install --launchd', async (t) => {
   reset()
   t.equal(await runServiceCommand(['uninstall'], ctx), 0, err())
   t.notOk(await exists(file))
+})
+
+t.test('a service manager this platform does not run: install refuses unless --force, and says so', async (t) => {
+  const prog = await fakeInstall(t)
+  for (const { platform, manager, other, file, command } of [
+    {
+      platform: 'linux',
+      manager: 'launchd',
+      other: 'darwin',
+      file: (home: string) => path.join(home, 'Library', 'LaunchAgents', LAUNCHD_PLIST),
+      command: 'launchctl',
+    },
+    {
+      platform: 'darwin',
+      manager: 'systemd',
+      other: 'linux',
+      file: (home: string) => path.join(home, '.config', 'systemd', 'user', 'codex-authd.service'),
+      command: 'systemctl',
+    },
+  ] as const) {
+    await t.test(`--${manager} on ${platform}`, async (t) => {
+      const home = await tempDir(t, 'home')
+      const { ctx, out, err, reset } = makeCtx({ HOME: home }, prog, platform)
+
+      t.equal(await runServiceCommand(['install', `--${manager}`], ctx), 1, 'refused')
+      t.match(err(), `${manager} does not run on ${platform} (it runs on ${other})`)
+      t.match(err(), '--force')
+      t.equal(out(), '')
+      t.same(await fs.readdir(home), [], 'nothing written')
+
+      reset()
+      t.equal(await runServiceCommand(['install', `--${manager}`, '--force'], ctx), 0, err())
+      t.match(err(), `warning: ${manager} does not run on ${platform}`)
+      t.match(err(), 'nothing on this machine will read them')
+      t.match(out(), `wrote ${file(home)}`)
+      t.notMatch(out(), command, `no ${command} command that cannot run here`)
+      t.ok(await exists(file(home)))
+
+      reset()
+      t.equal(await runServiceCommand(['uninstall', `--${manager}`], ctx), 0, 'uninstall needs no --force')
+      t.match(err(), `note: ${manager} does not run on ${platform} (it runs on ${other}): removing the files only`)
+      t.match(out(), `removed ${file(home)}`)
+      t.notMatch(out(), command)
+      t.notOk(await exists(file(home)))
+    })
+  }
 })
 
 t.test('usage errors exit 64, refusals exit 1', async (t) => {
