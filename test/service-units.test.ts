@@ -17,6 +17,7 @@ import {
   runServiceCommand,
   type ServiceContext,
 } from '../src/service/install.js'
+import { execArgv, unitSetting } from './support/units.js'
 
 /** The subtest type (the last overload of t.test takes just the callback). */
 type TT = Parameters<Parameters<typeof t.test>[0]>[0]
@@ -393,12 +394,6 @@ t.test('usage errors exit 64, refusals exit 1', async (t) => {
   t.notOk(await exists(path.join(home, '.config')), 'nothing written')
 })
 
-/** systemd's unquoting of one ExecStart= line: "…" words, %% -> %, $$ -> $. */
-function execStartArgv(line: string): string[] {
-  const words = line.replace(/^ExecStart=/, '').match(/"(?:[^"\\]|\\.)*"|\S+/g) ?? []
-  return words.map((w) => (w.startsWith('"') ? w.slice(1, -1).replace(/\\(.)/g, '$1') : w).replace(/%%/g, '%').replace(/\$\$/g, '$'))
-}
-
 t.test('socket activation with the installed units: the first codex-auth status starts the daemon', async (t) => {
   const home = await tempDir(t, 'acthome')
   const runtime = await tempDir(t, 'actrt')
@@ -410,9 +405,9 @@ t.test('socket activation with the installed units: the first codex-auth status 
   const dir = path.join(env.XDG_CONFIG_HOME, 'systemd', 'user')
   const service = await fs.readFile(path.join(dir, 'codex-authd.service'), 'utf8')
   const socketUnit = await fs.readFile(path.join(dir, 'codex-authd.socket'), 'utf8')
-  const argv = execStartArgv(service.match(/^ExecStart=.*$/m)![0])
+  const argv = execArgv(unitSetting(service, 'ExecStart'))
   t.same(argv, [process.execPath, daemonPath], 'ExecStart runs this node on this daemon')
-  const listen = socketUnit.match(/^ListenStream=(.*)$/m)![1]!.replace(/%t/g, runtime)
+  const listen = unitSetting(socketUnit, 'ListenStream').replace(/%t/g, runtime)
   await fs.mkdir(path.dirname(listen), { recursive: true, mode: 0o700 })
 
   // The exact ExecStart command behind systemd-socket-activate, as the socket unit would run it.
@@ -445,7 +440,7 @@ t.test('socket activation with the installed units: the first codex-auth status 
   t.ok((await fs.lstat(listen)).isSocket(), 'the socket is still the one systemd bound')
 
   // `systemctl --user reload`: the installed ExecReload, with $MAINPID as systemd expands it.
-  const reload = service.match(/^ExecReload=(.*)$/m)![1]!.split(/\s+/).map((w) => (w === '$MAINPID' ? String(act.pid) : w))
+  const reload = execArgv(unitSetting(service, 'ExecReload')).map((w) => (w === '$MAINPID' ? String(act.pid) : w))
   const reloaded = new Promise<void>((resolve) => {
     const seen = (): void => {
       if (logs.includes('SIGHUP: reloading configuration')) {
