@@ -2,7 +2,7 @@
 // then tsc emits the client's type declarations. Run: node scripts/build.mjs
 import { build } from 'esbuild'
 import { execFileSync } from 'node:child_process'
-import { chmodSync, existsSync, readFileSync } from 'node:fs'
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -45,7 +45,12 @@ await Promise.all(
   }),
 )
 
-// Type declarations for `codex-authd/client` (dist/types/client/index.d.ts).
+// Type declarations for `codex-authd/client` (dist/types/client/index.d.ts, with the RPC contract
+// in dist/types/rpc/contract.d.ts). The package is "type": "module", so TypeScript would read these
+// .d.ts files as ES modules while dist/client.cjs is CommonJS; a CommonJS consumer under
+// `moduleResolution: node16` would then be told it cannot require() the client (TS1479). The
+// package.json below makes them CommonJS declarations, matching the bundle.
 const require = createRequire(import.meta.url)
 const tsc = require.resolve('typescript/bin/tsc')
 execFileSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.client.json')], { cwd: root, stdio: 'inherit' })
+writeFileSync(join(root, 'dist/types/package.json'), JSON.stringify({ type: 'commonjs' }) + '\n')

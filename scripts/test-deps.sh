@@ -13,6 +13,7 @@ have setpriv || need+=(util-linux)
 have unshare || need+=(util-linux)
 have script || need+=(bsdutils)
 have ip || need+=(iproute2)
+have strace || need+=(strace)
 have tinyproxy || need+=(tinyproxy)
 have chromium || need+=(chromium)
 [ "${#need[@]}" -eq 0 ] && exit 0

@@ -17,6 +17,7 @@ import {
   runServiceCommand,
   type ServiceContext,
 } from '../src/service/install.js'
+import { execArgv, unitSetting } from './support/units.js'
 
 /** The subtest type (the last overload of t.test takes just the callback). */
 type TT = Parameters<Parameters<typeof t.test>[0]>[0]
@@ -124,7 +125,11 @@ t.test('shipped systemd units hold the required settings', async (t) => {
   has(service, TEMPLATE_PLACEHOLDERS.systemdExecStart)
   has(service, 'Restart=on-failure')
   has(service, 'RestartPreventExitStatus=3 4 78')
-  has(service, 'EnvironmentFile=-%h/.config/codex-authd/env')
+  has(service, 'EnvironmentFile=-%E/codex-authd/env')
+  has(service, 'ExecReload=/bin/kill -HUP $MAINPID')
+  has(service, 'UMask=0077')
+  has(service, 'SystemCallFilter=@system-service @pkey')
+  has(service, 'SystemCallErrorNumber=EPERM')
   has(service, 'NoNewPrivileges=yes')
   has(service, 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6')
   has(service, 'LockPersonality=yes')
@@ -133,6 +138,7 @@ t.test('shipped systemd units hold the required settings', async (t) => {
   t.notMatch(service, /^MemoryDenyWriteExecute=/m, 'no MemoryDenyWriteExecute (breaks V8)')
   t.notMatch(service, /^WantedBy=/m, 'the socket, not the service, owns start-up')
   t.notMatch(socket + service, new RegExp(SERVICE_MARKER), 'templates carry no marker')
+  t.match(service, /^# Supported Node versions: 20 to 26\./m, 'the unit says which Node versions run it')
 })
 
 t.test('service install --systemd', async (t) => {
@@ -166,6 +172,15 @@ t.test('service install --systemd', async (t) => {
   t.equal((await fs.stat(serviceFile)).mode & 0o777, 0o644)
 
   await t.test('installed units pass systemd-analyze with no warning at all', (t) => analyze(t, [socketFile, serviceFile]))
+
+  await t.test('the environment file follows XDG_CONFIG_HOME, as the install note says', async (t) => {
+    const [, file] = /^EnvironmentFile=-(.*)$/m.exec(service) ?? []
+    // %E in a user manager is $XDG_CONFIG_HOME (systemd.unit(5), "Specifiers").
+    t.equal(file?.replace(/%E/g, config), path.join(config, 'codex-authd', 'env'))
+    const other = makeCtx({ ...env, CODEX_HOME: path.join(home, 'elsewhere') }, prog)
+    t.equal(await runServiceCommand(['install', '--systemd'], other.ctx), 0, other.err())
+    t.match(other.err(), `set CODEX_HOME in ${path.join(config, 'codex-authd', 'env')}`)
+  })
 
   await t.test('reinstall over our own files', async (t) => {
     reset()
@@ -248,6 +263,8 @@ t.test('shipped launchd plist parses and holds the keys', async (t) => {
   ])
   t.equal(doc.RunAtLoad, true)
   t.same(doc.KeepAlive, { SuccessfulExit: false })
+  t.equal(doc.Umask, 0o077, 'Umask 0077, as the systemd unit')
+  t.match(await fs.readFile(shippedPlist, 'utf8'), /^ {2}Supported Node versions: 20 to 26\./m, 'the agent says which Node versions run it')
   t.equal(doc.StandardOutPath, TEMPLATE_PLACEHOLDERS.launchdLog)
   t.equal(doc.StandardErrorPath, TEMPLATE_PLACEHOLDERS.launchdLog)
   t.match(String(doc.StandardOutPath), /\/Library\/Logs\/codex-authd\.log$/)
@@ -260,15 +277,12 @@ t.test('service install --launchd', async (t) => {
   const home = path.join(await tempDir(t, 'home'), 'Jane & <Co>')
   await fs.mkdir(home)
   const file = path.join(home, 'Library', 'LaunchAgents', LAUNCHD_PLIST)
-  // On Linux, --launchd must be explicit; on macOS it is the default.
-  for (const [platform, args] of [
-    ['linux', ['install', '--launchd']],
-    ['darwin', ['install']],
-  ] as const) {
-    const { ctx, out, err } = makeCtx({ HOME: home }, prog, platform)
-    t.equal(await runServiceCommand([...args], ctx), 0, err())
+  {
+    const { ctx, out, err } = makeCtx({ HOME: home }, prog, 'darwin')
+    t.equal(await runServiceCommand(['install'], ctx), 0, err())
     t.match(out(), file)
     t.match(out(), `launchctl bootstrap gui/$(id -u) '${file}'`)
+    t.equal(err(), '', 'nothing to warn about on macOS')
   }
   const text = await fs.readFile(file, 'utf8')
   t.ok(text.startsWith('<?xml'), 'XML declaration stays first')
@@ -305,6 +319,52 @@ t.test('service install --launchd', async (t) => {
   t.notOk(await exists(file))
 })
 
+t.test('a service manager this platform does not run: install refuses unless --force, and says so', async (t) => {
+  const prog = await fakeInstall(t)
+  for (const { platform, manager, other, file, command } of [
+    {
+      platform: 'linux',
+      manager: 'launchd',
+      other: 'darwin',
+      file: (home: string) => path.join(home, 'Library', 'LaunchAgents', LAUNCHD_PLIST),
+      command: 'launchctl',
+    },
+    {
+      platform: 'darwin',
+      manager: 'systemd',
+      other: 'linux',
+      file: (home: string) => path.join(home, '.config', 'systemd', 'user', 'codex-authd.service'),
+      command: 'systemctl',
+    },
+  ] as const) {
+    await t.test(`--${manager} on ${platform}`, async (t) => {
+      const home = await tempDir(t, 'home')
+      const { ctx, out, err, reset } = makeCtx({ HOME: home }, prog, platform)
+
+      t.equal(await runServiceCommand(['install', `--${manager}`], ctx), 1, 'refused')
+      t.match(err(), `${manager} does not run on ${platform} (it runs on ${other})`)
+      t.match(err(), '--force')
+      t.equal(out(), '')
+      t.same(await fs.readdir(home), [], 'nothing written')
+
+      reset()
+      t.equal(await runServiceCommand(['install', `--${manager}`, '--force'], ctx), 0, err())
+      t.match(err(), `warning: ${manager} does not run on ${platform}`)
+      t.match(err(), 'nothing on this machine will read them')
+      t.match(out(), `wrote ${file(home)}`)
+      t.notMatch(out(), command, `no ${command} command that cannot run here`)
+      t.ok(await exists(file(home)))
+
+      reset()
+      t.equal(await runServiceCommand(['uninstall', `--${manager}`], ctx), 0, 'uninstall needs no --force')
+      t.match(err(), `note: ${manager} does not run on ${platform} (it runs on ${other}): removing the files only`)
+      t.match(out(), `removed ${file(home)}`)
+      t.notMatch(out(), command)
+      t.notOk(await exists(file(home)))
+    })
+  }
+})
+
 t.test('usage errors exit 64, refusals exit 1', async (t) => {
   const prog = await fakeInstall(t)
   const home = await tempDir(t, 'home')
@@ -334,12 +394,6 @@ t.test('usage errors exit 64, refusals exit 1', async (t) => {
   t.notOk(await exists(path.join(home, '.config')), 'nothing written')
 })
 
-/** systemd's unquoting of one ExecStart= line: "…" words, %% -> %, $$ -> $. */
-function execStartArgv(line: string): string[] {
-  const words = line.replace(/^ExecStart=/, '').match(/"(?:[^"\\]|\\.)*"|\S+/g) ?? []
-  return words.map((w) => (w.startsWith('"') ? w.slice(1, -1).replace(/\\(.)/g, '$1') : w).replace(/%%/g, '%').replace(/\$\$/g, '$'))
-}
-
 t.test('socket activation with the installed units: the first codex-auth status starts the daemon', async (t) => {
   const home = await tempDir(t, 'acthome')
   const runtime = await tempDir(t, 'actrt')
@@ -351,9 +405,9 @@ t.test('socket activation with the installed units: the first codex-auth status 
   const dir = path.join(env.XDG_CONFIG_HOME, 'systemd', 'user')
   const service = await fs.readFile(path.join(dir, 'codex-authd.service'), 'utf8')
   const socketUnit = await fs.readFile(path.join(dir, 'codex-authd.socket'), 'utf8')
-  const argv = execStartArgv(service.match(/^ExecStart=.*$/m)![0])
+  const argv = execArgv(unitSetting(service, 'ExecStart'))
   t.same(argv, [process.execPath, daemonPath], 'ExecStart runs this node on this daemon')
-  const listen = socketUnit.match(/^ListenStream=(.*)$/m)![1]!.replace(/%t/g, runtime)
+  const listen = unitSetting(socketUnit, 'ListenStream').replace(/%t/g, runtime)
   await fs.mkdir(path.dirname(listen), { recursive: true, mode: 0o700 })
 
   // The exact ExecStart command behind systemd-socket-activate, as the socket unit would run it.
@@ -384,4 +438,21 @@ t.test('socket activation with the installed units: the first codex-auth status 
   t.equal(status.daemon.activated, true, 'the daemon serves the inherited socket')
   t.equal(status.daemon.pid, act.pid, 'systemd-socket-activate exec()ed the installed ExecStart')
   t.ok((await fs.lstat(listen)).isSocket(), 'the socket is still the one systemd bound')
+
+  // `systemctl --user reload`: the installed ExecReload, with $MAINPID as systemd expands it.
+  const reload = execArgv(unitSetting(service, 'ExecReload')).map((w) => (w === '$MAINPID' ? String(act.pid) : w))
+  const reloaded = new Promise<void>((resolve) => {
+    const seen = (): void => {
+      if (logs.includes('SIGHUP: reloading configuration')) {
+        act.stdout.off('data', seen)
+        resolve()
+      }
+    }
+    act.stdout.on('data', seen)
+  })
+  const kill = spawnSync(reload[0]!, reload.slice(1), { encoding: 'utf8' })
+  t.equal(kill.status, 0, `${reload.join(' ')} ran`, { stderr: kill.stderr })
+  await reloaded
+  t.pass('the daemon reloaded on the unit\'s ExecReload')
+  t.equal(act.exitCode, null, 'and kept running')
 })

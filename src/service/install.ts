@@ -51,8 +51,12 @@ const USAGE = `usage: codex-authd service install|uninstall [--systemd | --launc
   uninstall   remove the service definitions that install wrote
   --systemd   systemd user units in $XDG_CONFIG_HOME/systemd/user (default on Linux)
   --launchd   a launchd agent in ~/Library/LaunchAgents (default on macOS)
-  --force     overwrite or remove files that service install did not write
+  --force     overwrite or remove files that service install did not write, and write
+              definitions for a service manager that this platform does not run
 `
+
+/** The one platform each service manager runs on. */
+const MANAGER_PLATFORM: Readonly<Record<ServiceManager, NodeJS.Platform>> = { systemd: 'linux', launchd: 'darwin' }
 
 /** A refusal or I/O failure: exit 1, message on stderr. */
 class Refusal extends Error {}
@@ -63,6 +67,8 @@ interface Options {
   action: 'install' | 'uninstall'
   manager: ServiceManager
   force: boolean
+  /** The manager does not run on this platform (only reachable with an explicit --systemd/--launchd). */
+  elsewhere: boolean
 }
 
 interface Target {
@@ -81,6 +87,7 @@ export async function runServiceCommand(args: string[], ctx: ServiceContext): Pr
       return EXIT_OK
     }
     const opts = parseArgs(args, ctx.platform)
+    if (opts.elsewhere) checkElsewhere(ctx, opts)
     if (opts.manager === 'systemd') {
       return opts.action === 'install' ? await installSystemd(ctx, opts) : await uninstallSystemd(ctx, opts)
     }
@@ -126,7 +133,27 @@ function parseArgs(args: string[], platform: NodeJS.Platform): Options {
     else if (platform === 'darwin') manager = 'launchd'
     else throw new UsageError(`no supported service manager on platform '${platform}'; pass --systemd or --launchd`)
   }
-  return { action, manager, force }
+  return { action, manager, force, elsewhere: MANAGER_PLATFORM[manager] !== platform }
+}
+
+/**
+ * `--launchd` on Linux or `--systemd` on macOS: the files would land where no service manager
+ * reads them. Installing refuses unless --force (then says so); uninstalling goes ahead, since
+ * removing what install wrote is how a forced install is undone, but says nothing is running.
+ */
+function checkElsewhere(ctx: ServiceContext, opts: Options): void {
+  const where = `${opts.manager} does not run on ${ctx.platform} (it runs on ${MANAGER_PLATFORM[opts.manager]})`
+  if (opts.action === 'uninstall') {
+    ctx.stderr(`note: ${where}: removing the files only, there is no service to stop here.\n`)
+  } else if (!opts.force) {
+    throw new Refusal(
+      `${where}, so nothing here would read the ${opts.manager === 'systemd' ? 'units' : 'agent'} that install writes. ` +
+        `Run \`codex-authd service install\` on the machine that runs the service, or pass --force to write ` +
+        'the files anyway (they name this machine\'s node and daemon paths).',
+    )
+  } else {
+    ctx.stderr(`warning: ${where}: writing the files anyway (--force); nothing on this machine will read them.\n`)
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -138,11 +165,19 @@ function homeDir(env: NodeJS.ProcessEnv): string {
   return path.resolve(home)
 }
 
-/** `$XDG_CONFIG_HOME/systemd/user`; a relative XDG_CONFIG_HOME is ignored, as the spec says. */
-export function systemdUserDir(env: NodeJS.ProcessEnv): string {
+/** `$XDG_CONFIG_HOME`, else `~/.config`; a relative XDG_CONFIG_HOME is ignored, as the spec says. */
+function configHome(env: NodeJS.ProcessEnv): string {
   const xdg = env.XDG_CONFIG_HOME
-  const config = xdg && path.isAbsolute(xdg) ? xdg : path.join(homeDir(env), '.config')
-  return path.join(config, 'systemd', 'user')
+  return xdg && path.isAbsolute(xdg) ? xdg : path.join(homeDir(env), '.config')
+}
+
+export function systemdUserDir(env: NodeJS.ProcessEnv): string {
+  return path.join(configHome(env), 'systemd', 'user')
+}
+
+/** The unit's `EnvironmentFile=-%E/codex-authd/env` (%E: the user manager's configuration home). */
+export function systemdEnvFile(env: NodeJS.ProcessEnv): string {
+  return path.join(configHome(env), 'codex-authd', 'env')
 }
 
 export function launchAgentsDir(env: NodeJS.ProcessEnv): string {
@@ -175,16 +210,13 @@ async function installSystemd(ctx: ServiceContext, opts: Options): Promise<numbe
   await installFiles(ctx, dir, targets, opts.force)
   noteCodexHome(
     ctx,
-    'To serve that home, set CODEX_HOME in ~/.config/codex-authd/env, and CODEX_AUTHD_SOCK=$XDG_RUNTIME_DIR/codex-authd/default.sock for clients',
+    `To serve that home, set CODEX_HOME in ${systemdEnvFile(ctx.env)}, and CODEX_AUTHD_SOCK=$XDG_RUNTIME_DIR/codex-authd/default.sock for clients`,
   )
-  ctx.stdout(
-    [
-      'Next, run:',
-      `  systemctl --user daemon-reload && systemctl --user enable --now ${SYSTEMD_SOCKET_UNIT}`,
-      `If codex-authd was already running, also: systemctl --user try-restart ${SYSTEMD_SERVICE_UNIT}`,
-      '',
-    ].join('\n'),
-  )
+  nextSteps(ctx, opts, [
+    'Next, run:',
+    `  systemctl --user daemon-reload && systemctl --user enable --now ${SYSTEMD_SOCKET_UNIT}`,
+    `If codex-authd was already running, also: systemctl --user try-restart ${SYSTEMD_SERVICE_UNIT}`,
+  ])
   return EXIT_OK
 }
 
@@ -204,14 +236,11 @@ async function uninstallSystemd(ctx: ServiceContext, opts: Options): Promise<num
   const removed = await removeFiles(ctx, SYSTEMD_UNITS.map((u) => path.join(dir, u)), opts.force)
   if (enabled) ctx.stderr(`warning: the enable link ${wants} is left behind; remove it with: rm ${shQuote(wants)}\n`)
   if (removed > 0) {
-    ctx.stdout(
-      [
-        'If codex-authd is still running, stop it, then reload systemd:',
-        `  systemctl --user stop ${SYSTEMD_SOCKET_UNIT} ${SYSTEMD_SERVICE_UNIT}`,
-        '  systemctl --user daemon-reload',
-        '',
-      ].join('\n'),
-    )
+    nextSteps(ctx, opts, [
+      'If codex-authd is still running, stop it, then reload systemd:',
+      `  systemctl --user stop ${SYSTEMD_SOCKET_UNIT} ${SYSTEMD_SERVICE_UNIT}`,
+      '  systemctl --user daemon-reload',
+    ])
   }
   return EXIT_OK
 }
@@ -258,20 +287,17 @@ async function installLaunchd(ctx: ServiceContext, opts: Options): Promise<numbe
     ctx,
     `To serve that home, add --codex-home DIR to ProgramArguments in ${file}, set --socket to DIR/run/authd.sock, and delete the marker line`,
   )
-  ctx.stdout(
-    [
-      'Next, run:',
-      `  launchctl bootstrap gui/$(id -u) ${shQuote(file)}`,
-      `If it is already loaded, first: launchctl bootout gui/$(id -u)/${LAUNCHD_LABEL}`,
-      '',
-    ].join('\n'),
-  )
+  nextSteps(ctx, opts, [
+    'Next, run:',
+    `  launchctl bootstrap gui/$(id -u) ${shQuote(file)}`,
+    `If it is already loaded, first: launchctl bootout gui/$(id -u)/${LAUNCHD_LABEL}`,
+  ])
   return EXIT_OK
 }
 
 async function uninstallLaunchd(ctx: ServiceContext, opts: Options): Promise<number> {
   const file = path.join(launchAgentsDir(ctx.env), LAUNCHD_PLIST)
-  ctx.stdout(`Stop the agent first if it is loaded (this works after removal too):\n  launchctl bootout gui/$(id -u)/${LAUNCHD_LABEL}\n`)
+  nextSteps(ctx, opts, ['Stop the agent first if it is loaded (this works after removal too):', `  launchctl bootout gui/$(id -u)/${LAUNCHD_LABEL}`])
   await removeFiles(ctx, [file], opts.force)
   return EXIT_OK
 }
@@ -403,6 +429,11 @@ async function removeFiles(ctx: ServiceContext, files: string[], force: boolean)
     ctx.stdout(`removed ${file}\n`)
   }
   return present.length
+}
+
+/** The systemctl/launchctl commands to run next: only where that manager runs (see checkElsewhere). */
+function nextSteps(ctx: ServiceContext, opts: Options, lines: string[]): void {
+  if (!opts.elsewhere) ctx.stdout(`${lines.join('\n')}\n`)
 }
 
 function noteCodexHome(ctx: ServiceContext, advice: string): void {
