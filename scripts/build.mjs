@@ -1,4 +1,4 @@
-// Build: esbuild bundles the bins and the client library as CommonJS (fast start, STACK §3),
+// Build: esbuild bundles the bins and the client library as CommonJS (fast start),
 // then tsc emits the client's type declarations. Run: node scripts/build.mjs
 import { build } from 'esbuild'
 import { execFileSync } from 'node:child_process'
@@ -33,7 +33,12 @@ if (existsSync(join(root, 'src/daemon/main.ts'))) {
     entryPoints: ['src/daemon/main.ts'],
     outfile: 'dist/codex-authd.cjs',
     banner: shebang,
-    external: ['fs-ext'],
+    // koffi is native (it loads the prebuilt .node for this platform): the one package dist/
+    // requires from node_modules at run time, so it stays a `dependency`. src/store/flock.ts
+    // resolves it with createRequire(import.meta.url), which a CommonJS bundle gets from here.
+    external: ['koffi'],
+    define: { ...common.define, 'import.meta.url': 'importMetaUrl' },
+    inject: ['scripts/import-meta-url.mjs'],
     bin: true,
   })
 }
