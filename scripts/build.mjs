@@ -1,6 +1,5 @@
 // Build: esbuild bundles the bins and the client library as CommonJS (fast start),
 // then tsc emits the client's type declarations. Run: node scripts/build.mjs
-import { build } from 'esbuild'
 import { execFileSync } from 'node:child_process'
 import { chmodSync, existsSync, readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
@@ -8,6 +7,15 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+// esbuild and typescript are devDependencies: a checkout installed with --omit=dev cannot build.
+// The packed package (npm pack) ships dist/ built and needs neither.
+let build
+try {
+  ;({ build } = await import('esbuild'))
+} catch {
+  console.error('build: esbuild is not installed. Building dist/ needs the devDependencies: run `npm ci` (without --omit=dev).')
+  process.exit(1)
+}
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
 const shebang = { js: '#!/usr/bin/env node' }
 
