@@ -1,6 +1,6 @@
-// Build: esbuild bundles the bins and the client library as CommonJS (fast start, docs/architecture.md#library-choices),
+// Build: esbuild bundles the bins and the client library as CommonJS (fast start,
+// docs/architecture.md#library-choices),
 // then tsc emits the client's type declarations. Run: node scripts/build.mjs
-import { build } from 'esbuild'
 import { execFileSync } from 'node:child_process'
 import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
@@ -8,6 +8,15 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+// esbuild and typescript are devDependencies: a checkout installed with --omit=dev cannot build.
+// The packed package (npm pack) ships dist/ built and needs neither.
+let build
+try {
+  ;({ build } = await import('esbuild'))
+} catch {
+  console.error('build: esbuild is not installed. Building dist/ needs the devDependencies: run `npm ci` (without --omit=dev).')
+  process.exit(1)
+}
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
 const shebang = { js: '#!/usr/bin/env node' }
 
@@ -33,7 +42,12 @@ if (existsSync(join(root, 'src/daemon/main.ts'))) {
     entryPoints: ['src/daemon/main.ts'],
     outfile: 'dist/codex-authd.cjs',
     banner: shebang,
-    external: ['fs-ext'],
+    // koffi is native (it loads the prebuilt .node for this platform): the one package dist/
+    // requires from node_modules at run time, so it stays a `dependency`. src/store/flock.ts
+    // resolves it with createRequire(import.meta.url), which a CommonJS bundle gets from here.
+    external: ['koffi'],
+    define: { ...common.define, 'import.meta.url': 'importMetaUrl' },
+    inject: ['scripts/import-meta-url.mjs'],
     bin: true,
   })
 }

@@ -6,16 +6,16 @@ import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { serializeAuthFile, formatLastRefresh } from '../src/codex/authfile.js'
-import { ROOT, runCli, tempDir } from './support/daemon.js'
+import { codexBin } from './support/codex.js'
+import { runCli, tempDir } from './support/daemon.js'
 import { authFile, readJson, setup } from './support/login-helpers.js'
 import { codexRefresh, mintTokens, type TestProvider } from './support/provider.js'
 
 const KEY = 'sk-test-abcdefghij12345'
-const CODEX = path.join(ROOT, 'node_modules', '.bin', 'codex')
 
 function codexLoginStatus(home: string): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(CODEX, ['login', 'status'], {
+    const p = spawn(codexBin(), ['login', 'status'], {
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', CODEX_HOME: home, HOME: tempDir('cad-codex-') },
       stdio: ['ignore', 'pipe', 'pipe'],
     })

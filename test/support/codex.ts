@@ -1,5 +1,6 @@
-// Runs the REAL Codex CLI (the pinned dev dependency @openai/codex 0.171.0) in tests, with no way
-// off the machine:
+// Runs the REAL Codex CLI (@openai/codex 0.171.0, pinned by test/codex-cli/package-lock.json and
+// installed into .cache/codex-cli/ by scripts/codex-cli.sh, which `npm test` runs first) in tests,
+// with no way off the machine:
 //
 //  - every Codex process runs inside a fresh, loopback-only network namespace
 //    (`unshare -n sh -c 'ip link set lo up && …'`, as root; docs/testing.md#the-real-codex-cli);
@@ -29,8 +30,19 @@ import type { TestProvider, TokenSet } from './provider.js'
 import { registerAuthJsonSecrets, registerSecret } from './secrets.js'
 
 /** The wrapper the package installs (it execve()s the native musl binary). */
-export const CODEX_BIN = path.join(ROOT, 'node_modules', '.bin', 'codex')
+export const CODEX_BIN = path.join(ROOT, '.cache', 'codex-cli', 'node_modules', '.bin', 'codex')
 export const CODEX_VERSION = '0.171.0'
+
+/**
+ * CODEX_BIN, or an error that says how to get it. Its absence is a broken test set-up, never a
+ * reason to skip: the interop tests are what prove we share auth.json and its locks with Codex.
+ */
+export function codexBin(): string {
+  if (!fs.existsSync(CODEX_BIN)) {
+    throw new Error(`the Codex CLI is not installed at ${CODEX_BIN}: run \`bash scripts/codex-cli.sh\` (npm test runs it first)`)
+  }
+  return CODEX_BIN
+}
 /** A Codex process's own token-endpoint user agent: codex_exec/…, codex_cli_rs/… (never codex-authd/). */
 export const CODEX_UA = /^codex_[a-z_]+\//
 export const DAEMON_UA = /^codex-authd\//
@@ -47,7 +59,7 @@ export function codexUnavailable(): Promise<string | null> {
   probe ??= (async () => {
     if (process.platform !== 'linux') return 'the real Codex CLI runs only on Linux here'
     if (typeof process.getuid === 'function' && process.getuid() !== 0) return 'needs root for unshare -n'
-    if (!fs.existsSync(CODEX_BIN)) return `${CODEX_BIN} is missing (npm ci)`
+    codexBin()
     const r = await run('unshare', ['-n', 'sh', '-c', 'ip link set lo up && ip -o addr show lo && echo --- && ip -o link show'], {
       timeoutMs: 10_000,
     })
@@ -307,7 +319,7 @@ export async function startCodexWorld(provider: TestProvider): Promise<CodexWorl
         '-k',
         '5',
         String(opts.timeoutSec ?? 40),
-        CODEX_BIN,
+        codexBin(),
         ...args,
       ]
       if (args.includes('--with-api-key') && opts.input !== undefined) registerSecret(opts.input.trim(), 'API key (codex login --with-api-key stdin)')

@@ -228,16 +228,16 @@ process.on('exit', () => {
 })
 
 export interface StagedBundle {
-  /** world-readable (0755) directory holding dist/ and node_modules/fs-ext */
+  /** world-readable (0755) directory holding dist/ and node_modules/koffi (+ its prebuilt binary) */
   dir: string
   daemon: string
   cli: string
 }
 
 /**
- * Copies the two bundles and the daemon's one native dependency (fs-ext: fs-ext.js, its
- * package.json and the compiled addon; `nan` is build-time only) into a 0755 directory under
- * /tmp, so that another user can run them whatever the permissions of the checkout.
+ * Copies the two bundles and the daemon's one run-time dependency (koffi, with the package that
+ * holds its prebuilt binaries, @koromix/koffi-<platform>) into a 0755 directory under /tmp, so
+ * that another user can run them whatever the permissions of the checkout.
  */
 export function stageBundle(): StagedBundle {
   if (staged.dir === null) {
@@ -251,7 +251,7 @@ export function stageBundle(): StagedBundle {
     }
     copy(path.relative(ROOT, DAEMON_BIN))
     copy(path.relative(ROOT, CLI_BIN))
-    for (const f of ['package.json', 'fs-ext.js', 'build/Release/fs_ext.node']) copy(path.join('node_modules', 'fs-ext', f))
+    for (const pkg of ['koffi', '@koromix']) fs.cpSync(path.join(ROOT, 'node_modules', pkg), path.join(dir, 'node_modules', pkg), { recursive: true })
     // mkdirSync's mode is masked by the umask: make every directory on the way traversable.
     const walk = (d: string): void => {
       fs.chmodSync(d, 0o755)
