@@ -276,6 +276,21 @@ t.test('a symlinked auth.json: changes to the target are picked up', async (t) =
   t.pass('the new target is watched')
 })
 
+/** The inodes `pid` has inotify watches on (Linux: /proc/<pid>/fdinfo of its inotify descriptors). */
+function inotifyInodes(pid: number): Set<number> {
+  const inodes = new Set<number>()
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) !== 'anon_inode:inotify') continue
+      const info = fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8')
+      for (const m of info.matchAll(/^inotify wd:\S+ ino:([0-9a-f]+) /gm)) inodes.add(parseInt(m[1]!, 16))
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return inodes
+}
+
 /** Context switches (voluntary + involuntary) of all the daemon's threads: its wake-ups. */
 function wakeups(pid: number): number {
   let n = 0
@@ -338,10 +353,13 @@ t.test('an idle daemon is not woken by churn beside CODEX_HOME, nor by Codex chu
 
   // Codex writes its sqlite state, sessions and history beside auth.json all the time. With
   // config.toml there too (the usual home), only the two files are watched: not even a wake-up.
+  t.ok(inotifyInodes(d.pid).has(fs.statSync(home).ino), 'CODEX_HOME itself is watched while config.toml is missing')
   fs.writeFileSync(path.join(home, 'config.toml'), 'forced_login_method = "chatgpt"\n')
   await nextChange(sub, (s) => s.settings.forcedLoginMethod === 'chatgpt')
   t.equal(await token(c), a.access, 'config.toml read, still served')
-  await new Promise((r) => setTimeout(r, 200)) // the trailing re-read of that change
+  // With both files present the daemon drops its watch on CODEX_HOME (on the trailing re-read of
+  // that change): wait for that state rather than a fixed time, which a loaded machine outlasts.
+  await until('the daemon no longer watches CODEX_HOME itself', async () => !inotifyInodes(d.pid).has(fs.statSync(home).ino))
   fs.mkdirSync(path.join(home, 'sessions', '2026'), { recursive: true })
   const inside = await fewestWakeups(d.pid, () => {
     for (let i = 0; i < 2000; i++) {
