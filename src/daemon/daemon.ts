@@ -6,15 +6,17 @@ import { DaemonExit } from '../rpc/contract.js'
 import { HomeError, HomeOwnedError, resolveCodexHome, takeHomeLock } from '../codex/home.js'
 import type { Logger } from '../log.js'
 import { resolveSocketPath } from '../paths.js'
-import { registerLoginMethods } from '../login/methods.js'
+import { LoginManager } from '../login/manager.js'
 import { Refresher, type RefresherOptions } from '../refresh/refresher.js'
-import { buildStatus, registerCoreMethods, type DaemonInfo } from '../rpc/methods.js'
 import { SocketPathError, inheritedSocketPath, listenOnFd, listenOnPath, prepareSocketDir, takeActivationFd } from '../rpc/socket.js'
-import { Transport, type TransportLimits } from '../rpc/transport.js'
+import { Transport, type MethodHandler, type TransportLimits } from '../rpc/transport.js'
 import { AuthState, type Snapshot } from '../state/cache.js'
 import type { LockHandle } from '../store/flock.js'
 import type { Problem } from '../types.js'
+import { toRpcError } from './errors.js'
+import { methodTable } from './methods.js'
 import type { DaemonOptions } from './options.js'
+import { buildStatus, type DaemonInfo } from './views.js'
 
 export class StartError extends Error {
   readonly exitCode: number
@@ -90,6 +92,7 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
 
   const transport = new Transport(
     {
+      mapError: toRpcError,
       onInternalError: (method, error) => log.error({ method, err: errorSummary(error) }, 'method failed'),
       onLimit: (kind, connId) => log.warn({ kind, connId }, 'connection limit reached'),
     },
@@ -113,8 +116,7 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
     ...ctx.refresh,
   })
   await refresher.start()
-  registerCoreMethods(transport, { snapshot: () => state.current, daemon, refresher }, home)
-  const logins = registerLoginMethods(transport, {
+  const logins = new LoginManager({
     home,
     state,
     issuer,
@@ -124,6 +126,9 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
     broadcast: (method, params) => transport.broadcast(method, params),
     ...ctx.login,
   })
+  for (const [name, handler] of Object.entries(methodTable({ snapshot: () => state.current, daemon, codexHome: home, refresher, logins }))) {
+    transport.addMethod(name, handler as MethodHandler)
+  }
 
   const statusNow = (snap: Snapshot) => buildStatus(snap, daemon, refresher.status(), home)
   let loggedProblems = new Set<string>()

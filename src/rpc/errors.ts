@@ -21,7 +21,3 @@ export class RpcError extends Error {
 export function invalidParams(field: string, message: string): RpcError {
   return new RpcError(ErrorCode.InvalidParams, message, { field })
 }
-
-export function notLoggedIn(message = 'Not logged in'): RpcError {
-  return new RpcError(ErrorCode.NotLoggedIn, message)
-}

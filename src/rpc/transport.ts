@@ -47,7 +47,9 @@ export interface Connection {
 export type MethodHandler = (params: unknown, conn: Connection) => unknown | Promise<unknown>
 
 export interface TransportEvents {
-  /** A method threw something that is not an RpcError: log it (the client sees only -32603). */
+  /** The contract's error for what a method threw, or null for a fault of ours. */
+  mapError(error: unknown): RpcError | null
+  /** A method threw something mapError does not know: log it (the client sees only -32603). */
   onInternalError(method: string, error: unknown): void
   /** A connection was refused or closed for a limit. */
   onLimit(kind: 'line_too_long' | 'buffer_cap' | 'slow_reader' | 'max_connections', connId: number): void
@@ -83,7 +85,8 @@ export class Transport {
     this.events = events
     this.rpc = new JSONRPCServer<Connection>({ errorListener: () => {} })
     this.rpc.mapErrorToJSONRPCErrorResponse = (id, error: unknown) => {
-      if (error instanceof RpcError) return createJSONRPCErrorResponse(id, error.code, error.message, error.data)
+      const mapped = events.mapError(error)
+      if (mapped !== null) return createJSONRPCErrorResponse(id, mapped.code, mapped.message, mapped.data)
       return createJSONRPCErrorResponse(id, ErrorCode.InternalError, 'Internal error')
     }
   }
@@ -94,7 +97,7 @@ export class Transport {
       try {
         return await handler(params, conn)
       } catch (error) {
-        if (!(error instanceof RpcError)) this.events.onInternalError(name, error)
+        if (this.events.mapError(error) === null) this.events.onInternalError(name, error)
         throw error
       }
     })
