@@ -9,7 +9,8 @@ import { resolveSocketPath } from '../paths.js'
 import { LoginManager } from '../login/manager.js'
 import { Refresher, type RefresherOptions } from '../refresh/refresher.js'
 import { SocketPathError, inheritedSocketPath, listenOnFd, listenOnPath, prepareSocketDir, takeActivationFd } from '../rpc/socket.js'
-import { Transport, type MethodHandler, type TransportLimits } from '../rpc/transport.js'
+import { RpcServer, type MethodHandler } from '../rpc/server.js'
+import { Transport, type TransportLimits } from '../rpc/transport.js'
 import { AuthState, type Snapshot } from '../state/cache.js'
 import type { LockHandle } from '../store/flock.js'
 import type { Problem } from '../types.js'
@@ -90,10 +91,14 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
   const state = new AuthState({ home, envApiKey, overrides: options.overrides })
   await state.start()
 
+  const rpc = new RpcServer({
+    mapError: toRpcError,
+    onInternalError: (method, error) => log.error({ method, err: errorSummary(error) }, 'method failed'),
+  })
   const transport = new Transport(
+    (message, conn) => rpc.receive(message, conn),
     {
-      mapError: toRpcError,
-      onInternalError: (method, error) => log.error({ method, err: errorSummary(error) }, 'method failed'),
+      onReceiveError: (error) => log.error({ err: errorSummary(error) }, 'message failed'),
       onLimit: (kind, connId) => log.warn({ kind, connId }, 'connection limit reached'),
     },
     ctx.limits,
@@ -127,7 +132,7 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
     ...ctx.login,
   })
   for (const [name, handler] of Object.entries(methodTable({ snapshot: () => state.current, daemon, codexHome: home, refresher, logins }))) {
-    transport.addMethod(name, handler as MethodHandler)
+    rpc.addMethod(name, handler as MethodHandler)
   }
 
   const statusNow = (snap: Snapshot) => buildStatus(snap, daemon, refresher.status(), home)
