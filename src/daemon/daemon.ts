@@ -131,7 +131,7 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
     broadcast: (method, params) => transport.broadcast(method, params),
     ...ctx.login,
   })
-  for (const [name, handler] of Object.entries(methodTable({ snapshot: () => state.current, daemon, codexHome: home, refresher, logins }))) {
+  for (const [name, handler] of Object.entries(methodTable({ snapshot: () => state.current, daemon, codexHome: home, refresher, logins, log }))) {
     rpc.addMethod(name, handler as MethodHandler)
   }
 

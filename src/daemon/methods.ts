@@ -1,13 +1,22 @@
 // The method table of DESIGN §6: every method the daemon serves, in one place. Each entry checks
 // its params (daemon/params.ts), calls the part that does the work and shapes the answer
 // (daemon/views.ts). Failures are thrown as the domain's errors; daemon/errors.ts maps them.
-import type { Methods, MethodName } from '../rpc/contract.js'
+import { PROTOCOL_VERSION, type Methods, type MethodName } from '../rpc/contract.js'
 import type { Connection } from '../rpc/transport.js'
+import type { Logger } from '../log.js'
 import type { LoginManager } from '../login/manager.js'
 import type { Refresher } from '../refresh/refresher.js'
 import type { Snapshot } from '../state/cache.js'
 import { invalidParams } from '../rpc/errors.js'
-import { paramsObject, parseAwaitParams, parseCancelParams, parseGetAuthParams, parseLoginParams, parseLogoutParams } from './params.js'
+import {
+  paramsObject,
+  parseAwaitParams,
+  parseCancelParams,
+  parseGetAuthParams,
+  parseHelloParams,
+  parseLoginParams,
+  parseLogoutParams,
+} from './params.js'
 import { buildStatus, grantFrom, unreadableError, type DaemonInfo } from './views.js'
 
 export interface MethodDeps {
@@ -16,6 +25,7 @@ export interface MethodDeps {
   codexHome: string
   refresher: Pick<Refresher, 'ensureFresh' | 'forceRefresh' | 'status'>
   logins: Pick<LoginManager, 'start' | 'wait' | 'cancel' | 'logout'>
+  log: Logger
 }
 
 export type MethodHandler<M extends MethodName> = (params: unknown, conn: Connection) => Methods[M][1] | Promise<Methods[M][1]>
@@ -67,6 +77,14 @@ export function methodTable(deps: MethodDeps): MethodTable {
     logout: (params) => {
       const { revoke } = parseLogoutParams(params)
       return deps.logins.logout(revoke)
+    },
+    hello: (params) => {
+      const { client, protocol } = parseHelloParams(params)
+      const fields = { client: client.name, clientVersion: client.version, clientProtocol: protocol, protocol: PROTOCOL_VERSION }
+      // The client reports a mismatch to its user; the log says it happened, naming both sides.
+      if (protocol !== PROTOCOL_VERSION) deps.log.warn({ ...fields, version: deps.daemon.version }, 'a client speaks another protocol')
+      else deps.log.debug(fields, 'hello')
+      return { daemon: { version: deps.daemon.version, protocol: PROTOCOL_VERSION } }
     },
   }
 }

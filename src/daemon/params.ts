@@ -1,7 +1,7 @@
 // Params of the methods (DESIGN §6), checked strictly before any method runs: every wrong type
 // answers -32602 naming the field in `data.field`. Values a param may hold (an API key) are never
 // quoted back.
-import { GET_AUTH_DEFAULT_MIN_VALIDITY, GET_AUTH_MAX_MIN_VALIDITY, type LoginMethod } from '../rpc/contract.js'
+import { GET_AUTH_DEFAULT_MIN_VALIDITY, GET_AUTH_MAX_MIN_VALIDITY, type HelloParams, type LoginMethod } from '../rpc/contract.js'
 import { invalidParams } from '../rpc/errors.js'
 
 /** Params must be an object or absent; positional arrays are not part of the contract. */
@@ -64,4 +64,22 @@ export function parseLogoutParams(params: unknown): { revoke: boolean } {
   const p = paramsObject(params)
   if (p.revoke !== undefined && typeof p.revoke !== 'boolean') throw invalidParams('revoke', 'revoke must be a boolean')
   return { revoke: p.revoke ?? true }
+}
+
+/** A name or version a client gives: printable, at most this long (it goes into the log). */
+const MAX_CLIENT_FIELD = 100
+
+export function parseHelloParams(params: unknown): HelloParams {
+  const p = paramsObject(params)
+  const c = p.client
+  if (typeof c !== 'object' || c === null || Array.isArray(c)) throw invalidParams('client', 'client must be an object {name, version}')
+  const { name, version } = c as Record<string, unknown>
+  const field = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && v.length <= MAX_CLIENT_FIELD && /^[\x20-\x7e]+$/.test(v)
+  if (!field(name)) throw invalidParams('client.name', `client.name must be printable text of 1 to ${MAX_CLIENT_FIELD} characters`)
+  if (!field(version)) throw invalidParams('client.version', `client.version must be printable text of 1 to ${MAX_CLIENT_FIELD} characters`)
+  const protocol = p.protocol
+  if (typeof protocol !== 'number' || !Number.isSafeInteger(protocol) || protocol < 1) {
+    throw invalidParams('protocol', 'protocol must be a positive integer')
+  }
+  return { client: { name, version }, protocol }
 }
