@@ -4,17 +4,8 @@ import t from 'tap'
 import { spawn, spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
-import {
-  childEnv,
-  envLines,
-  lookupCommand,
-  maskApiKey,
-  parseArgs,
-  shellQuote,
-  statusDetails,
-  statusHeadline,
-  UsageError,
-} from '../src/client/cli-util.js'
+import { UsageError, shellQuote } from '../src/cli-common.js'
+import { childEnv, envLines, lookupCommand, maskApiKey, parseArgs, statusDetails, statusHeadline } from '../src/client/cli-util.js'
 import type { AuthGrant, Status } from '../src/rpc/contract.js'
 import { CLI_BIN, makeHome, runCli, startDaemon, stopAtTeardown, tempDir } from './support/daemon.js'
 

@@ -14,9 +14,9 @@ import {
   type AuthdClient,
 } from './index.js'
 import { CliExit, ErrorCode, type AuthGrant, type LoginResult, type LoginStarted, type Status } from '../rpc/contract.js'
+import { UsageError } from '../cli-common.js'
 import {
   HELP,
-  UsageError,
   childEnv,
   envLines,
   lookupCommand,

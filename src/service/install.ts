@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto'
 import { promises as fs } from 'node:fs'
 import path from 'node:path'
+import { UsageError, shellQuote } from '../cli-common.js'
 
 export interface ServiceContext {
   env: NodeJS.ProcessEnv
@@ -56,8 +57,6 @@ const USAGE = `usage: codex-authd service install|uninstall [--systemd | --launc
 
 /** A refusal or I/O failure: exit 1, message on stderr. */
 class Refusal extends Error {}
-/** A usage error: exit 64, message and usage on stderr. */
-class UsageError extends Error {}
 
 interface Options {
   action: 'install' | 'uninstall'
@@ -202,7 +201,7 @@ async function uninstallSystemd(ctx: ServiceContext, opts: Options): Promise<num
     )
   }
   const removed = await removeFiles(ctx, SYSTEMD_UNITS.map((u) => path.join(dir, u)), opts.force)
-  if (enabled) ctx.stderr(`warning: the enable link ${wants} is left behind; remove it with: rm ${shQuote(wants)}\n`)
+  if (enabled) ctx.stderr(`warning: the enable link ${wants} is left behind; remove it with: rm ${shellQuote(wants)}\n`)
   if (removed > 0) {
     ctx.stdout(
       [
@@ -216,7 +215,10 @@ async function uninstallSystemd(ctx: ServiceContext, opts: Options): Promise<num
   return EXIT_OK
 }
 
-/** Quotes one ExecStart= word: `%` and `$` are specifiers/variables; spaces need quotes. */
+/**
+ * Quotes one ExecStart= word: `%` and `$` are specifiers/variables; spaces need quotes. systemd's
+ * quoting, not a shell's (backslash escapes hold inside quotes too), hence not shellQuote.
+ */
 export function systemdQuote(word: string): string {
   if (/[\x00-\x1f\x7f]/.test(word)) throw new Refusal(`path contains a control character: ${JSON.stringify(word)}`)
   const s = word.replace(/%/g, '%%').replace(/\$/g, () => '$$')
@@ -261,7 +263,7 @@ async function installLaunchd(ctx: ServiceContext, opts: Options): Promise<numbe
   ctx.stdout(
     [
       'Next, run:',
-      `  launchctl bootstrap gui/$(id -u) ${shQuote(file)}`,
+      `  launchctl bootstrap gui/$(id -u) ${shellQuote(file)}`,
       `If it is already loaded, first: launchctl bootout gui/$(id -u)/${LAUNCHD_LABEL}`,
       '',
     ].join('\n'),
@@ -426,7 +428,3 @@ function noteCodexHome(ctx: ServiceContext, advice: string): void {
   )
 }
 
-/** Quotes a word for the POSIX shell commands we print. */
-export function shQuote(s: string): string {
-  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`
-}
