@@ -50,7 +50,41 @@ export interface RunningDaemon {
   reloadConfig(): Promise<void>
 }
 
+/**
+ * What the daemon has started, in order. stop() and a failed start close all of it from the last
+ * one back, each once; a closer that fails is logged and the rest still run.
+ */
+class Closers {
+  private readonly list: Array<{ what: string; close: () => unknown }> = []
+  constructor(private readonly log: Logger) {}
+
+  add(what: string, close: () => unknown): void {
+    this.list.push({ what, close })
+  }
+
+  async closeAll(): Promise<void> {
+    for (const { what, close } of this.list.splice(0).reverse()) {
+      try {
+        await close()
+      } catch (e) {
+        this.log.error({ what, err: errorSummary(e) }, 'could not close')
+      }
+    }
+  }
+}
+
 export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): Promise<RunningDaemon> {
+  const closers = new Closers(ctx.log)
+  try {
+    return await start(options, ctx, closers)
+  } catch (e) {
+    await closers.closeAll()
+    throw e
+  }
+}
+
+/** Start-up in order (DESIGN §4): lock the home, load and resolve, then listen. Each part, once started, goes on `closers`. */
+async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closers): Promise<RunningDaemon> {
   const { log } = ctx
   let home: string
   try {
@@ -72,16 +106,13 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
     if (e instanceof HomeOwnedError) throw new StartError(e.message, DaemonExit.HomeOwned)
     throw new StartError(`cannot lock ${home}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, DaemonExit.Config)
   }
-
-  const release = async (): Promise<void> => {
-    await homeLock.release()
-  }
+  // The lock in force (homeGone below replaces it).
+  closers.add('home lock', () => homeLock.release())
 
   if (activationFd === null) {
     try {
       prepareSocketDir(socketPath, ctx.uid)
     } catch (e) {
-      await release()
       if (e instanceof SocketPathError) throw new StartError(e.message, DaemonExit.SocketUnusable)
       throw e
     }
@@ -89,20 +120,9 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
 
   const envApiKey = ctx.env.OPENAI_API_KEY?.trim() ? ctx.env.OPENAI_API_KEY : null
   const state = new AuthState({ home, envApiKey, overrides: options.overrides })
+  closers.add('state', () => state.stop())
   await state.start()
 
-  const rpc = new RpcServer({
-    mapError: toRpcError,
-    onInternalError: (method, error) => log.error({ method, err: errorSummary(error) }, 'method failed'),
-  })
-  const transport = new Transport(
-    (message, conn) => rpc.receive(message, conn),
-    {
-      onReceiveError: (error) => log.error({ err: errorSummary(error) }, 'message failed'),
-      onLimit: (kind, connId) => log.warn({ kind, connId }, 'connection limit reached'),
-    },
-    ctx.limits,
-  )
   const daemon: DaemonInfo = {
     version: ctx.version,
     pid: ctx.pid,
@@ -120,7 +140,22 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
     userAgent: `codex-authd/${ctx.version}`,
     ...ctx.refresh,
   })
+  closers.add('refresher', () => refresher.stop())
   await refresher.start()
+
+  const server = net.createServer({ pauseOnConnect: false })
+  const rpc = new RpcServer({
+    mapError: toRpcError,
+    onInternalError: (method, error) => log.error({ method, err: errorSummary(error) }, 'method failed'),
+  })
+  const transport = new Transport(
+    (message, conn) => rpc.receive(message, conn),
+    {
+      onReceiveError: (error) => log.error({ err: errorSummary(error) }, 'message failed'),
+      onLimit: (kind, connId) => log.warn({ kind, connId }, 'connection limit reached'),
+    },
+    ctx.limits,
+  )
   const logins = new LoginManager({
     home,
     state,
@@ -131,6 +166,7 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
     broadcast: (method, params) => transport.broadcast(method, params),
     ...ctx.login,
   })
+  closers.add('logins', () => logins.stop())
   for (const [name, handler] of Object.entries(methodTable({ snapshot: () => state.current, daemon, codexHome: home, refresher, logins, log }))) {
     rpc.addMethod(name, handler as MethodHandler)
   }
@@ -170,17 +206,28 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
     })()
   })
 
-  const server = net.createServer({ pauseOnConnect: false })
   transport.attach(server)
   try {
     if (activationFd !== null) await listenOnFd(server, activationFd)
     else await listenOnPath(server, socketPath)
   } catch (e) {
-    await state.stop()
-    await release()
     if (e instanceof SocketPathError) throw new StartError(e.message, DaemonExit.SocketUnusable)
     throw new StartError(`cannot listen: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, DaemonExit.SocketUnusable)
   }
+  closers.add('socket', async () => {
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve())
+      transport.closeAll()
+    })
+    // A socket we bound is ours to remove; one systemd handed us is never unlinked.
+    if (activationFd === null) {
+      try {
+        if (fs.lstatSync(socketPath).isSocket()) fs.rmSync(socketPath, { force: true })
+      } catch {
+        // already gone
+      }
+    }
+  })
   log.info(
     { version: ctx.version, home, socket: socketPath, activated: activationFd !== null, loggedIn: statusNow(state.current).loggedIn },
     'codex-authd started',
@@ -189,22 +236,7 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
   let stopping: Promise<void> | null = null
   const stop = (reason: string): Promise<void> => {
     stopping ??= (async () => {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve())
-        transport.closeAll()
-      })
-      // A socket we bound is ours to remove; one systemd handed us is never unlinked.
-      if (activationFd === null) {
-        try {
-          if (fs.lstatSync(socketPath).isSocket()) fs.rmSync(socketPath, { force: true })
-        } catch {
-          // already gone
-        }
-      }
-      await logins.stop()
-      await refresher.stop()
-      await state.stop()
-      await release()
+      await closers.closeAll()
       log.info({ reason }, 'codex-authd stopped')
     })()
     return stopping
