@@ -2,7 +2,7 @@
 // json-rpc-2.0's client speaks the protocol (ids, requests, matching answers, errors); this file
 // frames lines, connects, times out, reconnects, hands notifications to subscribers and turns
 // answers into typed results and errors. Bundled into CommonJS (dist/client.cjs,
-// dist/codex-auth.cjs) so that `codex-auth` starts fast (STACK §3).
+// dist/codex-auth.cjs) so that `codex-auth` starts fast (docs/architecture.md).
 
 import * as net from 'node:net'
 // The client's two modules, not the package index: the index also loads the server half, which
@@ -54,7 +54,7 @@ export class AuthdError extends Error {
 
 /**
  * The daemon and this client do not speak the same protocol, or the daemon is too old for what
- * was asked (`hello`, DESIGN §6). The message names both versions and which one to upgrade;
+ * was asked (`hello`, docs/contract.md). The message names both versions and which one to upgrade;
  * code, reason and data are those of the error that revealed it (-32600, -32601 or -32602).
  */
 export class VersionMismatchError extends AuthdError {

@@ -1,5 +1,6 @@
-// Composition root: wires home, state, transport and methods; owns start-up order, signals and
-// shutdown (DESIGN §4, §8). Start-up order: lock the home, load and resolve, then listen.
+// Composition root: wires home, state, refresher, logins, the method table and the transport;
+// owns start-up order and shutdown (docs/architecture.md). Start-up order: lock the home, load and
+// resolve, then listen; what was started is closed in reverse, by stop() and by a failed start.
 import fs from 'node:fs'
 import net from 'node:net'
 import { DaemonExit } from '../rpc/contract.js'
@@ -44,8 +45,6 @@ export interface DaemonContext {
 export interface RunningDaemon {
   readonly home: string
   readonly socket: string
-  readonly state: AuthState
-  readonly transport: Transport
   stop(reason: string): Promise<void>
   reloadConfig(): Promise<void>
 }
@@ -83,7 +82,7 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
   }
 }
 
-/** Start-up in order (DESIGN §4): lock the home, load and resolve, then listen. Each part, once started, goes on `closers`. */
+/** Start-up in order (docs/architecture.md): lock the home, load and resolve, then listen. Each part, once started, goes on `closers`. */
 async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closers): Promise<RunningDaemon> {
   const { log } = ctx
   let home: string
@@ -245,8 +244,6 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
   return {
     home,
     socket: socketPath,
-    state,
-    transport,
     stop,
     reloadConfig: () => state.reload(),
   }

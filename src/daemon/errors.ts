@@ -1,4 +1,4 @@
-// The one place where what went wrong becomes a contract error code (DESIGN §6). The domain
+// The one place where what went wrong becomes a contract error code (docs/contract.md). The domain
 // throws its own errors (LoginError, RefreshError, StoreError, NotServedError); params checks
 // throw RpcError already. Anything else is a fault of ours: the client sees a bare -32603.
 import { ErrorCode } from '../rpc/contract.js'

@@ -1,4 +1,4 @@
-// The method table of DESIGN §6: every method the daemon serves, in one place. Each entry checks
+// The method table of docs/contract.md: every method the daemon serves, in one place. Each entry checks
 // its params (daemon/params.ts), calls the part that does the work and shapes the answer
 // (daemon/views.ts). Failures are thrown as the domain's errors; daemon/errors.ts maps them.
 import { PROTOCOL_VERSION, type Methods, type MethodName } from '../rpc/contract.js'
@@ -39,7 +39,7 @@ export function methodTable(deps: MethodDeps): MethodTable {
       const { minValiditySeconds } = parseGetAuthParams(params)
       if (deps.snapshot().resolved.kind === 'chatgpt') await deps.refresher.ensureFresh(minValiditySeconds)
       const now = deps.snapshot()
-      // DESIGN §11: the last good credential of an unparsable file is served until it expires.
+      // docs/architecture.md: the last good credential of an unparsable file is served until it expires.
       if (now.read.state === 'unreadable' && now.resolved.kind === 'chatgpt') {
         const exp = now.resolved.accessClaims.exp
         if (exp !== null && exp * 1000 <= Date.now()) throw unreadableError(now.read.problem)

@@ -1,4 +1,4 @@
-// Params of the methods (DESIGN §6), checked strictly before any method runs: every wrong type
+// Params of the methods (docs/contract.md), checked strictly before any method runs: every wrong type
 // answers -32602 naming the field in `data.field`. Values a param may hold (an API key) are never
 // quoted back.
 import { GET_AUTH_DEFAULT_MIN_VALIDITY, GET_AUTH_MAX_MIN_VALIDITY, type HelloParams, type LoginMethod } from '../rpc/contract.js'

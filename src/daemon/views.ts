@@ -1,5 +1,5 @@
 // What the methods answer, built from the state's snapshot: the AuthGrant served now (or why
-// nothing is served) and the Status (DESIGN §6). Holds no secret beyond the grant's token.
+// nothing is served) and the Status (docs/contract.md). Holds no secret beyond the grant's token.
 import type { AuthGrant, Status } from '../rpc/contract.js'
 import type { RefreshStatus } from '../refresh/refresher.js'
 import type { Snapshot } from '../state/cache.js'

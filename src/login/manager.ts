@@ -1,4 +1,4 @@
-// The logins and the logout behind login, awaitLogin, cancelLogin and logout (DESIGN §6; issue 5).
+// The logins and the logout behind login, awaitLogin, cancelLogin and logout (docs/contract.md).
 // The method table (daemon/methods.ts) checks params and calls in here; failures are thrown as
 // LoginError or StoreError, which daemon/errors.ts maps to the contract's codes.
 //

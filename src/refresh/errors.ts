@@ -1,4 +1,4 @@
-// What a caller of the refresher sees when no good-enough token could be had (DESIGN §6, §9).
+// What a caller of the refresher sees when no good-enough token could be had (docs/contract.md).
 import type { RefreshFailureKind } from '../rpc/contract.js'
 import type { RefreshFailure } from './policy.js'
 

@@ -135,7 +135,7 @@ export class Refresher {
     }
   }
 
-  /** DESIGN §6 getAuth: wait for a due or running refresh; serve what is valid; else RefreshError. */
+  /** getAuth (docs/contract.md): wait for a due or running refresh; serve what is valid; else RefreshError. */
   async ensureFresh(minValiditySeconds: number): Promise<void> {
     const outcome = await this.ensureFreshOnce(minValiditySeconds, true)
     // The refresh found another writer's file and adopted it, but that token is not good enough

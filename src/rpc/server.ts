@@ -1,4 +1,4 @@
-// JSON-RPC 2.0 for the daemon, done by json-rpc-2.0 (DESIGN §5, §6; docs/contract.md): it checks
+// JSON-RPC 2.0 for the daemon, done by json-rpc-2.0 (docs/contract.md): it checks
 // each request, looks the method up, runs batches and turns errors into answers. Set here, where
 // the library's defaults differ from the contract:
 // - it lets an id of any type, a non-string method and scalar params through; a middleware

@@ -1,4 +1,4 @@
-// NDJSON framing and the limits of a net.Server's connections (DESIGN §5). One line = one
+// NDJSON framing and the limits of a net.Server's connections (docs/contract.md). One line = one
 // JSON-RPC message or batch: this file cuts lines, decodes them (strict UTF-8, then JSON; -32700
 // otherwise) and hands each parsed line to `receive` (rpc/server.ts, json-rpc-2.0), whose reply it
 // writes back. The limits are its own: line length, bytes buffered across connections, a
