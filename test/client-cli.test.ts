@@ -4,17 +4,8 @@ import t from 'tap'
 import { spawn, spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
-import {
-  childEnv,
-  envLines,
-  lookupCommand,
-  maskApiKey,
-  parseArgs,
-  shellQuote,
-  statusDetails,
-  statusHeadline,
-  UsageError,
-} from '../src/client/cli-util.js'
+import { UsageError, shellQuote } from '../src/cli-common.js'
+import { childEnv, envLines, lookupCommand, maskApiKey, parseArgs, statusDetails, statusHeadline } from '../src/client/cli-util.js'
 import type { AuthGrant, Status } from '../src/rpc/contract.js'
 import { CLI_BIN, makeHome, runCli, startDaemon, stopAtTeardown, tempDir } from './support/daemon.js'
 
@@ -542,6 +533,17 @@ t.test('scripted: refresh output never carries the token', async (t) => {
     env: { OPENAI_API_KEY: 'inherited' },
   })
   t.equal(ex.stdout, 'chatgpt|secret-access-token|acc|unset', 'chatgpt variables; inherited API key removed')
+})
+
+t.test('scripted: a daemon older than the client says so, naming both versions (3)', async (t) => {
+  const { socket, calls } = await scriptedDaemon(t, (m, send) => {
+    if (m.method === 'status') send(ok(m.id, baseStatus({ daemon: { version: '0.0.1', pid: 1, startedAt: '', socket: '/s', activated: false } })))
+    else send(fail(m.id, -32601, 'Method not found'))
+  })
+  const r = await runCli(['refresh'], { socket })
+  t.equal(r.code, 3)
+  t.match(r.stderr, /^codex-auth: codex-authd 0\.0\.1 does not know `refresh`, which codex-auth \d+\.\d+\.\d+\S* uses: upgrade codex-authd \(it predates the version handshake\)\n$/)
+  t.match(calls, [{ method: 'refresh' }, { method: 'hello', params: { client: { name: 'codex-auth' }, protocol: 1 } }, { method: 'status' }])
 })
 
 t.test('scripted: daemon-side errors map to exit 3 (and -32001 to 1)', async (t) => {

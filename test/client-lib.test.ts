@@ -9,12 +9,15 @@ import {
   AuthdTimeoutError,
   ConnectionClosedError,
   DaemonUnreachableError,
+  VersionMismatchError,
+  compareVersions,
   connect,
   socketPathFor,
   type AuthdClient,
   type Status,
 } from '../src/client/index.js'
-import { ErrorCode, MAX_LINE_BYTES } from '../src/rpc/contract.js'
+import { ErrorCode, MAX_LINE_BYTES, PROTOCOL_VERSION } from '../src/rpc/contract.js'
+import { VERSION } from '../src/version.js'
 import { makeHome, startDaemon, stopAtTeardown, tempDir } from './support/daemon.js'
 import { onLines } from './support/lines.js'
 
@@ -261,6 +264,75 @@ t.test('notifications reach subscribers; unsubscribe stops them', async (t) => {
   t.equal(changes.items.length, 1, 'nothing after unsubscribe')
 })
 
+t.test('version handshake: a daemon older than the handshake, asked for a method it lacks', async (t) => {
+  const seen: Array<{ method: string; params: unknown }> = []
+  const { path: p } = await fakeServer(t, (msg, sock) => {
+    seen.push({ method: msg.method, params: msg.params })
+    if (msg.method === 'status') reply(sock, msg.id, { daemon: { version: '0.0.1' } })
+    else sock.write(JSON.stringify({ jsonrpc: '2.0', id: msg.id, error: { code: -32601, message: 'Method not found' } }) + '\n')
+  })
+  const c = await connect({ socket: p, clientName: 'test-client' })
+  t.teardown(() => c.close())
+  const e = await rejection(c.logout())
+  t.type(e, VersionMismatchError)
+  t.type(e, AuthdError, 'still an AuthdError: callers that handle those keep working')
+  t.equal(e.code, -32601, 'the code of the error that revealed it')
+  t.match(e, { daemonVersion: '0.0.1', daemonProtocol: 1, clientVersion: VERSION, clientProtocol: PROTOCOL_VERSION })
+  t.equal(e.message, `codex-authd 0.0.1 does not know \`logout\`, which test-client ${VERSION} uses: upgrade codex-authd (it predates the version handshake)`)
+  t.same(
+    seen,
+    [
+      { method: 'logout', params: undefined },
+      { method: 'hello', params: { client: { name: 'test-client', version: VERSION }, protocol: PROTOCOL_VERSION } },
+      { method: 'status', params: undefined },
+    ],
+    'logout, then hello (-32601), then status for the version',
+  )
+})
+
+t.test('version handshake: a daemon speaking another protocol', async (t) => {
+  const { path: p } = await fakeServer(t, (msg, sock) => {
+    if (msg.method === 'hello') reply(sock, msg.id, { daemon: { version: '9.1.0', protocol: PROTOCOL_VERSION + 1 } })
+    else sock.write(JSON.stringify({ jsonrpc: '2.0', id: msg.id, error: { code: -32602, message: 'unknown field', data: { field: 'x' } } }) + '\n')
+  })
+  const c = await connect({ socket: p, clientName: 'test-client' })
+  t.teardown(() => c.close())
+  const e = await rejection(c.getAuth())
+  t.type(e, VersionMismatchError)
+  t.equal(e.code, -32602)
+  t.strictSame(e.data, { field: 'x' })
+  t.equal(
+    e.message,
+    `codex-authd 9.1.0 speaks protocol ${PROTOCOL_VERSION + 1}, test-client ${VERSION} speaks protocol ${PROTOCOL_VERSION}: upgrade test-client (getAuth failed: unknown field)`,
+  )
+})
+
+t.test('version handshake: the same protocol leaves the error as it was; no hello when a call works', async (t) => {
+  const seen: string[] = []
+  const { path: p } = await fakeServer(t, (msg, sock) => {
+    seen.push(msg.method)
+    if (msg.method === 'hello') reply(sock, msg.id, { daemon: { version: VERSION, protocol: PROTOCOL_VERSION } })
+    else if (msg.method === 'status') reply(sock, msg.id, { loggedIn: false })
+    else sock.write(JSON.stringify({ jsonrpc: '2.0', id: msg.id, error: { code: -32601, message: 'Method not found' } }) + '\n')
+  })
+  const c = await connect({ socket: p })
+  t.teardown(() => c.close())
+  await c.status()
+  t.same(seen, ['status'], 'a call that works costs no handshake')
+  const e = await rejection(c.refresh())
+  t.type(e, AuthdError)
+  t.notOk(e instanceof VersionMismatchError, 'a daemon of the same version and protocol: a plain -32601')
+  t.equal(e.message, 'Method not found')
+  t.same(seen, ['status', 'refresh', 'hello'])
+})
+
+t.test('compareVersions', async (t) => {
+  t.ok(compareVersions('0.1.0', '0.2.0') < 0)
+  t.ok(compareVersions('1.10.0', '1.9.9') > 0)
+  t.equal(compareVersions('1.2.3', '1.2.3-rc.1'), 0, 'a pre-release suffix is ignored')
+  t.equal(compareVersions('1.2', '1.2.0'), 0)
+})
+
 // ---------------------------------------------------------------------------------------------
 // against the real daemon
 // ---------------------------------------------------------------------------------------------
@@ -283,6 +355,18 @@ t.test('real daemon: typed results and errors', async (t) => {
   const e2 = await rejection(c.getAuth({ minValiditySeconds: 99_999 }))
   t.type(e2, AuthdError)
   t.equal(e2.code, ErrorCode.InvalidParams)
+})
+
+t.test('real daemon: hello', async (t) => {
+  const d = stopAtTeardown(t, await startDaemon())
+  const c = await connect({ socket: d.socket })
+  t.teardown(() => c.close())
+  const h = await c.hello()
+  t.equal(h.daemon.protocol, PROTOCOL_VERSION)
+  t.equal(h.daemon.version, (await c.status()).daemon.version)
+  const e = await rejection(c.getAuth({ minValiditySeconds: -1 }))
+  t.notOk(e instanceof VersionMismatchError, 'the same protocol: -32602 is the caller\'s error')
+  t.equal(e.code, ErrorCode.InvalidParams)
 })
 
 t.test('real daemon: API key from the env', async (t) => {

@@ -167,6 +167,31 @@ t.test('-32001 not logged in; -32601 unknown method; subscribe', async (t) => {
   t.equal(sub3.error.data.field, 'params')
 })
 
+t.test('hello: the daemon names its version and protocol, whatever the client speaks', async (t) => {
+  const d = await daemon(t)
+  const c = await connect(t, d)
+  const version = (await c.call('status')).result.daemon.version
+  const h = await c.call('hello', { client: { name: 'test', version: '1.2.3' }, protocol: 1 })
+  t.same(h.result, { daemon: { version, protocol: 1 } })
+  const newer = await c.call('hello', { client: { name: 'test', version: '9.0.0' }, protocol: 7 })
+  t.same(newer.result, { daemon: { version, protocol: 1 } }, 'a newer protocol is answered too: the client decides')
+  const bad: Array<[string, unknown, string]> = [
+    ['no params', undefined, 'client'],
+    ['client not an object', { client: 'x', protocol: 1 }, 'client'],
+    ['no name', { client: { version: '1' }, protocol: 1 }, 'client.name'],
+    ['version a number', { client: { name: 'n', version: 1 }, protocol: 1 }, 'client.version'],
+    ['a control character', { client: { name: 'n\n', version: '1' }, protocol: 1 }, 'client.name'],
+    ['protocol 0', { client: { name: 'n', version: '1' }, protocol: 0 }, 'protocol'],
+    ['protocol 1.5', { client: { name: 'n', version: '1' }, protocol: 1.5 }, 'protocol'],
+    ['positional', [1], 'params'],
+  ]
+  for (const [name, params, field] of bad) {
+    const r = await c.call('hello', params)
+    t.equal(r.error?.code, -32602, name)
+    t.equal(r.error?.data?.field, field, `${name}: data.field`)
+  }
+})
+
 t.test('-32700 parse errors, including invalid UTF-8; the connection survives', async (t) => {
   const d = await daemon(t)
   const c = await connect(t, d)

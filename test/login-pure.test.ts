@@ -7,7 +7,7 @@ import { authorizeParams, buildAuthorizeUrl, checkWorkspace, CODEX_SCOPE, parseC
 import { describeCallbackError } from '../src/login/browser.js'
 import { parseDeviceTokenAnswer, parseIntervalSeconds, parseUserCodeAnswer } from '../src/login/device.js'
 import { LoginError, safeCode, safeDescription } from '../src/login/errors.js'
-import { parseAwaitParams, parseCancelParams, parseLoginParams, parseLogoutParams } from '../src/login/methods.js'
+import { parseAwaitParams, parseCancelParams, parseLoginParams, parseLogoutParams } from '../src/daemon/params.js'
 import { describeAnswer, tokensFromBody } from '../src/login/oauth.js'
 import { errorPage, escapeHtml, successPage } from '../src/login/pages.js'
 import { apiKeyAuthFile, chatgptAuthFile } from '../src/login/persist.js'

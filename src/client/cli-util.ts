@@ -2,6 +2,7 @@
 
 import * as fs from 'node:fs'
 import * as path from 'node:path'
+import { UsageError, shellQuote } from '../cli-common.js'
 import type { AuthGrant, Status } from '../rpc/contract.js'
 
 export type Command = 'status' | 'token' | 'env' | 'exec' | 'login' | 'logout' | 'refresh' | 'watch' | 'help' | 'version'
@@ -18,13 +19,6 @@ export interface ParsedArgs {
   noRevoke: boolean
   /** exec: CMD and its arguments */
   argv: string[]
-}
-
-export class UsageError extends Error {
-  constructor(message: string, readonly command: Command | null = null) {
-    super(message)
-    this.name = 'UsageError'
-  }
 }
 
 const COMMANDS: readonly Command[] = ['status', 'token', 'env', 'exec', 'login', 'logout', 'refresh', 'watch']
@@ -178,11 +172,6 @@ export function maskApiKey(key: string): string {
   const chars = [...key]
   if (chars.length <= 13) return '***'
   return `${chars.slice(0, 8).join('')}***${chars.slice(-5).join('')}`
-}
-
-/** POSIX shell single quoting. */
-export function shellQuote(value: string): string {
-  return `'${value.replace(/'/g, `'\\''`)}'`
 }
 
 /** The variables `env` prints and `exec` sets, in order (docs/contract.md#codex-auth). */

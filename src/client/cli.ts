@@ -9,13 +9,14 @@ import {
   AuthdTimeoutError,
   ConnectionClosedError,
   DaemonUnreachableError,
+  VersionMismatchError,
   connect,
   type AuthdClient,
 } from './index.js'
 import { CliExit, ErrorCode, type AuthGrant, type LoginResult, type LoginStarted, type Status } from '../rpc/contract.js'
+import { UsageError } from '../cli-common.js'
 import {
   HELP,
-  UsageError,
   childEnv,
   envLines,
   lookupCommand,
@@ -80,6 +81,10 @@ function failureExit(e: unknown): number {
     err(`codex-auth: ${e.message}`)
     return CliExit.Unreachable
   }
+  if (e instanceof VersionMismatchError) {
+    err(`codex-auth: ${e.message}`)
+    return CliExit.DaemonFailure
+  }
   if (e instanceof AuthdError) {
     if (e.code === ErrorCode.NotLoggedIn) {
       err(`Not logged in${e.message && e.message !== 'Not logged in' ? ` (${e.message})` : ''}. Run \`codex-auth login\`.`)
@@ -97,7 +102,7 @@ function failureExit(e: unknown): number {
 }
 
 function open(a: ParsedArgs, reconnect = false): Promise<AuthdClient> {
-  const opts: Parameters<typeof connect>[0] = { reconnect }
+  const opts: Parameters<typeof connect>[0] = { reconnect, clientName: 'codex-auth' }
   if (a.socket !== null) opts.socket = a.socket
   if (a.codexHome !== null) opts.codexHome = a.codexHome
   return connect(opts)

@@ -1,14 +1,24 @@
 // The typed client library (`codex-authd/client`): JSON-RPC 2.0 over NDJSON on a Unix socket.
-// Hand-written on `net` (no dependencies) so that the CommonJS bundle starts fast (docs/architecture.md#library-choices).
+// json-rpc-2.0's client speaks the protocol (ids, requests, matching answers, errors); this file
+// frames lines, connects, times out, reconnects, hands notifications to subscribers and turns
+// answers into typed results and errors. Bundled into CommonJS (dist/client.cjs,
+// dist/codex-auth.cjs) so that `codex-auth` starts fast (docs/architecture.md#library-choices).
 
 import * as net from 'node:net'
+// The client's two modules, not the package index: the index also loads the server half, which
+// cost `codex-auth` about 4 ms more at start-up (measured, p10 of 200 runs). The version is pinned.
+import { JSONRPCClient } from 'json-rpc-2.0/dist/client.js'
+import { JSONRPCErrorException, createJSONRPCErrorResponse } from 'json-rpc-2.0/dist/models.js'
 import { resolveSocketPath, socketPathMax, socketPathTooLong, type SocketSource } from '../paths.js'
 import {
+  ErrorCode,
   MAX_LINE_BYTES,
+  PROTOCOL_VERSION,
   type AuthGrant,
   type AwaitLoginParams,
   type CancelLoginParams,
   type GetAuthParams,
+  type HelloResult,
   type LoginParams,
   type LoginResult,
   type LoginStarted,
@@ -18,6 +28,7 @@ import {
   type MethodName,
   type Status,
 } from '../rpc/contract.js'
+import { VERSION } from '../version.js'
 
 export * from '../rpc/contract.js'
 
@@ -38,6 +49,27 @@ export class AuthdError extends Error {
     this.data = data
     const reason = data !== null && typeof data === 'object' ? (data as { reason?: unknown }).reason : undefined
     this.reason = typeof reason === 'string' ? reason : null
+  }
+}
+
+/**
+ * The daemon and this client do not speak the same protocol, or the daemon is too old for what
+ * was asked (`hello`, docs/contract.md). The message names both versions and which one to upgrade;
+ * code, reason and data are those of the error that revealed it (-32600, -32601 or -32602).
+ */
+export class VersionMismatchError extends AuthdError {
+  /** null when the daemon did not say (it predates the handshake and `status` failed). */
+  readonly daemonVersion: string | null
+  readonly daemonProtocol: number
+  readonly clientVersion: string
+  readonly clientProtocol: number
+  constructor(cause: AuthdError, message: string, daemon: { version: string | null; protocol: number }, client: { version: string }) {
+    super(cause.code, message, cause.data)
+    this.name = 'VersionMismatchError'
+    this.daemonVersion = daemon.version
+    this.daemonProtocol = daemon.protocol
+    this.clientVersion = client.version
+    this.clientProtocol = PROTOCOL_VERSION
   }
 }
 
@@ -94,6 +126,8 @@ export interface ConnectOptions {
   reconnect?: boolean
   /** Per-call timeout and connect timeout in ms (default 60000; 0 disables). */
   timeoutMs?: number
+  /** How this client names itself in `hello` (default "codex-authd/client"). */
+  clientName?: string
 }
 
 export interface SubscriptionHandler {
@@ -104,6 +138,9 @@ export interface SubscriptionHandler {
 }
 
 const DEFAULT_TIMEOUT_MS = 60_000
+const DEFAULT_CLIENT_NAME = 'codex-authd/client'
+/** Errors after which the client asks `hello` whether the daemon speaks its protocol. */
+const PROTOCOL_ERRORS: ReadonlySet<number> = new Set([ErrorCode.InvalidRequest, ErrorCode.MethodNotFound, ErrorCode.InvalidParams])
 const BACKOFF_MIN_MS = 100
 const BACKOFF_MAX_MS = 5_000
 
@@ -111,19 +148,16 @@ const BACKOFF_MAX_MS = 5_000
 // One connection: framing, ids, pending calls
 // ---------------------------------------------------------------------------------------------
 
-interface Pending {
-  method: string
-  resolve: (v: unknown) => void
-  reject: (e: Error) => void
-  timer: NodeJS.Timeout | null
-}
-
 type NotificationSink = (method: string, params: unknown) => void
+
+/** Marks the answer json-rpc-2.0 makes up for a call that timed out (compared by identity). */
+const TIMED_OUT = Object.freeze({ timedOut: true })
 
 class Connection {
   private readonly sock: net.Socket
-  private readonly pending = new Map<number, Pending>()
-  private nextId = 1
+  private readonly client: JSONRPCClient
+  /** The reject functions of calls still waiting, to end them when the connection closes. */
+  private readonly waiting = new Set<(e: Error) => void>()
   private chunks: Buffer[] = []
   private size = 0
   closed = false
@@ -138,6 +172,9 @@ class Connection {
     private readonly onNotification: NotificationSink,
   ) {
     this.sock = sock
+    this.client = new JSONRPCClient((payload) => {
+      if (!this.closed) this.sock.write(JSON.stringify(payload) + '\n')
+    })
     sock.on('data', (chunk: Buffer) => this.onData(chunk))
     sock.on('error', (err: NodeJS.ErrnoException) => this.shutdown(`connection to codex-authd failed (${err.code ?? err.message})`))
     sock.on('close', () => this.shutdown('connection to codex-authd closed'))
@@ -185,27 +222,29 @@ class Connection {
   /** Keep the event loop alive only while something is waiting on this connection. */
   updateRef(): void {
     if (this.closed) return
-    if (this.keepAlive || this.pending.size > 0) this.sock.ref()
+    if (this.keepAlive || this.waiting.size > 0) this.sock.ref()
     else this.sock.unref()
   }
 
   call(method: string, params: unknown, timeoutMs: number): Promise<unknown> {
     if (this.closed) return Promise.reject(new ConnectionClosedError(this.closeReason ?? undefined))
-    const id = this.nextId++
-    const msg: Record<string, unknown> = { jsonrpc: '2.0', id, method }
-    if (params !== undefined) msg.params = params
+    const requester = timeoutMs > 0 ? this.client.timeout(timeoutMs, (id) => createJSONRPCErrorResponse(id, 0, 'timeout', TIMED_OUT)) : this.client
     return new Promise((resolve, reject) => {
-      const p: Pending = { method, resolve, reject, timer: null }
-      if (timeoutMs > 0) {
-        p.timer = setTimeout(() => {
-          this.pending.delete(id)
-          this.updateRef()
-          reject(new AuthdTimeoutError(method, timeoutMs))
-        }, timeoutMs)
+      const fail = (e: Error): void => {
+        this.waiting.delete(fail)
+        this.updateRef()
+        reject(e)
       }
-      this.pending.set(id, p)
+      this.waiting.add(fail)
       this.updateRef()
-      this.sock.write(JSON.stringify(msg) + '\n')
+      requester.request(method, params as Parameters<JSONRPCClient['request']>[1]).then(
+        (result) => {
+          this.waiting.delete(fail)
+          this.updateRef()
+          resolve(result)
+        },
+        (e: unknown) => fail(answerError(e, method, timeoutMs)),
+      )
     })
   }
 
@@ -219,12 +258,9 @@ class Connection {
     this.closeReason = reason
     this.chunks = []
     this.sock.destroy()
-    const pending = [...this.pending.values()]
-    this.pending.clear()
-    for (const p of pending) {
-      if (p.timer) clearTimeout(p.timer)
-      p.reject(new ConnectionClosedError(reason))
-    }
+    for (const fail of [...this.waiting]) fail(new ConnectionClosedError(reason))
+    // Frees the library's own table; the calls above have ended already.
+    this.client.rejectAllPendingRequests(reason)
     const listeners = this.closeListeners
     this.closeListeners = []
     for (const fn of listeners) fn()
@@ -259,37 +295,24 @@ class Connection {
     } catch {
       return this.shutdown('codex-authd sent invalid JSON')
     }
-    const msgs = Array.isArray(msg) ? msg : [msg]
-    for (const m of msgs) this.onMessage(m)
+    // Notifications (a method, no id) go to the subscribers, answers to the calls waiting for
+    // them; the daemon sends no requests, and we would serve none.
+    for (const m of Array.isArray(msg) ? msg : [msg]) {
+      if (typeof m !== 'object' || m === null) continue
+      const o = m as { method?: unknown; id?: unknown; params?: unknown }
+      if (typeof o.method !== 'string') this.client.receive(m)
+      else if (o.id === undefined || o.id === null) this.onNotification(o.method, o.params)
+    }
   }
+}
 
-  private onMessage(m: unknown): void {
-    if (m === null || typeof m !== 'object') return
-    const o = m as { id?: unknown; method?: unknown; params?: unknown; result?: unknown; error?: unknown }
-    if (typeof o.method === 'string') {
-      // A notification (or a request from the daemon, which we do not serve).
-      if (o.id === undefined || o.id === null) this.onNotification(o.method, o.params)
-      return
-    }
-    if (typeof o.id !== 'number') return // errors with id null (parse errors): the connection closes
-    const p = this.pending.get(o.id)
-    if (!p) return
-    this.pending.delete(o.id)
-    if (p.timer) clearTimeout(p.timer)
-    this.updateRef()
-    if (o.error !== undefined && o.error !== null) {
-      const e = o.error as { code?: unknown; message?: unknown; data?: unknown }
-      p.reject(
-        new AuthdError(
-          typeof e.code === 'number' ? e.code : -32603,
-          typeof e.message === 'string' ? e.message : 'codex-authd error',
-          e.data ?? null,
-        ),
-      )
-    } else {
-      p.resolve(o.result)
-    }
+/** A failed call as this library's errors: the daemon's error, or a timeout. */
+function answerError(e: unknown, method: string, timeoutMs: number): Error {
+  if (e instanceof JSONRPCErrorException) {
+    if (e.data === TIMED_OUT) return new AuthdTimeoutError(method, timeoutMs)
+    return new AuthdError(e.code, e.message, e.data ?? null)
   }
+  return new AuthdError(-32603, 'codex-authd sent an answer that is neither a result nor an error', null)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -309,14 +332,16 @@ export class AuthdClient {
   private backoffMs = BACKOFF_MIN_MS
   private readonly reconnect: boolean
   private readonly timeoutMs: number
+  private readonly clientName: string
   private everConnected = false
 
   /** @internal use connect() */
-  constructor(socket: string, socketSource: SocketSource, reconnect: boolean, timeoutMs: number) {
+  constructor(socket: string, socketSource: SocketSource, reconnect: boolean, timeoutMs: number, clientName = DEFAULT_CLIENT_NAME) {
     this.socket = socket
     this.socketSource = socketSource
     this.reconnect = reconnect
     this.timeoutMs = timeoutMs
+    this.clientName = clientName
   }
 
   /** @internal */
@@ -347,6 +372,10 @@ export class AuthdClient {
   }
   refresh(): Promise<AuthGrant> {
     return this.call('refresh', undefined)
+  }
+  /** The version handshake: the daemon's version and protocol (this client's are PROTOCOL_VERSION and VERSION). */
+  async hello(): Promise<HelloResult> {
+    return (await this.ensureConnection()).call('hello', this.helloParams(), this.timeoutMs) as Promise<HelloResult>
   }
 
   /**
@@ -386,10 +415,67 @@ export class AuthdClient {
 
   // -- internals ------------------------------------------------------------------------------
 
-  private call<M extends MethodName>(method: M, params: Methods[M][0], timeoutMs = this.timeoutMs): Promise<Methods[M][1]> {
-    return this.ensureConnection().then(
-      (conn) => conn.call(method, params, timeoutMs) as Promise<Methods[M][1]>,
-    )
+  private async call<M extends MethodName>(method: M, params: Methods[M][0], timeoutMs = this.timeoutMs): Promise<Methods[M][1]> {
+    const conn = await this.ensureConnection()
+    try {
+      return (await conn.call(method, params, timeoutMs)) as Methods[M][1]
+    } catch (e) {
+      if (e instanceof AuthdError && PROTOCOL_ERRORS.has(e.code)) throw await this.explain(conn, method, e)
+      throw e
+    }
+  }
+
+  private helloParams(): Methods['hello'][0] {
+    return { client: { name: this.clientName, version: VERSION }, protocol: PROTOCOL_VERSION }
+  }
+
+  /**
+   * After a protocol-level error, the handshake (contract.ts `hello`): when the daemon speaks
+   * another protocol, or is older and lacks the method, the error says so, naming both versions.
+   * Otherwise (or when the daemon cannot tell) it is returned as it was.
+   */
+  private async explain(conn: Connection, method: MethodName, cause: AuthdError): Promise<AuthdError> {
+    const me = `${this.clientName} ${VERSION}`
+    let daemon: { version: string | null; protocol: number }
+    let predates = false
+    try {
+      const r = (await conn.call('hello', this.helloParams(), this.timeoutMs)) as Partial<HelloResult> | null
+      const d = r?.daemon
+      if (typeof d?.version !== 'string' || typeof d.protocol !== 'number') return cause
+      daemon = { version: d.version, protocol: d.protocol }
+    } catch (e) {
+      if (!(e instanceof AuthdError && e.code === ErrorCode.MethodNotFound)) return cause
+      // Older than the handshake, so older than this client: protocol 1, its version in status.
+      predates = true
+      let version: string | null = null
+      try {
+        const s = (await conn.call('status', undefined, this.timeoutMs)) as Partial<Status> | null
+        if (typeof s?.daemon?.version === 'string') version = s.daemon.version
+      } catch {
+        // the message then goes without the daemon's version
+      }
+      daemon = { version, protocol: 1 }
+    }
+    const them = `codex-authd ${daemon.version ?? '(version unknown)'}`
+    if (daemon.protocol !== PROTOCOL_VERSION) {
+      const older = daemon.protocol < PROTOCOL_VERSION ? 'codex-authd' : this.clientName
+      return new VersionMismatchError(
+        cause,
+        `${them} speaks protocol ${daemon.protocol}, ${me} speaks protocol ${PROTOCOL_VERSION}: upgrade ${older} (${method} failed: ${cause.message})`,
+        daemon,
+        { version: VERSION },
+      )
+    }
+    const daemonOlder = predates || (daemon.version !== null && compareVersions(daemon.version, VERSION) < 0)
+    if (cause.code === ErrorCode.MethodNotFound && daemonOlder) {
+      return new VersionMismatchError(
+        cause,
+        `${them} does not know \`${method}\`, which ${me} uses: upgrade codex-authd${predates ? ' (it predates the version handshake)' : ''}`,
+        daemon,
+        { version: VERSION },
+      )
+    }
+    return cause
   }
 
   private async subscribeOn(conn: Connection): Promise<void> {
@@ -501,7 +587,19 @@ export function socketPathFor(opts: ConnectOptions = {}): { path: string; source
  */
 export async function connect(opts: ConnectOptions = {}): Promise<AuthdClient> {
   const { path, source } = socketPathFor(opts)
-  const client = new AuthdClient(path, source, opts.reconnect ?? true, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS)
+  const client = new AuthdClient(path, source, opts.reconnect ?? true, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, opts.clientName)
   await client.open()
   return client
+}
+
+/** Orders x.y.z versions by number (a pre-release suffix is ignored): <0, 0 or >0. */
+export function compareVersions(a: string, b: string): number {
+  const parts = (v: string): number[] => v.split(/[-+]/)[0]!.split('.').map((n) => Number.parseInt(n, 10) || 0)
+  const x = parts(a)
+  const y = parts(b)
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    const d = (x[i] ?? 0) - (y[i] ?? 0)
+    if (d !== 0) return d
+  }
+  return 0
 }

@@ -1,22 +1,26 @@
-// Composition root: wires home, state, transport and methods; owns start-up order, signals and
-// shutdown (docs/architecture.md#start-up-and-shutdown). Start-up order: lock the home, load and resolve, then listen.
+// Composition root: wires home, state, refresher, logins, the method table and the transport;
+// owns start-up order and shutdown (docs/architecture.md#start-up-and-shutdown). Start-up order: lock the home, load and
+// resolve, then listen; what was started is closed in reverse, by stop() and by a failed start.
 import fs from 'node:fs'
 import net from 'node:net'
 import { DaemonExit } from '../rpc/contract.js'
 import { HomeError, resolveCodexHome } from '../codex/home.js'
 import type { Logger } from '../log.js'
 import { resolveSocketPath } from '../paths.js'
-import { registerLoginMethods } from '../login/methods.js'
+import { LoginManager } from '../login/manager.js'
 import { Refresher, type RefresherOptions } from '../refresh/refresher.js'
-import { buildStatus, registerCoreMethods, type DaemonInfo } from '../rpc/methods.js'
 import { SocketPathError, inheritedSocketPath, listenOnFd, listenOnPath, prepareSocketDir, takeActivationFd } from '../rpc/socket.js'
+import { RpcServer, type MethodHandler } from '../rpc/server.js'
 import { Transport, type TransportLimits } from '../rpc/transport.js'
 import { AuthState, type Snapshot } from '../state/cache.js'
 import { resolveAuthTarget } from '../store/authstore.js'
 import { OwnedElsewhereError, takeCredentialLock, takeHomeLock } from '../store/ownership.js'
 import type { LockHandle } from '../store/flock.js'
 import type { Problem } from '../types.js'
+import { toRpcError } from './errors.js'
+import { methodTable } from './methods.js'
 import type { DaemonOptions } from './options.js'
+import { buildStatus, type DaemonInfo } from './views.js'
 
 export class StartError extends Error {
   readonly exitCode: number
@@ -43,13 +47,45 @@ export interface DaemonContext {
 export interface RunningDaemon {
   readonly home: string
   readonly socket: string
-  readonly state: AuthState
-  readonly transport: Transport
   stop(reason: string): Promise<void>
   reloadConfig(): Promise<void>
 }
 
+/**
+ * What the daemon has started, in order. stop() and a failed start close all of it from the last
+ * one back, each once; a closer that fails is logged and the rest still run.
+ */
+class Closers {
+  private readonly list: Array<{ what: string; close: () => unknown }> = []
+  constructor(private readonly log: Logger) {}
+
+  add(what: string, close: () => unknown): void {
+    this.list.push({ what, close })
+  }
+
+  async closeAll(): Promise<void> {
+    for (const { what, close } of this.list.splice(0).reverse()) {
+      try {
+        await close()
+      } catch (e) {
+        this.log.error({ what, err: errorSummary(e) }, 'could not close')
+      }
+    }
+  }
+}
+
 export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): Promise<RunningDaemon> {
+  const closers = new Closers(ctx.log)
+  try {
+    return await start(options, ctx, closers)
+  } catch (e) {
+    await closers.closeAll()
+    throw e
+  }
+}
+
+/** Start-up in order (docs/architecture.md): lock the home, load and resolve, then listen. Each part, once started, goes on `closers`. */
+async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closers): Promise<RunningDaemon> {
   const { log } = ctx
   let home: string
   try {
@@ -71,6 +107,8 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
     if (e instanceof OwnedElsewhereError) throw new StartError(e.message, DaemonExit.HomeOwned)
     throw new StartError(`cannot lock ${home}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, DaemonExit.Config)
   }
+  // The lock in force (homeGone below replaces it).
+  closers.add('home lock', () => homeLock.release())
 
   // One daemon per credential file too, whichever home's auth.json leads to it.
   const takeOwnCredential = async (): Promise<LockHandle | null> => takeCredentialLock((await resolveAuthTarget(home)).targetPath, home)
@@ -78,21 +116,15 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
   try {
     credentialLock = await takeOwnCredential()
   } catch (e) {
-    await homeLock.release()
     if (e instanceof OwnedElsewhereError) throw new StartError(e.message, DaemonExit.HomeOwned)
     throw new StartError(`cannot lock the credential file of ${home}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, DaemonExit.Config)
   }
-
-  const release = async (): Promise<void> => {
-    await credentialLock?.release()
-    await homeLock.release()
-  }
+  closers.add('credential lock', () => credentialLock?.release())
 
   if (activationFd === null) {
     try {
       prepareSocketDir(socketPath, ctx.uid)
     } catch (e) {
-      await release()
       if (e instanceof SocketPathError) throw new StartError(e.message, DaemonExit.SocketUnusable)
       throw e
     }
@@ -100,15 +132,9 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
 
   const envApiKey = ctx.env.OPENAI_API_KEY?.trim() ? ctx.env.OPENAI_API_KEY : null
   const state = new AuthState({ home, envApiKey, overrides: options.overrides })
+  closers.add('state', () => state.stop())
   await state.start()
 
-  const transport = new Transport(
-    {
-      onInternalError: (method, error) => log.error({ method, err: errorSummary(error) }, 'method failed'),
-      onLimit: (kind, connId) => log.warn({ kind, connId }, 'connection limit reached'),
-    },
-    ctx.limits,
-  )
   const daemon: DaemonInfo = {
     version: ctx.version,
     pid: ctx.pid,
@@ -126,9 +152,23 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
     userAgent: `codex-authd/${ctx.version}`,
     ...ctx.refresh,
   })
+  closers.add('refresher', () => refresher.stop())
   await refresher.start()
-  registerCoreMethods(transport, { snapshot: () => state.current, daemon, refresher }, home)
-  const logins = registerLoginMethods(transport, {
+
+  const server = net.createServer({ pauseOnConnect: false })
+  const rpc = new RpcServer({
+    mapError: toRpcError,
+    onInternalError: (method, error) => log.error({ method, err: errorSummary(error) }, 'method failed'),
+  })
+  const transport = new Transport(
+    (message, conn) => rpc.receive(message, conn),
+    {
+      onReceiveError: (error) => log.error({ err: errorSummary(error) }, 'message failed'),
+      onLimit: (kind, connId) => log.warn({ kind, connId }, 'connection limit reached'),
+    },
+    ctx.limits,
+  )
+  const logins = new LoginManager({
     home,
     state,
     issuer,
@@ -138,6 +178,10 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
     broadcast: (method, params) => transport.broadcast(method, params),
     ...ctx.login,
   })
+  closers.add('logins', () => logins.stop())
+  for (const [name, handler] of Object.entries(methodTable({ snapshot: () => state.current, daemon, codexHome: home, refresher, logins, log }))) {
+    rpc.addMethod(name, handler as MethodHandler)
+  }
 
   const statusNow = (snap: Snapshot) => buildStatus(snap, daemon, refresher.status(), home)
   let loggedProblems = new Set<string>()
@@ -178,17 +222,28 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
     })()
   })
 
-  const server = net.createServer({ pauseOnConnect: false })
   transport.attach(server)
   try {
     if (activationFd !== null) await listenOnFd(server, activationFd)
     else await listenOnPath(server, socketPath)
   } catch (e) {
-    await state.stop()
-    await release()
     if (e instanceof SocketPathError) throw new StartError(e.message, DaemonExit.SocketUnusable)
     throw new StartError(`cannot listen: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, DaemonExit.SocketUnusable)
   }
+  closers.add('socket', async () => {
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve())
+      transport.closeAll()
+    })
+    // A socket we bound is ours to remove; one systemd handed us is never unlinked.
+    if (activationFd === null) {
+      try {
+        if (fs.lstatSync(socketPath).isSocket()) fs.rmSync(socketPath, { force: true })
+      } catch {
+        // already gone
+      }
+    }
+  })
   log.info(
     { version: ctx.version, home, socket: socketPath, activated: activationFd !== null, loggedIn: statusNow(state.current).loggedIn },
     'codex-authd started',
@@ -197,22 +252,7 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
   let stopping: Promise<void> | null = null
   const stop = (reason: string): Promise<void> => {
     stopping ??= (async () => {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve())
-        transport.closeAll()
-      })
-      // A socket we bound is ours to remove; one systemd handed us is never unlinked.
-      if (activationFd === null) {
-        try {
-          if (fs.lstatSync(socketPath).isSocket()) fs.rmSync(socketPath, { force: true })
-        } catch {
-          // already gone
-        }
-      }
-      await logins.stop()
-      await refresher.stop()
-      await state.stop()
-      await release()
+      await closers.closeAll()
       log.info({ reason }, 'codex-authd stopped')
     })()
     return stopping
@@ -221,8 +261,6 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
   return {
     home,
     socket: socketPath,
-    state,
-    transport,
     stop,
     reloadConfig: () => state.reload(),
   }

@@ -1,11 +1,12 @@
 // `codex-authd` entry point: parse, start, handle signals, map failures to exit codes (docs/contract.md#codex-authd).
 import fs from 'node:fs'
 import path from 'node:path'
+import { UsageError } from '../cli-common.js'
 import { createLogger } from '../log.js'
 import { DaemonExit } from '../rpc/contract.js'
 import { VERSION } from '../version.js'
 import { StartError, errorSummary, startDaemon } from './daemon.js'
-import { HELP, UsageError, parseDaemonArgs } from './options.js'
+import { HELP, parseDaemonArgs } from './options.js'
 
 async function main(argv: string[]): Promise<number> {
   let command

@@ -1,6 +1,7 @@
 // `codex-authd` command line (docs/contract.md#codex-authd), validated once at start.
 import { parseArgs } from 'node:util'
 import type { LevelWithSilent } from 'pino'
+import { UsageError } from '../cli-common.js'
 import { parseConfigOverride, type ConfigOverride } from '../codex/config.js'
 import type { IssuerKind } from '../net/issuer.js'
 
@@ -24,15 +25,6 @@ export type Command =
   | { kind: 'help' }
   | { kind: 'version' }
   | { kind: 'service'; args: string[] }
-
-/** Bad arguments: the daemon exits 78 with this message. */
-export class UsageError extends Error {
-  readonly code = 'usage'
-  constructor(message: string) {
-    super(message)
-    this.name = 'UsageError'
-  }
-}
 
 const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
 

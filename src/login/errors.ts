@@ -1,20 +1,30 @@
-// Why a login ended badly. `reason` becomes ErrorInfo.reason of awaitLogin / loginCompleted; the
-// message is shown to the user (CLI, browser page) and never holds a token, code, key or verifier.
+// Why a login (or logout) ended badly, in the login's own words. `code` becomes ErrorInfo.reason
+// of awaitLogin / loginCompleted; daemon/errors.ts maps a thrown LoginError to the contract's code.
+// The message is shown to the user (CLI, browser page) and never holds a token, code, key or verifier.
 
 export type LoginFailureReason =
   /** the issuer refused (access_denied, ...), the code exchange failed, or the answer is unusable */
   | 'login_failed'
   /** forced_login_method / forced_chatgpt_workspace_id */
   | 'forbidden_by_policy'
-  /** auth.json could not be written (lock timeout, I/O) */
+  /** auth.json could not be written or removed (lock timeout, I/O) */
   | 'store_failed'
+  /** a browser or device login is already running (`loginId` names it) */
+  | 'login_in_progress'
 
 export class LoginError extends Error {
   readonly code: LoginFailureReason
-  constructor(reason: LoginFailureReason, message: string) {
+  /** login_in_progress: the running login */
+  readonly loginId: string | null
+  /** store_failed on a lock timeout: the lock's file name */
+  readonly lock: string | null
+
+  constructor(reason: LoginFailureReason, message: string, detail: { loginId?: string; lock?: string } = {}) {
     super(message)
     this.name = 'LoginError'
     this.code = reason
+    this.loginId = detail.loginId ?? null
+    this.lock = detail.lock ?? null
   }
 }
 

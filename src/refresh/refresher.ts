@@ -7,14 +7,21 @@ import { decodeAccessTokenClaims, decodeIdTokenClaims, isCodexValidIdToken } fro
 import type { Logger } from '../log.js'
 import { post } from '../net/http.js'
 import { oidcConfiguration, openAiEndpoints, type IssuerConfig } from '../net/issuer.js'
-import { ErrorCode, type ErrorInfo } from '../rpc/contract.js'
-import { RpcError } from '../rpc/errors.js'
-import type { FreshTokenSource, RefreshStatus } from '../rpc/methods.js'
+import type { ErrorInfo, RefreshState } from '../rpc/contract.js'
 import type { AuthState, PendingTokens } from '../state/cache.js'
 import { AuthWriteError, commitAuth, parkPath, readAuth, writePrivateFileAtomic, type AuthRead } from '../store/authstore.js'
 import { orTimeout } from '../timeout.js'
 import type { AccessTokenClaims, AuthFile, TokenData } from '../types.js'
+import { RefreshError } from './errors.js'
 import { backoffDelay, classifyFailure, refreshDueAt, timerDelay, type RefreshFailure, type TokenAnswer } from './policy.js'
+
+/** What `status` reports about refreshing. */
+export interface RefreshStatus {
+  state: RefreshState
+  lastError: ErrorInfo | null
+  nextAttemptAt: string | null
+  nextRefreshAt: string | null
+}
 
 export interface RefresherOptions {
   home: string
@@ -61,7 +68,7 @@ const NO_TOKENS: RefreshFailure = {
   status: null,
 }
 
-export class Refresher implements FreshTokenSource {
+export class Refresher {
   private readonly o: Required<Omit<RefresherOptions, 'now' | 'random'>> & { now: () => number; random: () => number }
   private inFlight: Promise<Outcome> | null = null
   private committing: Promise<void> | null = null
@@ -132,7 +139,7 @@ export class Refresher implements FreshTokenSource {
     }
   }
 
-  /** getAuth (docs/refresh.md#getauth-and-refresh): wait for a due or running refresh; serve what is valid; else -32002. */
+  /** getAuth (docs/refresh.md#getauth-and-refresh): wait for a due or running refresh; serve what is valid; else RefreshError. */
   async ensureFresh(minValiditySeconds: number): Promise<void> {
     const outcome = await this.ensureFreshOnce(minValiditySeconds, true)
     // The refresh found another writer's file and adopted it, but that token is not good enough
@@ -165,32 +172,26 @@ export class Refresher implements FreshTokenSource {
     if (validMs() >= minMs) return
     if (outcome !== null && outcome !== 'timeout' && outcome.ok) return
     if (mayRetry && outcome !== null && outcome !== 'timeout' && 'skipped' in outcome && outcome.skipped === 'adopted') return 'adopted'
-    const failure = this.failureFor(outcome)
-    throw new RpcError(ErrorCode.RefreshFailed, failure.message, { kind: failure.kind })
+    throw new RefreshError(this.failureFor(outcome))
   }
 
-  /** The `refresh` method: skips backoff and loop guard, never a permanent failure. */
+  /**
+   * The `refresh` method: skips backoff and loop guard, never a permanent failure. Without
+   * ChatGPT tokens in the file there is nothing to refresh: it returns, and the caller serves
+   * what there is (or says why nothing is served).
+   */
   async forceRefresh(): Promise<void> {
     const cand = this.candidate()
     if (cand === null) {
-      const r = this.o.state.current.resolved
-      if (r.kind === 'apikey') return
-      if (r.kind === 'chatgpt') {
-        throw new RpcError(ErrorCode.RefreshFailed, 'These tokens cannot be refreshed here: the configured credential store is not the file', {
-          kind: 'rejected',
-        })
+      if (this.o.state.current.resolved.kind === 'chatgpt') {
+        throw new RefreshError({ kind: 'rejected', message: 'These tokens cannot be refreshed here: the configured credential store is not the file' })
       }
-      throw new RpcError(ErrorCode.NotLoggedIn, 'Not logged in')
+      return
     }
     const blocked = this.blocked(cand, this.o.now(), true)
-    if (blocked === 'permanent') {
-      const f = this.permanent!.failure
-      throw new RpcError(ErrorCode.RefreshFailed, f.message, { kind: f.kind })
-    }
+    if (blocked === 'permanent') throw new RefreshError(this.permanent!.failure)
     const outcome = await this.startRefresh(true)
-    if (!outcome.ok && 'failure' in outcome) {
-      throw new RpcError(ErrorCode.RefreshFailed, outcome.failure.message, { kind: outcome.failure.kind })
-    }
+    if (!outcome.ok && 'failure' in outcome) throw new RefreshError(outcome.failure)
   }
 
   // ---- decisions ----------------------------------------------------------------------------

@@ -83,6 +83,31 @@ export interface LogoutParams {
   revoke?: boolean
 }
 
+/**
+ * The protocol this contract describes, exchanged by `hello`. It changes only when a client
+ * written against it could no longer work with the daemon (a method or param removed or changed
+ * in meaning, a result field removed or retyped). Additions (a method, an optional param, a result
+ * field) keep it. A daemon that answers `hello` with -32601 predates the handshake; it speaks
+ * protocol 1.
+ */
+export const PROTOCOL_VERSION = 1
+
+/**
+ * `hello`: the version handshake. The client names itself and its protocol; the daemon answers
+ * with its own version and protocol, whatever the client's, and never refuses (it cannot judge a
+ * newer client). The client decides: another protocol, or -32601 for a method of this contract,
+ * is a version mismatch that it reports naming both versions. Clients need not send it before
+ * anything else: the one in this repository asks only after a protocol-level error (-32600,
+ * -32601, -32602), so a call that works costs no extra round trip.
+ */
+export interface HelloParams {
+  client: { name: string; version: string }
+  protocol: number
+}
+export interface HelloResult {
+  daemon: { version: string; protocol: number }
+}
+
 /** Method name -> [params, result]. */
 export interface Methods {
   getAuth: [GetAuthParams | undefined, AuthGrant]
@@ -93,6 +118,7 @@ export interface Methods {
   logout: [LogoutParams | undefined, LogoutResult]
   refresh: [undefined, AuthGrant]
   subscribe: [undefined, { subscribed: true }]
+  hello: [HelloParams, HelloResult]
 }
 export type MethodName = keyof Methods
 

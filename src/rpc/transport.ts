@@ -1,16 +1,11 @@
-// NDJSON framing, limits and JSON-RPC dispatch over a net.Server (docs/contract.md#framing-and-limits).
-// One line = one JSON-RPC message or batch. The json-rpc-2.0 server runs each request; this file
-// does everything the library does not: strict validation before it sees a message, batches
-// answered as arrays (the library unwraps one-element batches), byte limits and idle closing.
+// NDJSON framing and the limits of a net.Server's connections (docs/contract.md#framing-and-limits). One line = one
+// JSON-RPC message or batch: this file cuts lines, decodes them (strict UTF-8, then JSON; -32700
+// otherwise) and hands each parsed line to `receive` (rpc/server.ts, json-rpc-2.0), whose reply it
+// writes back. The limits are its own: line length, bytes buffered across connections, a
+// connection's unsent replies and requests running, connections served, idle closing.
 import net from 'node:net'
-import {
-  JSONRPCServer,
-  createJSONRPCErrorResponse,
-  type JSONRPCRequest,
-  type JSONRPCResponse,
-} from 'json-rpc-2.0'
+import { createJSONRPCErrorResponse } from 'json-rpc-2.0'
 import { ErrorCode, MAX_LINE_BYTES } from './contract.js'
-import { RpcError } from './errors.js'
 
 export interface TransportLimits {
   /** A line longer than this gets -32600 and the connection is closed. */
@@ -44,11 +39,12 @@ export interface Connection {
   subscribed: boolean
 }
 
-export type MethodHandler = (params: unknown, conn: Connection) => unknown | Promise<unknown>
+/** The reply to one parsed line (null: nothing to send). Never rejects by design. */
+export type Receive = (message: unknown, conn: Connection) => PromiseLike<unknown>
 
 export interface TransportEvents {
-  /** A method threw something that is not an RpcError: log it (the client sees only -32603). */
-  onInternalError(method: string, error: unknown): void
+  /** `receive` rejected after all: a fault of ours; the line gets no answer. */
+  onReceiveError(error: unknown): void
   /** A connection was refused or closed for a limit. */
   onLimit(kind: 'line_too_long' | 'buffer_cap' | 'slow_reader' | 'max_connections', connId: number): void
 }
@@ -70,42 +66,21 @@ interface ConnState extends Connection {
 const utf8 = new TextDecoder('utf-8', { fatal: true })
 
 export class Transport {
-  readonly rpc: JSONRPCServer<Connection>
   private readonly limits: TransportLimits
-  private readonly events: TransportEvents
   private readonly conns = new Set<ConnState>()
-  private readonly methods = new Set<string>()
   private bufferedIn = 0
   private nextId = 1
 
-  constructor(events: TransportEvents, limits: Partial<TransportLimits> = {}) {
+  constructor(
+    private readonly receive: Receive,
+    private readonly events: TransportEvents,
+    limits: Partial<TransportLimits> = {},
+  ) {
     this.limits = { ...DEFAULT_LIMITS, ...limits }
-    this.events = events
-    this.rpc = new JSONRPCServer<Connection>({ errorListener: () => {} })
-    this.rpc.mapErrorToJSONRPCErrorResponse = (id, error: unknown) => {
-      if (error instanceof RpcError) return createJSONRPCErrorResponse(id, error.code, error.message, error.data)
-      return createJSONRPCErrorResponse(id, ErrorCode.InternalError, 'Internal error')
-    }
-  }
-
-  addMethod(name: string, handler: MethodHandler): void {
-    this.methods.add(name)
-    this.rpc.addMethod(name, async (params: unknown, conn: Connection) => {
-      try {
-        return await handler(params, conn)
-      } catch (error) {
-        if (!(error instanceof RpcError)) this.events.onInternalError(name, error)
-        throw error
-      }
-    })
-  }
-
-  get connectionCount(): number {
-    return this.conns.size
   }
 
   /** Bytes held now: partial lines in plus replies not yet taken by the kernel. */
-  get bufferedBytes(): number {
+  private get bufferedBytes(): number {
     let out = 0
     for (const c of this.conns) out += c.socket.writableLength
     return this.bufferedIn + out
@@ -228,59 +203,29 @@ export class Transport {
 
   private onLine(c: ConnState, line: Buffer): void {
     if (line.length === 0 || (line.length === 1 && line[0] === 13)) return
-    let payload: unknown
+    let message: unknown
     try {
-      payload = JSON.parse(utf8.decode(line))
+      message = JSON.parse(utf8.decode(line))
     } catch {
       this.send(c, createJSONRPCErrorResponse(null, ErrorCode.ParseError, 'Parse error'))
       return
     }
-    if (Array.isArray(payload)) {
-      if (payload.length === 0) {
-        this.send(c, createJSONRPCErrorResponse(null, ErrorCode.InvalidRequest, 'Invalid Request: empty batch'))
-        return
-      }
-      if (payload.length > this.limits.maxInFlightPerConnection) {
-        this.send(
-          c,
-          createJSONRPCErrorResponse(null, ErrorCode.InvalidRequest, `Invalid Request: batch larger than ${this.limits.maxInFlightPerConnection}`),
-        )
-        return
-      }
-      // A batch is as many requests as it has members, for the in-flight cap.
-      this.track(c, Promise.all(payload.map((m) => this.handle(c, m))), payload.length).then(
-        (responses) => {
-          const out = responses.filter((r): r is JSONRPCResponse => r !== null)
-          // The spec answers a batch with an array, even of one response.
-          if (out.length > 0) this.send(c, out)
-        },
-        () => {},
-      )
+    // A batch is as many requests as it has members, for the in-flight cap.
+    const requests = Array.isArray(message) ? message.length : 1
+    if (requests > this.limits.maxInFlightPerConnection) {
+      this.send(c, createJSONRPCErrorResponse(null, ErrorCode.InvalidRequest, `Invalid Request: batch larger than ${this.limits.maxInFlightPerConnection}`))
       return
     }
-    this.track(c, this.handle(c, payload)).then(
-      (response) => {
-        if (response !== null) this.send(c, response)
+    this.track(c, this.receive(message, c), Math.max(requests, 1)).then(
+      (reply) => {
+        if (reply !== null) this.send(c, reply)
       },
-      () => {},
-    )
-  }
-
-  private handle(c: ConnState, message: unknown): Promise<JSONRPCResponse | null> {
-    const invalid = validateRequest(message)
-    if (invalid !== null) return Promise.resolve(invalid)
-    const request = message as JSONRPCRequest
-    if (!this.methods.has(request.method)) {
-      if (request.id === undefined) return Promise.resolve(null)
-      return Promise.resolve(createJSONRPCErrorResponse(request.id, ErrorCode.MethodNotFound, 'Method not found'))
-    }
-    return Promise.resolve(this.rpc.receive(request, c)).catch(() =>
-      request.id === undefined ? null : createJSONRPCErrorResponse(request.id, ErrorCode.InternalError, 'Internal error'),
+      (error: unknown) => this.events.onReceiveError(error),
     )
   }
 
   /** Count running requests; stop reading from a connection that has too many. */
-  private track<T>(c: ConnState, p: Promise<T>, requests = 1): Promise<T> {
+  private track<T>(c: ConnState, p: PromiseLike<T>, requests: number): PromiseLike<T> {
     c.inFlight += requests
     if (c.inFlight >= this.limits.maxInFlightPerConnection && !c.paused) {
       c.paused = true
@@ -312,23 +257,4 @@ export class Transport {
     }
     c.socket.write(line)
   }
-}
-
-/** A JSON-RPC 2.0 request object as the spec defines it, or the error answer for it. */
-export function validateRequest(message: unknown): JSONRPCResponse | null {
-  if (typeof message !== 'object' || message === null || Array.isArray(message)) {
-    return createJSONRPCErrorResponse(null, ErrorCode.InvalidRequest, 'Invalid Request')
-  }
-  const m = message as Record<string, unknown>
-  const id = m.id
-  const idOk = id === undefined || id === null || typeof id === 'string' || (typeof id === 'number' && Number.isFinite(id))
-  const replyId = idOk && id !== undefined ? (id as string | number | null) : null
-  if (!idOk) return createJSONRPCErrorResponse(null, ErrorCode.InvalidRequest, 'Invalid Request: bad id')
-  if (m.jsonrpc !== '2.0') return createJSONRPCErrorResponse(replyId, ErrorCode.InvalidRequest, 'Invalid Request: jsonrpc must be "2.0"')
-  if (typeof m.method !== 'string') return createJSONRPCErrorResponse(replyId, ErrorCode.InvalidRequest, 'Invalid Request: method must be a string')
-  if (m.params !== undefined && (typeof m.params !== 'object' || m.params === null)) {
-    return createJSONRPCErrorResponse(replyId, ErrorCode.InvalidRequest, 'Invalid Request: params must be an object or array')
-  }
-  if ('result' in m || 'error' in m) return createJSONRPCErrorResponse(replyId, ErrorCode.InvalidRequest, 'Invalid Request')
-  return null
 }

@@ -8,6 +8,7 @@
 import { promises as fs } from 'node:fs'
 import path from 'node:path'
 import { writeFileAtomic } from '../store/atomic-write.js'
+import { UsageError, shellQuote } from '../cli-common.js'
 
 export interface ServiceContext {
   env: NodeJS.ProcessEnv
@@ -60,8 +61,6 @@ const MANAGER_PLATFORM: Readonly<Record<ServiceManager, NodeJS.Platform>> = { sy
 
 /** A refusal or I/O failure: exit 1, message on stderr. */
 class Refusal extends Error {}
-/** A usage error: exit 64, message and usage on stderr. */
-class UsageError extends Error {}
 
 interface Options {
   action: 'install' | 'uninstall'
@@ -234,7 +233,7 @@ async function uninstallSystemd(ctx: ServiceContext, opts: Options): Promise<num
     )
   }
   const removed = await removeFiles(ctx, SYSTEMD_UNITS.map((u) => path.join(dir, u)), opts.force)
-  if (enabled) ctx.stderr(`warning: the enable link ${wants} is left behind; remove it with: rm ${shQuote(wants)}\n`)
+  if (enabled) ctx.stderr(`warning: the enable link ${wants} is left behind; remove it with: rm ${shellQuote(wants)}\n`)
   if (removed > 0) {
     nextSteps(ctx, opts, [
       'If codex-authd is still running, stop it, then reload systemd:',
@@ -245,7 +244,10 @@ async function uninstallSystemd(ctx: ServiceContext, opts: Options): Promise<num
   return EXIT_OK
 }
 
-/** Quotes one ExecStart= word: `%` and `$` are specifiers/variables; spaces need quotes. */
+/**
+ * Quotes one ExecStart= word: `%` and `$` are specifiers/variables; spaces need quotes. systemd's
+ * quoting, not a shell's (backslash escapes hold inside quotes too), hence not shellQuote.
+ */
 export function systemdQuote(word: string): string {
   if (/[\x00-\x1f\x7f]/.test(word)) throw new Refusal(`path contains a control character: ${JSON.stringify(word)}`)
   const s = word.replace(/%/g, '%%').replace(/\$/g, () => '$$')
@@ -289,7 +291,7 @@ async function installLaunchd(ctx: ServiceContext, opts: Options): Promise<numbe
   )
   nextSteps(ctx, opts, [
     'Next, run:',
-    `  launchctl bootstrap gui/$(id -u) ${shQuote(file)}`,
+    `  launchctl bootstrap gui/$(id -u) ${shellQuote(file)}`,
     `If it is already loaded, first: launchctl bootout gui/$(id -u)/${LAUNCHD_LABEL}`,
   ])
   return EXIT_OK
@@ -446,7 +448,3 @@ function noteCodexHome(ctx: ServiceContext, advice: string): void {
   )
 }
 
-/** Quotes a word for the POSIX shell commands we print. */
-export function shQuote(s: string): string {
-  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`
-}

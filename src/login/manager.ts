@@ -1,6 +1,8 @@
-// login, awaitLogin, cancelLogin and logout (docs/contract.md#methods; issue 5).
+// The logins and the logout behind login, awaitLogin, cancelLogin and logout (docs/contract.md#methods).
+// The method table (daemon/methods.ts) checks params and calls in here; failures are thrown as
+// LoginError or StoreError, which daemon/errors.ts maps to the contract's codes.
 //
-// A browser or device login runs in the background: `login` answers LoginStarted at once, the flow
+// A browser or device login runs in the background: `start` answers LoginStarted at once, the flow
 // ends in `succeeded | failed | cancelled | expired`, reported by awaitLogin and the loginCompleted
 // notification. One browser/device login at a time (-32003 with the running one's loginId).
 // Success = auth.json written under Codex's locks, exactly as Codex writes it, then state.reload()
@@ -23,12 +25,10 @@ import type { Logger } from '../log.js'
 import { decodeIdTokenClaims, isCodexValidIdToken } from '../codex/jwt.js'
 import type { IssuerConfig } from '../net/issuer.js'
 import { oidcConfiguration, openAiEndpoints } from '../net/issuer.js'
-import { ErrorCode, type LoginMethod, type LoginResult, type LoginStarted, type LogoutResult } from '../rpc/contract.js'
-import { RpcError, invalidParams } from '../rpc/errors.js'
-import { paramsObject } from '../rpc/methods.js'
-import type { Transport } from '../rpc/transport.js'
+import type { LoginMethod, LoginResult, LoginStarted, LogoutResult } from '../rpc/contract.js'
 import type { AuthState } from '../state/cache.js'
 import { readAuth } from '../store/authstore.js'
+import { StoreError } from '../store/errors.js'
 import type { Settings } from '../types.js'
 import { buildAuthorizeUrl, checkWorkspace } from './authorize.js'
 import { BrowserLoginServer } from './browser.js'
@@ -62,15 +62,10 @@ export interface LoginDeps {
   lockTimeoutMs?: number
 }
 
-export interface LoginService {
-  /** End running logins and free their ports (shutdown). */
-  stop(): Promise<void>
-}
-
 function storeCheck(settings: Settings): void {
   if (settings.credentialsStore !== 'file') {
-    throw new RpcError(
-      ErrorCode.StoreUnreadable,
+    throw new StoreError(
+      'unsupported',
       `cli_auth_credentials_store = "${settings.credentialsStore}" is not supported yet; codex-authd only writes auth.json (store "file")`,
     )
   }
@@ -78,59 +73,14 @@ function storeCheck(settings: Settings): void {
 
 function chatgptAllowed(settings: Settings): void {
   if (settings.forcedLoginMethod === 'api') {
-    throw new RpcError(ErrorCode.ForbiddenByPolicy, 'ChatGPT login is disabled (forced_login_method = "api"). Use API key login instead.')
+    throw new LoginError('forbidden_by_policy', 'ChatGPT login is disabled (forced_login_method = "api"). Use API key login instead.')
   }
 }
 
 function apiKeyAllowed(settings: Settings): void {
   if (settings.forcedLoginMethod === 'chatgpt') {
-    throw new RpcError(ErrorCode.ForbiddenByPolicy, 'API key login is disabled (forced_login_method = "chatgpt"). Use ChatGPT login instead.')
+    throw new LoginError('forbidden_by_policy', 'API key login is disabled (forced_login_method = "chatgpt"). Use ChatGPT login instead.')
   }
-}
-
-export interface ParsedLogin {
-  method: LoginMethod
-  apiKey: string | null
-}
-
-/** login params: method required; apiKey only (and required) for "apikey", trimmed, non-empty. */
-export function parseLoginParams(params: unknown): ParsedLogin {
-  const p = paramsObject(params)
-  const method = p.method
-  if (method !== 'browser' && method !== 'device' && method !== 'apikey') {
-    throw invalidParams('method', 'method must be "browser", "device" or "apikey"')
-  }
-  if (method !== 'apikey') {
-    if (p.apiKey !== undefined) throw invalidParams('apiKey', 'apiKey is only accepted with method "apikey"')
-    return { method, apiKey: null }
-  }
-  const key = typeof p.apiKey === 'string' ? p.apiKey.trim() : ''
-  // Never quote the value: it is (or may be) a secret.
-  if (key === '') throw invalidParams('apiKey', 'apiKey must be a non-empty string')
-  return { method, apiKey: key }
-}
-
-export function parseAwaitParams(params: unknown): { loginId: string; timeoutMs: number | null } {
-  const p = paramsObject(params)
-  if (typeof p.loginId !== 'string' || p.loginId === '') throw invalidParams('loginId', 'loginId must be a non-empty string')
-  const t = p.timeoutSeconds
-  if (t === undefined) return { loginId: p.loginId, timeoutMs: null }
-  if (typeof t !== 'number' || !Number.isFinite(t) || t < 0 || t > 86_400) {
-    throw invalidParams('timeoutSeconds', 'timeoutSeconds must be a number from 0 to 86400')
-  }
-  return { loginId: p.loginId, timeoutMs: Math.round(t * 1000) }
-}
-
-export function parseCancelParams(params: unknown): { loginId: string } {
-  const p = paramsObject(params)
-  if (typeof p.loginId !== 'string' || p.loginId === '') throw invalidParams('loginId', 'loginId must be a non-empty string')
-  return { loginId: p.loginId }
-}
-
-export function parseLogoutParams(params: unknown): { revoke: boolean } {
-  const p = paramsObject(params)
-  if (p.revoke !== undefined && typeof p.revoke !== 'boolean') throw invalidParams('revoke', 'revoke must be a boolean')
-  return { revoke: p.revoke ?? true }
 }
 
 interface Running {
@@ -141,7 +91,7 @@ interface Running {
   flow: Promise<void>
 }
 
-export class LoginManager implements LoginService {
+export class LoginManager {
   private readonly sessions = new Map<string, LoginSession>()
   private readonly running = new Map<string, Running>()
   /** the browser/device login in progress (also while it is being set up) */
@@ -150,23 +100,19 @@ export class LoginManager implements LoginService {
 
   constructor(private readonly deps: LoginDeps) {}
 
-  register(transport: Transport): void {
-    transport.addMethod('login', (params) => this.login(params))
-    transport.addMethod('awaitLogin', (params) => {
-      const { loginId, timeoutMs } = parseAwaitParams(params)
-      const s = this.sessions.get(loginId)
-      if (!s) throw invalidParams('loginId', 'no login with this loginId')
-      return s.wait(timeoutMs)
-    })
-    transport.addMethod('cancelLogin', (params) => {
-      const { loginId } = parseCancelParams(params)
-      const s = this.sessions.get(loginId)
-      if (!s || !s.cancellable) return { cancelled: false }
-      return { cancelled: s.end('cancelled', { reason: 'cancelled', message: 'Login cancelled' }) }
-    })
-    transport.addMethod('logout', (params) => this.logout(params))
+  /** awaitLogin: the result once the login ends, or `pending` after timeoutMs; null for an unknown loginId. */
+  wait(loginId: string, timeoutMs: number | null): Promise<LoginResult> | null {
+    return this.sessions.get(loginId)?.wait(timeoutMs) ?? null
   }
 
+  /** cancelLogin: true when this call ended the login. */
+  cancel(loginId: string): boolean {
+    const s = this.sessions.get(loginId)
+    if (!s || !s.cancellable) return false
+    return s.end('cancelled', { reason: 'cancelled', message: 'Login cancelled' })
+  }
+
+  /** End running logins and free their ports (shutdown). */
   async stop(): Promise<void> {
     this.stopped = true
     for (const r of this.running.values()) {
@@ -194,9 +140,9 @@ export class LoginManager implements LoginService {
     }
   }
 
-  private async login(params: unknown): Promise<LoginStarted> {
-    const { method, apiKey } = parseLoginParams(params)
-    if (this.stopped) throw new RpcError(ErrorCode.LoginFailed, 'codex-authd is stopping')
+  /** login: an API-key login completes here; a browser or device login is started (apiKey null). */
+  async start(method: LoginMethod, apiKey: string | null): Promise<LoginStarted> {
+    if (this.stopped) throw new LoginError('login_failed', 'codex-authd is stopping')
     const settings = this.settings
     storeCheck(settings)
     if (method === 'apikey') {
@@ -205,7 +151,7 @@ export class LoginManager implements LoginService {
     }
     chatgptAllowed(settings)
     if (this.active) {
-      throw new RpcError(ErrorCode.LoginInProgress, 'A browser or device login is already in progress', { loginId: this.active.id })
+      throw new LoginError('login_in_progress', 'A browser or device login is already in progress', { loginId: this.active.id })
     }
     const session = new LoginSession(method)
     this.active = session
@@ -214,8 +160,7 @@ export class LoginManager implements LoginService {
     } catch (e) {
       this.active = null
       session.end('failed', { reason: 'login_failed', message: e instanceof Error ? e.message : 'login failed' })
-      if (e instanceof RpcError) throw e
-      if (e instanceof LoginError || e instanceof PortsBusyError) throw new RpcError(ErrorCode.LoginFailed, e.message)
+      if (e instanceof PortsBusyError) throw new LoginError('login_failed', e.message)
       throw e
     }
   }
@@ -363,12 +308,7 @@ export class LoginManager implements LoginService {
   // ---------------------------------------------------------------- API key
 
   private async apiKeyLogin(apiKey: string): Promise<LoginStarted> {
-    try {
-      await persistApiKeyLogin(this.deps.home, apiKey, this.deps.lockTimeoutMs)
-    } catch (e) {
-      if (e instanceof LoginError) throw new RpcError(ErrorCode.LoginFailed, e.message)
-      throw e
-    }
+    await persistApiKeyLogin(this.deps.home, apiKey, this.deps.lockTimeoutMs)
     await this.deps.state.reload()
     const session = new LoginSession('apikey')
     this.remember(session)
@@ -379,8 +319,7 @@ export class LoginManager implements LoginService {
 
   // ---------------------------------------------------------------- logout
 
-  private async logout(params: unknown): Promise<LogoutResult> {
-    const { revoke } = parseLogoutParams(params)
+  async logout(revoke: boolean): Promise<LogoutResult> {
     storeCheck(this.settings)
     // As Codex: read without a lock, revoke, then delete under the locks without comparing.
     const before = await readAuth(this.deps.home)
@@ -389,15 +328,9 @@ export class LoginManager implements LoginService {
       revoked = await revokeTokens(this.deps.issuer, this.deps.env, before.auth.tokens)
     }
     const removed = await removeAuthFile(this.deps.home, this.deps.lockTimeoutMs)
-    if (!removed.ok) throw new RpcError(ErrorCode.LoginFailed, LOCK_TIMEOUT_MESSAGE, { lock: removed.lock })
+    if (!removed.ok) throw new LoginError('store_failed', LOCK_TIMEOUT_MESSAGE, { lock: removed.lock })
     await this.deps.state.reload()
     this.deps.log.info({ wasLoggedIn: removed.existed, revoked }, 'logged out')
     return { wasLoggedIn: removed.existed, revoked }
   }
-}
-
-export function registerLoginMethods(transport: Transport, deps: LoginDeps): LoginService {
-  const m = new LoginManager(deps)
-  m.register(transport)
-  return m
 }

@@ -1,0 +1,85 @@
+// Params of the methods (docs/contract.md), checked strictly before any method runs: every wrong type
+// answers -32602 naming the field in `data.field`. Values a param may hold (an API key) are never
+// quoted back.
+import { GET_AUTH_DEFAULT_MIN_VALIDITY, GET_AUTH_MAX_MIN_VALIDITY, type HelloParams, type LoginMethod } from '../rpc/contract.js'
+import { invalidParams } from '../rpc/errors.js'
+
+/** Params must be an object or absent; positional arrays are not part of the contract. */
+export function paramsObject(params: unknown): Record<string, unknown> {
+  if (params === undefined || params === null) return {}
+  if (typeof params !== 'object' || Array.isArray(params)) throw invalidParams('params', 'params must be an object')
+  return params as Record<string, unknown>
+}
+
+export function parseGetAuthParams(params: unknown): { minValiditySeconds: number } {
+  const p = paramsObject(params)
+  const v = p.minValiditySeconds
+  if (v === undefined) return { minValiditySeconds: GET_AUTH_DEFAULT_MIN_VALIDITY }
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > GET_AUTH_MAX_MIN_VALIDITY) {
+    throw invalidParams('minValiditySeconds', `minValiditySeconds must be a number from 0 to ${GET_AUTH_MAX_MIN_VALIDITY}`)
+  }
+  return { minValiditySeconds: v }
+}
+
+export interface ParsedLogin {
+  method: LoginMethod
+  apiKey: string | null
+}
+
+/** login params: method required; apiKey only (and required) for "apikey", trimmed, non-empty. */
+export function parseLoginParams(params: unknown): ParsedLogin {
+  const p = paramsObject(params)
+  const method = p.method
+  if (method !== 'browser' && method !== 'device' && method !== 'apikey') {
+    throw invalidParams('method', 'method must be "browser", "device" or "apikey"')
+  }
+  if (method !== 'apikey') {
+    if (p.apiKey !== undefined) throw invalidParams('apiKey', 'apiKey is only accepted with method "apikey"')
+    return { method, apiKey: null }
+  }
+  const key = typeof p.apiKey === 'string' ? p.apiKey.trim() : ''
+  // Never quote the value: it is (or may be) a secret.
+  if (key === '') throw invalidParams('apiKey', 'apiKey must be a non-empty string')
+  return { method, apiKey: key }
+}
+
+export function parseAwaitParams(params: unknown): { loginId: string; timeoutMs: number | null } {
+  const p = paramsObject(params)
+  if (typeof p.loginId !== 'string' || p.loginId === '') throw invalidParams('loginId', 'loginId must be a non-empty string')
+  const t = p.timeoutSeconds
+  if (t === undefined) return { loginId: p.loginId, timeoutMs: null }
+  if (typeof t !== 'number' || !Number.isFinite(t) || t < 0 || t > 86_400) {
+    throw invalidParams('timeoutSeconds', 'timeoutSeconds must be a number from 0 to 86400')
+  }
+  return { loginId: p.loginId, timeoutMs: Math.round(t * 1000) }
+}
+
+export function parseCancelParams(params: unknown): { loginId: string } {
+  const p = paramsObject(params)
+  if (typeof p.loginId !== 'string' || p.loginId === '') throw invalidParams('loginId', 'loginId must be a non-empty string')
+  return { loginId: p.loginId }
+}
+
+export function parseLogoutParams(params: unknown): { revoke: boolean } {
+  const p = paramsObject(params)
+  if (p.revoke !== undefined && typeof p.revoke !== 'boolean') throw invalidParams('revoke', 'revoke must be a boolean')
+  return { revoke: p.revoke ?? true }
+}
+
+/** A name or version a client gives: printable, at most this long (it goes into the log). */
+const MAX_CLIENT_FIELD = 100
+
+export function parseHelloParams(params: unknown): HelloParams {
+  const p = paramsObject(params)
+  const c = p.client
+  if (typeof c !== 'object' || c === null || Array.isArray(c)) throw invalidParams('client', 'client must be an object {name, version}')
+  const { name, version } = c as Record<string, unknown>
+  const field = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && v.length <= MAX_CLIENT_FIELD && /^[\x20-\x7e]+$/.test(v)
+  if (!field(name)) throw invalidParams('client.name', `client.name must be printable text of 1 to ${MAX_CLIENT_FIELD} characters`)
+  if (!field(version)) throw invalidParams('client.version', `client.version must be printable text of 1 to ${MAX_CLIENT_FIELD} characters`)
+  const protocol = p.protocol
+  if (typeof protocol !== 'number' || !Number.isSafeInteger(protocol) || protocol < 1) {
+    throw invalidParams('protocol', 'protocol must be a positive integer')
+  }
+  return { client: { name, version }, protocol }
+}

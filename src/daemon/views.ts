@@ -1,0 +1,97 @@
+// What the methods answer, built from the state's snapshot: the AuthGrant served now (or why
+// nothing is served) and the Status (docs/contract.md). Holds no secret beyond the grant's token.
+import type { AuthGrant, Status } from '../rpc/contract.js'
+import type { RefreshStatus } from '../refresh/refresher.js'
+import type { Snapshot } from '../state/cache.js'
+import { StoreError } from '../store/errors.js'
+import type { Problem } from '../types.js'
+
+export interface DaemonInfo {
+  version: string
+  pid: number
+  startedAt: string
+  socket: string
+  activated: boolean
+}
+
+/** Nothing can be served: nobody is logged in (in a way we serve), or policy forbids what is there. */
+export class NotServedError extends Error {
+  readonly reason: 'not_logged_in' | 'forbidden_by_policy'
+  constructor(reason: 'not_logged_in' | 'forbidden_by_policy', message: string) {
+    super(message)
+    this.name = 'NotServedError'
+    this.reason = reason
+  }
+}
+
+/** auth.json cannot be parsed: where, as the state found it. */
+export function unreadableError(p: Problem): StoreError {
+  return new StoreError('unreadable', p.message, { file: p.file, line: p.line, column: p.column })
+}
+
+function isoFromSeconds(s: number | null): string | null {
+  return s === null ? null : new Date(s * 1000).toISOString()
+}
+
+/** The grant for what the snapshot serves now, or the error that explains why nothing is served. */
+export function grantFrom(snap: Snapshot): AuthGrant {
+  const r = snap.resolved
+  switch (r.kind) {
+    case 'apikey':
+      return { mode: 'apikey', token: r.apiKey, accountId: null, expiresAt: null, email: null, planType: null }
+    case 'chatgpt':
+      return {
+        mode: 'chatgpt',
+        token: r.tokens.accessToken,
+        accountId: r.tokens.accountId ?? r.idClaims.accountId,
+        expiresAt: isoFromSeconds(r.accessClaims.exp),
+        email: r.idClaims.email,
+        planType: r.idClaims.planType,
+      }
+    case 'forbidden':
+      throw new NotServedError('forbidden_by_policy', r.message)
+    case 'unsupported':
+      throw new NotServedError('not_logged_in', `auth.json uses auth_mode "${r.mode}", which codex-authd does not serve`)
+    case 'none': {
+      const unreadable = snap.problems.find((p) => p.code === 'auth_unreadable')
+      if (unreadable) throw unreadableError(unreadable)
+      // keyring/ephemeral: nothing in auth.json, and the configured store is one we cannot read.
+      const store = snap.settings.credentialsStore
+      if (store === 'keyring' || store === 'ephemeral') {
+        throw new StoreError('unsupported', `the configured credential store "${store}" is not supported yet`)
+      }
+      throw new NotServedError('not_logged_in', 'Not logged in')
+    }
+  }
+}
+
+export function buildStatus(snap: Snapshot, daemon: DaemonInfo, refresh: RefreshStatus, codexHome: string): Status {
+  const r = snap.resolved
+  const loggedIn = r.kind === 'apikey' || r.kind === 'chatgpt'
+  return {
+    loggedIn,
+    mode: r.kind === 'apikey' ? 'apikey' : r.kind === 'chatgpt' ? 'chatgpt' : null,
+    source: r.kind === 'apikey' || r.kind === 'chatgpt' ? r.source : null,
+    account:
+      r.kind === 'chatgpt'
+        ? { email: r.idClaims.email, planType: r.idClaims.planType, accountId: r.tokens.accountId ?? r.idClaims.accountId }
+        : null,
+    tokens:
+      r.kind === 'chatgpt'
+        ? {
+            expiresAt: isoFromSeconds(r.accessClaims.exp),
+            lastRefresh: snap.served?.lastRefresh ?? null,
+            nextRefreshAt: refresh.nextRefreshAt,
+          }
+        : null,
+    refresh: { state: refresh.state, lastError: refresh.lastError, nextAttemptAt: refresh.nextAttemptAt },
+    settings: {
+      codexHome,
+      preferredAuthMethod: snap.settings.preferredAuthMethod,
+      forcedLoginMethod: snap.settings.forcedLoginMethod,
+      credentialsStore: snap.settings.credentialsStore,
+    },
+    problems: snap.problems.map((p) => ({ code: p.code, message: p.message, file: p.file, line: p.line, column: p.column })),
+    daemon: { ...daemon },
+  }
+}
