@@ -569,7 +569,11 @@ export async function startProvider(opts: ProviderOptions = {}): Promise<TestPro
   // keep the provider from printing to the console on server errors
   oidc.on('server_error', () => {})
 
-  const agent = new http.Agent({ keepAlive: true })
+  // No keep-alive for the relay's forwards to the provider on this same server: a reused socket
+  // that the server is closing for idleness (its keep-alive timeout) at that moment fails the
+  // forward with ECONNRESET, which the relay answers 502. Loaded machines hit that window (seen:
+  // Codex's revoke answered 502 in codex-interop); a fresh loopback connection costs nothing here.
+  const agent = new http.Agent({ keepAlive: false })
   const calls: TokenCall[] = []
   const failures: Record<Endpoint, FailAnswer[]> = { token: [], revoke: [] }
   let tokenDelayMs = opts.tokenDelayMs ?? 0
