@@ -16,8 +16,6 @@ import type { RawConnection } from './support/rpc.js'
 import { decodeJwtPayload, mintTokens, startProvider, type TestProvider } from './support/provider.js'
 import { authFileFor, CODEX_UA, codexDaemon, codexHome, requireCodex, DAEMON_UA, endedByItself, startCodexWorld, writeAuthJson, type CodexWorld } from './support/codex.js'
 
-t.setTimeout(180_000)
-
 await requireCodex()
 
 let provider: TestProvider

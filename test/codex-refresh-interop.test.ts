@@ -31,8 +31,6 @@ import {
   type CodexWorld,
 } from './support/codex.js'
 
-t.setTimeout(180_000)
-
 await requireCodex()
 
 /** Refreshed access tokens live an hour: a short one would make Codex loop (docs/testing.md#the-test-issuer). */

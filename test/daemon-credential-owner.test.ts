@@ -8,8 +8,6 @@ import path from 'node:path'
 import { makeHome, startDaemon, stopAtTeardown, tempDir } from './support/daemon.js'
 import { rawConnect } from './support/rpc.js'
 
-t.setTimeout(90_000)
-
 /** true when util-linux flock(1) cannot take the lock right now (someone holds it). */
 function lockHeld(file: string): boolean {
   return spawnSync('flock', ['-n', file, 'true']).status !== 0

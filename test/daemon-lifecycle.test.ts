@@ -21,8 +21,6 @@ import {
 import { rawConnect, type RawConnection } from './support/rpc.js'
 import { fakeJwt } from './support/tokens.js'
 
-t.setTimeout(120_000)
-
 const AUTH_CLAIM = 'https://api.openai.com/auth'
 const VERSION = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version
 

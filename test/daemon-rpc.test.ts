@@ -8,8 +8,6 @@ import { connect, makeHome, startDaemon, stopAtTeardown, tempDir, type RunningDa
 import type { RawConnection } from './support/rpc.js'
 import { fakeJwt } from './support/tokens.js'
 
-t.setTimeout(120_000)
-
 const AUTH_CLAIM = 'https://api.openai.com/auth'
 
 interface FakeAuth {

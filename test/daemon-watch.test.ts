@@ -9,8 +9,6 @@ import type { RawConnection } from './support/rpc.js'
 import { renameInto, writeInPlace } from './support/auth-files.mjs'
 import { chatgptAuth } from './support/tokens.js'
 
-t.setTimeout(120_000)
-
 async function daemon(t: Test, home: string): Promise<RunningDaemon> {
   return stopAtTeardown(t, await startDaemon({ home }))
 }

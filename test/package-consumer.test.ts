@@ -15,8 +15,6 @@ import ts from 'typescript'
 const run = promisify(execFile)
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 
-t.setTimeout(120_000)
-
 const work = await fs.mkdtemp(path.join(os.tmpdir(), 'codex-authd-consumer-'))
 t.teardown(() => fs.rm(work, { recursive: true, force: true }))
 

@@ -10,7 +10,6 @@ import { DAEMON_BIN, ROOT } from './support/daemon.js'
 import { onLines } from './support/lines.js'
 import { asUser, ensureTestUser, publicTempDir, type TestUser } from './support/reliability.js'
 
-t.setTimeout(240_000)
 t.comment(`node ${process.version}`)
 
 const user = ensureTestUser()

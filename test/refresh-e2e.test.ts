@@ -31,8 +31,6 @@ import {
 } from './support/refresh.js'
 import { rawConnect } from './support/rpc.js'
 
-t.setTimeout(300_000)
-
 // ---------------------------------------------------------------- the storm
 
 t.test('refresh storm: 1000 concurrent getAuth on a due token -> one refresh, one new token for all', async (t) => {

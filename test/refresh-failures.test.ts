@@ -15,8 +15,6 @@ import { holdWithFlock } from './support/flock.js'
 import { codexRefresh, decodeJwtPayload, FAILURES, mintTokens, type FailAnswer, type ProviderOptions, type TestProvider, type TokenSet } from './support/provider.js'
 import { authFileFor, daemon, fileTokens, loggedIn, provider, refreshAnswers, refreshCalls, rotatedInFile, shape, status, until, writeAuthFile } from './support/refresh.js'
 
-t.setTimeout(300_000)
-
 /** The first backoff while a test looks inside it: 30 s ±20%, far longer than any step below takes. */
 const LONG_BACKOFF = { CODEX_AUTHD_BACKOFF_SCALE: '30' }
 const LONG_FIRST_MS = 30_000

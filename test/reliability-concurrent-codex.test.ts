@@ -26,7 +26,6 @@ import { freePorts, mulberry32, pollUntil, reliabilityComment, Wire } from './su
 import { registerSecret } from './support/secrets.js'
 
 // 60 real Codex and CLI runs: 85 s at load ~15, 159 s at load ~20 (the 180 s it had was too tight).
-t.setTimeout(300_000)
 
 const ITERATIONS = Number(process.env.CONCURRENT_ITERATIONS ?? 20)
 const SEED = Number(process.env.CONCURRENT_SEED ?? Math.floor(Math.random() * 2 ** 31))

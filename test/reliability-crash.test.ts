@@ -22,8 +22,6 @@ import { mintTokens, startProvider, type EndpointAnswer } from './support/provid
 import { mulberry32, pollUntil, reliabilityComment, Wire } from './support/reliability.js'
 import { registerSecret } from './support/secrets.js'
 
-t.setTimeout(240_000)
-
 // The second half runs the real Codex CLI: as in the other Codex tests, a machine where it cannot
 // run fails this file instead of skipping that half.
 await requireCodex()

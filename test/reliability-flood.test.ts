@@ -9,8 +9,6 @@ import { startDaemon, stopAtTeardown, type RunningDaemon } from './support/daemo
 import { onLines } from './support/lines.js'
 import { Wire, fdCount, memoryOf, pollUntil, reliabilityComment, waitIdle } from './support/reliability.js'
 
-t.setTimeout(120_000)
-
 const API_KEY = `sk-fake-flood-${randomBytes(12).toString('hex')}`
 const MAX_LINE = 1024 * 1024
 const MAX_BUFFERED = 64 * 1024 * 1024

@@ -17,8 +17,6 @@ import { startDaemon, stopAtTeardown } from './support/daemon.js'
 import { startProvider } from './support/provider.js'
 import { Wire, freePorts, memoryOf, mulberry32, reliabilityComment } from './support/reliability.js'
 
-t.setTimeout(90_000)
-
 const DEFAULT_SEED = 0x7e1ab1e
 const seedEnv = process.env.FUZZ_SEED
 const SEED = seedEnv !== undefined && seedEnv !== '' ? Number(seedEnv) >>> 0 : DEFAULT_SEED

@@ -23,8 +23,6 @@ import {
   type TestUser,
 } from './support/reliability.js'
 
-t.setTimeout(180_000)
-
 const AUTH_KEY = `sk-fake-hostile-${randomBytes(10).toString('hex')}`
 const GOOD_AUTH = JSON.stringify({ OPENAI_API_KEY: AUTH_KEY, tokens: null, last_refresh: null }, null, 2)
 const t0 = Date.now()
@@ -359,7 +357,6 @@ async function check(t: Test, c: Case, d: Daemonish, home: string, watched: stri
   t.same(strayFiles(home), [], 'no temp or park files left')
   t.notOk([...d.logs, ...d.stderr].join('\n').includes(AUTH_KEY), 'the key never appears in the output')
 }
-
 
 /** Every case counts toward the figures; a failed one is named in them. */
 function countCase(t: Test): void {

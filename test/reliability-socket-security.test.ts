@@ -10,8 +10,6 @@ import path from 'node:path'
 import { DAEMON_BIN, makeHome, startDaemon, stopAtTeardown, tempDir } from './support/daemon.js'
 import { Wire, ensureTestUser, launchDaemon, publicTempDir, reliabilityComment, runNodeAs, stageBundle, type Ran, type TestUser } from './support/reliability.js'
 
-t.setTimeout(120_000)
-
 const API_KEY = `sk-fake-sock-${randomBytes(12).toString('hex')}`
 const KEY_SHA = createHash('sha256').update(API_KEY).digest('hex')
 const t0 = Date.now()

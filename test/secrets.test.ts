@@ -15,8 +15,6 @@ import { pollUntil, reliabilityComment } from './support/reliability.js'
 import { SecretLeakError, findSecrets, leaks, registerSecret, registeredLabels, secretCount } from './support/secrets.js'
 import { writeAuthJson, authFileFor } from './support/codex.js'
 
-t.setTimeout(90_000)
-
 t.test('the registry answers labels, never values', async (t) => {
   const value = `sk-test-${'q'.repeat(20)}-registry`
   registerSecret(value, 'test API key (registry)')

@@ -23,8 +23,6 @@ import { DEFAULT_ACCOUNT, startProvider } from './support/provider.js'
 import { chatgptAuth } from './support/tokens.js'
 import { execArgv, unitSetting } from './support/units.js'
 
-t.setTimeout(120_000)
-
 /** The absolute path of a program on PATH, or a failed test naming the Debian package. */
 function which(t: Test, program: string, pkg: string): string | null {
   const r = spawnSync('sh', ['-c', `command -v ${program}`], { encoding: 'utf8' })

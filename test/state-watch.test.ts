@@ -12,8 +12,6 @@ import { AuthState } from '../src/state/cache.js'
 import { renameInto, writeInPlace } from './support/auth-files.mjs'
 import { chatgptAuth } from './support/tokens.js'
 
-t.setTimeout(120_000)
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 async function until(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
