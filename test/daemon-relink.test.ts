@@ -12,6 +12,8 @@ import { renameInto } from './support/auth-files.mjs'
 import { connect, runCli, startDaemon, stopAtTeardown, subscribe, tempDir, type RunningDaemon } from './support/daemon.js'
 import type { RawConnection } from './support/rpc.js'
 import { chatgptAuth } from './support/tokens.js'
+import { authFileFor, daemonArgs, fileTokens, provider, rotatedInFile, writeAuthFile } from './support/refresh.js'
+import { mintTokens } from './support/provider.js'
 
 t.setTimeout(180_000)
 
@@ -260,6 +262,41 @@ t.test('CODEX_HOME=<link> clients find the socket before and after a relink', as
   // The target by its own name is another home, with its own socket: no daemon there.
   const byTarget = await runCli(['status'], { env: { ...env, CODEX_HOME: b.dir } })
   t.equal(byTarget.code, 2, 'CODEX_HOME=<target> names another socket')
+})
+
+t.test('a refresh of the old target in flight during the relink commits into the old target only', async (t) => {
+  const w = await provider(t, { tokenDelayMs: 1500 })
+  const minted = await mintTokens(w.provider)
+  const { a, b, link } = profiles()
+  writeAuthFile(a.dir, authFileFor(minted))
+  const bBefore = fs.readFileSync(path.join(b.dir, 'auth.json'))
+  const d = await daemonOn(t, link, { args: daemonArgs(w.provider) })
+  const c = await connect(t, d)
+  const poll = await connect(t, d)
+  t.ok((await token(c)) === minted.accessToken, "serves A's minted token")
+
+  const refreshing = c.call('refresh') // A's refresh: held 1.5 s at the token endpoint
+  await until('the refresh reached the token endpoint', () => w.provider.countCalls({ endpoint: 'token', grantType: 'refresh_token' }) === 1)
+  relink(link, b.dir)
+  await until('B served', async () => (await token(poll)) === b.access)
+
+  // Until A's rotation has landed, and after: only B's token.
+  const served = new Set<string | null>()
+  let done = false
+  const polling = (async () => {
+    while (!done) served.add(await token(poll))
+  })()
+  const answer = await refreshing
+  const rotated = await rotatedInFile("A's rotated tokens in A's file", a.dir, minted.refreshToken)
+  done = true
+  await polling
+  t.ok(answer.result?.token === b.access, 'the refresh call, answered after the relink, gets the new profile')
+  t.ok(rotated.accessToken !== minted.accessToken, "A's file holds A's rotated tokens: nothing was lost")
+  t.ok(fs.readFileSync(path.join(b.dir, 'auth.json')).equals(bBefore), "B's file untouched")
+  t.strictSame([...served].map((x) => (x === b.access ? 'B' : 'other')), ['B'], 'only B served meanwhile')
+  t.ok((await fileTokens(b.dir)).refreshToken !== rotated.refreshToken)
+  await until("A's locks released after its commit", () => !lockHeld(path.join(a.dir, 'authd.lock')))
+  t.equal(w.provider.countCalls({ endpoint: 'token', grantType: 'refresh_token' }), 1, 'one spend')
 })
 
 t.test('no runtime directory: the socket inside the home moves with the relink', async (t) => {
