@@ -265,7 +265,7 @@ t.test('CODEX_HOME=<link> clients find the socket before and after a relink', as
 })
 
 t.test('a refresh of the old target in flight during the relink commits into the old target only', async (t) => {
-  const w = await provider(t, { tokenDelayMs: 1500 })
+  const w = await provider(t, { tokenDelayMs: 2500 })
   const minted = await mintTokens(w.provider)
   const { a, b, link } = profiles()
   writeAuthFile(a.dir, authFileFor(minted))
@@ -275,10 +275,12 @@ t.test('a refresh of the old target in flight during the relink commits into the
   const poll = await connect(t, d)
   t.ok((await token(c)) === minted.accessToken, "serves A's minted token")
 
-  const refreshing = c.call('refresh') // A's refresh: held 1.5 s at the token endpoint
+  const refreshing = c.call('refresh') // A's refresh: held 2.5 s at the token endpoint
   await until('the refresh reached the token endpoint', () => w.provider.countCalls({ endpoint: 'token', grantType: 'refresh_token' }) === 1)
   relink(link, b.dir)
   await until('B served', async () => (await token(poll)) === b.access)
+  const inFlight = w.provider.calls.filter((x) => x.grantType === 'refresh_token' && !x.done).length
+  t.equal(inFlight, 1, "B is served while A's refresh is still in flight: a valid token does not wait for it")
 
   // Until A's rotation has landed, and after: only B's token.
   const served = new Set<string | null>()

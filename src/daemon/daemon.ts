@@ -14,6 +14,7 @@ import { Transport, type TransportLimits } from '../rpc/transport.js'
 import { HomeLinkWatcher } from '../state/homelink.js'
 import { OwnedElsewhereError } from '../store/ownership.js'
 import type { Status } from '../rpc/contract.js'
+import type { Snapshot } from '../state/cache.js'
 import type { Problem } from '../types.js'
 import { toRpcError } from './errors.js'
 import { methodTable, type MethodDeps } from './methods.js'
@@ -171,6 +172,8 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
     throw e
   }
   served = first
+  /** Callers waiting on the home served now, woken when a relink replaces it. */
+  const replacedWaiters = new Set<() => void>()
   // Whatever is served at the end (follow() replaces it), after any relink still under way.
   let following: Promise<void> = Promise.resolve()
   let stopping = false
@@ -224,6 +227,7 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
         return
       }
       served = next
+      for (const wake of [...replacedWaiters]) wake()
       log.warn({ home: given, from: old.target, to: next.target, why }, 'CODEX_HOME was relinked')
       announce()
       if (socketInHome && listening && next instanceof ServedHome) await moveSocket()
@@ -257,24 +261,48 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
   // Armed only when the home's path goes through a symlink; it also catches a relink made while we started.
   await follow('start')
 
-  // Forwarders: every call goes to the home served when it runs. A getAuth whose wait on the old
-  // home's refresh ended after a relink answers from the new home instead of with the old one's error.
+  /**
+   * `work` on the home served now; settles 'replaced' as soon as a relink replaces that home, so
+   * that a caller waiting on the old home's refresh (up to its HTTP timeout) is answered from the
+   * new home at once. The abandoned work goes on in the old home, which commits it there.
+   */
+  const onServedHome = async (work: (home: HomeView) => Promise<void>): Promise<'done' | 'replaced'> => {
+    const home = served
+    let wake!: () => void
+    const replaced = new Promise<'replaced'>((resolve) => (wake = () => resolve('replaced')))
+    replacedWaiters.add(wake)
+    try {
+      const r = await Promise.race([work(home).then(() => ({ ok: true as const }), (error: unknown) => ({ ok: false as const, error })), replaced])
+      if (r === 'replaced' || served !== home) return 'replaced'
+      if (!r.ok) throw r.error
+      return 'done'
+    } finally {
+      replacedWaiters.delete(wake)
+    }
+  }
   const refresher: MethodDeps['refresher'] = {
+    // getAuth: for the home served when it answers (a relink meanwhile: ask the new home).
     ensureFresh: async (min) => {
-      const home = served
-      await home.ready
-      try {
+      const fresh = async (home: HomeView): Promise<void> => {
+        // Until the old home's refresh has landed, the new one may not refresh: a token valid
+        // long enough is served at once, anything else waits (docs/architecture.md#a-relinked-home).
+        if (!home.refresherStarted) {
+          if (validFor(home.snapshot(), min)) return
+          await home.ready
+        }
         await home.refresher.ensureFresh(min)
-      } catch (e) {
-        if (served === home) throw e
-        await served.ready
-        await served.refresher.ensureFresh(min)
       }
+      let outcome: 'done' | 'replaced'
+      do outcome = await onServedHome(fresh)
+      while (outcome === 'replaced')
     },
+    // `refresh` asked for the tokens of the home served then; relinked meanwhile, it answers with
+    // the new home's grant rather than spend the new home's token unasked.
     forceRefresh: async () => {
-      const home = served
-      await home.ready
-      await home.refresher.forceRefresh()
+      await onServedHome(async (home) => {
+        await home.ready
+        await home.refresher.forceRefresh()
+      })
     },
     status: () => served.refresher.status(),
   }
@@ -354,6 +382,12 @@ function removeSocketFile(p: string | null): void {
   } catch {
     // already gone
   }
+}
+
+/** The served ChatGPT access token is valid for at least `minSeconds` more. */
+function validFor(snap: Snapshot, minSeconds: number): boolean {
+  const r = snap.resolved
+  return r.kind === 'chatgpt' && r.accessClaims.exp !== null && r.accessClaims.exp * 1000 - Date.now() >= minSeconds * 1000
 }
 
 function homeProblem(code: 'home_invalid' | 'home_owned', file: string, message: string): Problem {

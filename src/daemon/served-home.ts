@@ -57,6 +57,8 @@ export interface HomeView {
   snapshot(): Snapshot
   /** Resolves once the refresher runs: a refresh must not start before the previous home's has stopped. */
   readonly ready: Promise<void>
+  /** `ready` has resolved. */
+  readonly refresherStarted: boolean
   readonly refresher: { ensureFresh(min: number): Promise<void>; forceRefresh(): Promise<void>; status(): RefreshStatus }
   readonly logins: Pick<LoginManager, 'start' | 'wait' | 'cancel' | 'logout'>
   reload(): Promise<void>
@@ -67,6 +69,7 @@ export interface HomeView {
 export class ServedHome implements HomeView {
   readonly serving = true
   readonly ready: Promise<void>
+  refresherStarted = false
   private markReady!: () => void
   private closed = false
 
@@ -80,7 +83,12 @@ export class ServedHome implements HomeView {
     readonly logins: LoginManager,
     private readonly deps: HomeDeps,
   ) {
-    this.ready = new Promise<void>((resolve) => (this.markReady = resolve))
+    this.ready = new Promise<void>((resolve) => {
+      this.markReady = () => {
+        this.refresherStarted = true
+        resolve()
+      }
+    })
   }
 
   /**
@@ -208,6 +216,7 @@ async function takeOwnCredential(home: string, handover: LockHandle | null): Pro
 export class UnservedHome implements HomeView {
   readonly serving = false
   readonly ready = Promise.resolve()
+  readonly refresherStarted = true
   private readonly snap: Snapshot
   readonly refresher = {
     ensureFresh: async (): Promise<void> => {},
