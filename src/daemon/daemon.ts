@@ -1,4 +1,5 @@
-// Composition root: wires home, state, refresher, logins, the method table and the transport;
+// Composition root: wires the served home (state, refresher, logins and locks: served-home.ts),
+// the method table and the transport; follows a relinked CODEX_HOME (docs/architecture.md#a-relinked-home);
 // owns start-up order and shutdown (docs/architecture.md#start-up-and-shutdown). Start-up order: lock the home, load and
 // resolve, then listen; what was started is closed in reverse, by stop() and by a failed start.
 import fs from 'node:fs'
