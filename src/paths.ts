@@ -15,9 +15,9 @@ export interface SocketPathInput {
   /** `--socket PATH`; null, undefined or '' means not given. */
   flag?: string | null
   env: NodeJS.ProcessEnv
-  /** The canonical CODEX_HOME (see canonicalCodexHome). */
+  /** CODEX_HOME as given, absolute and normalized, symlinks kept (see givenCodexHome). */
   codexHome: string
-  /** The canonical `~/.codex`, or the plain path when it does not exist. */
+  /** `~/.codex` the same way (defaultCodexHomeFor, absolute). */
   defaultCodexHome: string
   uid: number
   /** Whether `/run/user/<uid>` exists, is owned by `uid` and has no group/other bits. */
@@ -32,7 +32,11 @@ export interface SocketPathResult {
 /** Directory under the runtime directory that holds the sockets. */
 export const RUNTIME_SUBDIR = 'codex-authd'
 
-/** `<id>` of `<runtime>/codex-authd/<id>.sock`: `default`, or 16 hex of SHA-256 of the home. */
+/**
+ * `<id>` of `<runtime>/codex-authd/<id>.sock`: `default`, or 16 hex of SHA-256 of the home. Both
+ * paths are as given (givenCodexHome), never symlink-resolved: a symlinked CODEX_HOME relinked to
+ * another profile keeps its socket, so clients and the daemon agree across the relink.
+ */
 export function socketIdFor(codexHome: string, defaultCodexHome: string): string {
   if (codexHome === defaultCodexHome) return 'default'
   // crypto is loaded only here: the CLI's start-up time matters (docs/architecture.md#library-choices).
@@ -101,23 +105,13 @@ export function defaultCodexHomeFor(env: NodeJS.ProcessEnv): string {
   return path.join(home, '.codex')
 }
 
-/** realpath when the path exists, else the absolute plain path. */
-export function canonicalizePath(p: string): string {
-  const abs = path.resolve(p)
-  try {
-    return fs.realpathSync(abs)
-  } catch {
-    return abs
-  }
-}
-
 /**
  * CODEX_HOME as the socket rules see it: `flag` (`--codex-home`), else env `CODEX_HOME` when
- * non-empty, else `$HOME/.codex`; canonicalized when it exists, else the plain absolute path.
+ * non-empty, else `$HOME/.codex`; made absolute and normalized (`..`, `//`, a trailing `/`) but
+ * never symlink-resolved, so that it names the same socket whatever the path leads to now.
  */
-export function canonicalCodexHome(env: NodeJS.ProcessEnv, flag?: string | null): string {
-  const raw = flag || env.CODEX_HOME || defaultCodexHomeFor(env)
-  return canonicalizePath(raw)
+export function givenCodexHome(env: NodeJS.ProcessEnv, flag?: string | null): string {
+  return path.resolve(flag || env.CODEX_HOME || defaultCodexHomeFor(env))
 }
 
 /** Convenience for clients and the daemon: the whole rule with the real file system. */
@@ -129,12 +123,12 @@ export function resolveSocketPath(opts: {
 }): SocketPathResult & { codexHome: string } {
   const env = opts.env ?? process.env
   const uid = opts.uid ?? (typeof process.getuid === 'function' ? process.getuid() : 0)
-  const codexHome = canonicalCodexHome(env, opts.codexHome)
+  const codexHome = givenCodexHome(env, opts.codexHome)
   const result = computeSocketPath({
     flag: opts.flag ?? null,
     env,
     codexHome,
-    defaultCodexHome: canonicalizePath(defaultCodexHomeFor(env)),
+    defaultCodexHome: path.resolve(defaultCodexHomeFor(env)),
     uid,
     runUserDirOk: (dir) => checkRunUserDir(dir, uid),
   })

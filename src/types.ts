@@ -4,6 +4,7 @@
 /** `problems[].code` (docs/contract.md#problems). */
 export type ProblemCode =
   | 'home_invalid'
+  | 'home_owned'
   | 'config_invalid'
   | 'auth_unreadable'
   | 'auth_permissions'

@@ -29,7 +29,7 @@ function baseStatus(over: Partial<Status> = {}): Status {
     account: { email: 'a@example.com', planType: 'plus', accountId: 'acc' },
     tokens: null,
     refresh: { state: 'idle', lastError: null, nextAttemptAt: null },
-    settings: { codexHome: '/h', preferredAuthMethod: 'chatgpt', forcedLoginMethod: null, credentialsStore: 'file' },
+    settings: { codexHome: '/h', codexHomeTarget: '/h', preferredAuthMethod: 'chatgpt', forcedLoginMethod: null, credentialsStore: 'file' },
     problems: [],
     daemon: { version: '0', pid: 1, startedAt: '', socket: '/s', activated: false },
     ...over,

@@ -98,7 +98,7 @@ t.test('getAuth and status, ChatGPT tokens', async (t) => {
   t.same(st.account, { email: a.email, planType: 'plus', accountId: a.account })
   t.equal(st.tokens.expiresAt, g.result.expiresAt)
   t.equal(st.tokens.lastRefresh, a.json.last_refresh)
-  t.same(st.settings, { codexHome: d.home, preferredAuthMethod: 'chatgpt', forcedLoginMethod: null, credentialsStore: 'file' })
+  t.same(st.settings, { codexHome: d.home, codexHomeTarget: d.home, preferredAuthMethod: 'chatgpt', forcedLoginMethod: null, credentialsStore: 'file' })
   t.same(st.problems, [])
   t.equal(st.daemon.pid, d.pid)
   t.equal(st.daemon.socket, d.socket)

@@ -4,11 +4,10 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {
-  canonicalCodexHome,
-  canonicalizePath,
   checkRunUserDir,
   computeSocketPath,
   defaultCodexHomeFor,
+  givenCodexHome,
   resolveSocketPath,
   SOCKET_PATH_MAX,
   socketIdFor,
@@ -69,7 +68,7 @@ t.test('socketIdFor', async (t) => {
   t.equal(socketIdFor('/a/.codex', '/a/.codex'), 'default')
   t.equal(socketIdFor('/b', '/a/.codex'), sha16('/b'))
   t.match(socketIdFor('/b', '/a/.codex'), /^[0-9a-f]{16}$/)
-  t.not(socketIdFor('/b/', '/a/.codex'), socketIdFor('/b', '/a/.codex'), 'exact path string (callers canonicalize)')
+  t.not(socketIdFor('/b/', '/a/.codex'), socketIdFor('/b', '/a/.codex'), 'exact path string (callers normalize: givenCodexHome)')
 })
 
 t.test('socket path length limits', async (t) => {
@@ -108,7 +107,10 @@ t.test('checkRunUserDir (I/O edge)', async (t) => {
   t.equal(checkRunUserDir(path.join(dir, 'f'), uid), false, 'a file')
 })
 
-t.test('CODEX_HOME canonicalization', async (t) => {
+// The id is named after CODEX_HOME as given, never symlink-resolved (docs/contract.md#socket-path):
+// a symlinked home relinked to another profile keeps its socket, and the daemon and its clients
+// agree whatever the link points to at the moment each of them looks.
+t.test('CODEX_HOME as given: normalized, symlinks kept', async (t) => {
   const dir = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'paths-')))
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   const real = path.join(dir, 'real')
@@ -116,21 +118,35 @@ t.test('CODEX_HOME canonicalization', async (t) => {
   fs.symlinkSync(real, path.join(dir, 'link'))
   t.equal(defaultCodexHomeFor({ HOME: '/home/u' }), '/home/u/.codex')
   t.equal(defaultCodexHomeFor({}), path.join(os.homedir(), '.codex'), 'HOME unset -> os.homedir()')
-  t.equal(canonicalizePath(path.join(dir, 'link')), real, 'symlink resolved')
-  t.equal(canonicalizePath(path.join(dir, 'nope', '..', 'x')), path.join(dir, 'x'), 'missing: plain absolute path')
-  t.equal(canonicalCodexHome({ CODEX_HOME: path.join(dir, 'link') }), real, 'env CODEX_HOME')
-  t.equal(canonicalCodexHome({ CODEX_HOME: path.join(dir, 'link') }, path.join(dir, 'missing')), path.join(dir, 'missing'), 'flag wins')
-  t.equal(canonicalCodexHome({ CODEX_HOME: '', HOME: dir }), path.join(dir, '.codex'), 'empty CODEX_HOME -> ~/.codex')
+  t.equal(givenCodexHome({ CODEX_HOME: path.join(dir, 'link') }), path.join(dir, 'link'), 'a symlink stays a symlink')
+  t.equal(givenCodexHome({ CODEX_HOME: path.join(dir, 'nope', '..', 'x') + '/' }), path.join(dir, 'x'), 'normalized: .., trailing /')
+  t.equal(givenCodexHome({ CODEX_HOME: 'rel' }), path.resolve('rel'), 'relative: against the working directory')
+  t.equal(givenCodexHome({ CODEX_HOME: path.join(dir, 'link') }, path.join(dir, 'missing')), path.join(dir, 'missing'), 'flag wins')
+  t.equal(givenCodexHome({ CODEX_HOME: '', HOME: dir }), path.join(dir, '.codex'), 'empty CODEX_HOME -> ~/.codex')
   t.notOk(fs.existsSync(path.join(dir, '.codex')), 'nothing created')
 
-  t.test('resolveSocketPath: a symlinked ~/.codex is still the default', async (t) => {
+  t.test('resolveSocketPath: a symlinked ~/.codex is the default whatever it links to', async (t) => {
     fs.mkdirSync(path.join(dir, 'home'))
-    fs.symlinkSync(real, path.join(dir, 'home', '.codex'))
+    const dotCodex = path.join(dir, 'home', '.codex')
+    fs.symlinkSync(real, dotCodex)
     const env = { HOME: path.join(dir, 'home'), XDG_RUNTIME_DIR: '/run/x' }
-    t.strictSame(resolveSocketPath({ env }), { path: '/run/x/codex-authd/default.sock', source: 'runtime', codexHome: real })
-    t.equal(resolveSocketPath({ env, codexHome: real }).path, '/run/x/codex-authd/default.sock', 'same home by another name')
-    t.equal(resolveSocketPath({ env: { ...env, CODEX_HOME: path.join(dir, 'link') } }).path, '/run/x/codex-authd/default.sock')
+    t.strictSame(resolveSocketPath({ env }), { path: '/run/x/codex-authd/default.sock', source: 'runtime', codexHome: dotCodex })
+    t.equal(resolveSocketPath({ env: { ...env, CODEX_HOME: dotCodex + '/' } }).path, '/run/x/codex-authd/default.sock', 'spelled out')
+    // Obsolete since the rule names the home as given: the link's target, or another link to it,
+    // was `default` too while ~/.codex pointed there, and silently changed socket on a relink.
+    t.equal(resolveSocketPath({ env, codexHome: real }).path, `/run/x/codex-authd/${sha16(real)}.sock`, 'its target by its own name: its own socket')
+    t.equal(resolveSocketPath({ env: { ...env, CODEX_HOME: path.join(dir, 'link') } }).path, `/run/x/codex-authd/${sha16(path.join(dir, 'link'))}.sock`, 'another link to it')
     t.equal(resolveSocketPath({ env, codexHome: dir }).path, `/run/x/codex-authd/${sha16(dir)}.sock`)
-    t.equal(resolveSocketPath({ env: { HOME: env.HOME }, uid: 999_999 }).path, path.join(real, 'run', 'authd.sock'), 'no runtime dir')
+    t.equal(resolveSocketPath({ env: { HOME: env.HOME }, uid: 999_999 }).path, path.join(dotCodex, 'run', 'authd.sock'), 'no runtime dir: inside the home, through the link')
+
+    const before = resolveSocketPath({ env: { ...env, CODEX_HOME: path.join(dir, 'link') } }).path
+    const other = path.join(dir, 'other')
+    fs.mkdirSync(other)
+    fs.symlinkSync(other, path.join(dir, 'link.tmp'))
+    fs.renameSync(path.join(dir, 'link.tmp'), path.join(dir, 'link'))
+    t.equal(resolveSocketPath({ env: { ...env, CODEX_HOME: path.join(dir, 'link') } }).path, before, 'relinked: the same socket')
+    fs.symlinkSync(other, path.join(dir, 'home', '.codex.tmp'))
+    fs.renameSync(path.join(dir, 'home', '.codex.tmp'), dotCodex)
+    t.equal(resolveSocketPath({ env }).path, '/run/x/codex-authd/default.sock', '~/.codex relinked: still default')
   })
 })

@@ -2,7 +2,7 @@
 // ownership locks are in store/ownership.ts.
 import fs from 'node:fs'
 import path from 'node:path'
-import { canonicalizePath, defaultCodexHomeFor } from '../paths.js'
+import { defaultCodexHomeFor } from '../paths.js'
 
 export class HomeError extends Error {
   readonly code = 'home_invalid'
@@ -15,10 +15,74 @@ export class HomeError extends Error {
 }
 
 export interface CodexHome {
-  /** Canonical path (symlinks resolved). */
+  /**
+   * The home as given: absolute and normalized, symlinks kept. It names the socket
+   * (docs/contract.md#socket-path) and is what a relink is noticed on (docs/watching.md).
+   */
+  given: string
+  /** Where `given` leads now (symlinks resolved): the directory whose files are served. */
   path: string
-  /** True when this is the default ~/.codex (it decides the socket id "default"). */
+  /** True when `given` is the default ~/.codex, whatever it links to (socket id "default"). */
   isDefault: boolean
+}
+
+/** A symlink met on the way from a path to its target: `dir` (itself resolved) holds `name`. */
+export interface PathLink {
+  dir: string
+  name: string
+}
+
+/** The kernel's symlink limit on one lookup (Linux MAXSYMLINKS). */
+const MAX_LINKS = 40
+
+/**
+ * realpath, done component by component so that it also says which directory entries decide
+ * where the path leads: every symlink met (a relink is an event on its parent directory,
+ * docs/watching.md#a-symlinked-codex_home) and, when the path stops short, the entry that is
+ * missing (its creation is). `target` is null when the path does not lead to a directory now
+ * (missing, dangling, a loop, a file). A path without symlinks that exists has no entries: nothing
+ * but a rename can change where it leads, and that is the home watcher's (docs/watching.md).
+ */
+export function resolvePathLinks(given: string): { target: string | null; links: PathLink[] } {
+  const links: PathLink[] = []
+  let rest = path.resolve(given).split(path.sep).filter((c) => c !== '')
+  let resolved = path.parse(path.resolve(given)).root
+  while (rest.length > 0) {
+    const name = rest.shift()!
+    if (name === '.') continue
+    if (name === '..') {
+      resolved = path.dirname(resolved) // `resolved` has no symlink left: its parent is real
+      continue
+    }
+    const next = path.join(resolved, name)
+    let st: fs.Stats
+    try {
+      st = fs.lstatSync(next)
+    } catch {
+      // Missing (a removed link, a dangling one's target): its creation would change the answer.
+      links.push({ dir: resolved, name })
+      return { target: null, links }
+    }
+    if (!st.isSymbolicLink()) {
+      resolved = next
+      continue
+    }
+    links.push({ dir: resolved, name })
+    if (links.length > MAX_LINKS) return { target: null, links }
+    let to: string
+    try {
+      to = fs.readlinkSync(next)
+    } catch {
+      return { target: null, links } // replaced since the lstat: the caller looks again on its event
+    }
+    if (path.isAbsolute(to)) resolved = path.parse(to).root
+    rest = [...to.split(path.sep).filter((c) => c !== ''), ...rest]
+  }
+  try {
+    return { target: fs.statSync(resolved).isDirectory() ? resolved : null, links }
+  } catch {
+    return { target: null, links }
+  }
 }
 
 /**
@@ -52,5 +116,5 @@ export function resolveCodexHome(env: NodeJS.ProcessEnv, flag?: string | null): 
     if (!fs.statSync(target).isDirectory()) throw new HomeError(`"${target}" is not a directory`, target)
   }
   const canonical = fs.realpathSync(target)
-  return { path: canonical, isDefault: canonical === canonicalizePath(defaultPath) }
+  return { given: target, path: canonical, isDefault: target === path.resolve(defaultPath) }
 }

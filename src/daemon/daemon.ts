@@ -1,24 +1,25 @@
-// Composition root: wires home, state, refresher, logins, the method table and the transport;
+// Composition root: wires the served home (state, refresher, logins and locks: served-home.ts),
+// the method table and the transport; follows a relinked CODEX_HOME (docs/architecture.md#a-relinked-home);
 // owns start-up order and shutdown (docs/architecture.md#start-up-and-shutdown). Start-up order: lock the home, load and
 // resolve, then listen; what was started is closed in reverse, by stop() and by a failed start.
 import fs from 'node:fs'
 import net from 'node:net'
+import path from 'node:path'
 import { DaemonExit } from '../rpc/contract.js'
-import { HomeError, resolveCodexHome } from '../codex/home.js'
+import { HomeError, resolveCodexHome, type CodexHome } from '../codex/home.js'
 import type { Logger } from '../log.js'
 import { resolveSocketPath } from '../paths.js'
-import { LoginManager } from '../login/manager.js'
-import { Refresher, type RefresherOptions } from '../refresh/refresher.js'
 import { SocketPathError, inheritedSocketPath, listenOnFd, listenOnPath, prepareSocketDir, takeActivationFd } from '../rpc/socket.js'
 import { RpcServer, type MethodHandler } from '../rpc/server.js'
 import { Transport, type TransportLimits } from '../rpc/transport.js'
-import { AuthState, type Snapshot } from '../state/cache.js'
-import { resolveAuthTarget } from '../store/authstore.js'
-import { OwnedElsewhereError, takeCredentialLock, takeHomeLock } from '../store/ownership.js'
-import type { LockHandle } from '../store/flock.js'
+import { HomeLinkWatcher } from '../state/homelink.js'
+import { OwnedElsewhereError } from '../store/ownership.js'
+import type { Status } from '../rpc/contract.js'
+import type { Snapshot } from '../state/cache.js'
 import type { Problem } from '../types.js'
 import { toRpcError } from './errors.js'
-import { methodTable } from './methods.js'
+import { methodTable, type MethodDeps } from './methods.js'
+import { HomeLockError, ServedHome, UnservedHome, type HomeContext, type HomeDeps, type HomeView } from './served-home.js'
 import type { DaemonOptions } from './options.js'
 import { buildStatus, type DaemonInfo } from './views.js'
 
@@ -31,17 +32,10 @@ export class StartError extends Error {
   }
 }
 
-export interface DaemonContext {
-  env: NodeJS.ProcessEnv
+export interface DaemonContext extends HomeContext {
   pid: number
   uid: number
-  version: string
-  log: Logger
   limits?: Partial<TransportLimits>
-  /** Test and tuning knobs of the refresher (lock and HTTP timeouts, backoff scale). */
-  refresh?: Partial<Pick<RefresherOptions, 'lockTimeoutMs' | 'httpTimeoutMs' | 'getAuthWaitMs' | 'backoffScale'>>
-  /** Test knobs of the logins (CODEX_AUTHD_LOGIN_TIMEOUT_MS, CODEX_AUTHD_DEVICE_INTERVAL_MS). */
-  login?: { loginTimeoutMs?: number; deviceIntervalMs?: number }
 }
 
 export interface RunningDaemon {
@@ -87,53 +81,23 @@ export async function startDaemon(options: DaemonOptions, ctx: DaemonContext): P
 /** Start-up in order (docs/architecture.md): lock the home, load and resolve, then listen. Each part, once started, goes on `closers`. */
 async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closers): Promise<RunningDaemon> {
   const { log } = ctx
-  let home: string
+  let codexHome: CodexHome
   try {
-    home = resolveCodexHome(ctx.env, options.codexHome).path
+    codexHome = resolveCodexHome(ctx.env, options.codexHome)
   } catch (e) {
     if (e instanceof HomeError) throw new StartError(e.message, DaemonExit.Config)
     throw e
   }
+  const given = codexHome.given
 
   const activationFd = takeActivationFd(ctx.env, ctx.pid)
-  const computedSocket = resolveSocketPath({ flag: options.socket, codexHome: home, env: ctx.env, uid: ctx.uid }).path
+  // Named after the home as given, not where it leads: it stays put across a relink.
+  const computed = resolveSocketPath({ flag: options.socket, codexHome: given, env: ctx.env, uid: ctx.uid })
+  const computedSocket = computed.path
+  // Rule 3 puts the socket inside the home, through the link: it moves with a relink (moveSocket).
+  const socketInHome = activationFd === null && computed.source === 'home'
   // Under activation the socket is whatever the unit listens on, not necessarily our own rule's.
   const socketPath = activationFd !== null ? (inheritedSocketPath(activationFd) ?? computedSocket) : computedSocket
-
-  let homeLock: LockHandle
-  try {
-    homeLock = await takeHomeLock(home, activationFd !== null ? `${socketPath} (socket-activated)` : socketPath)
-  } catch (e) {
-    if (e instanceof OwnedElsewhereError) throw new StartError(e.message, DaemonExit.HomeOwned)
-    throw new StartError(`cannot lock ${home}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, DaemonExit.Config)
-  }
-  // The lock in force (homeGone below replaces it).
-  closers.add('home lock', () => homeLock.release())
-
-  // One daemon per credential file too, whichever home's auth.json leads to it.
-  const takeOwnCredential = async (): Promise<LockHandle | null> => takeCredentialLock((await resolveAuthTarget(home)).targetPath, home)
-  let credentialLock: LockHandle | null
-  try {
-    credentialLock = await takeOwnCredential()
-  } catch (e) {
-    if (e instanceof OwnedElsewhereError) throw new StartError(e.message, DaemonExit.HomeOwned)
-    throw new StartError(`cannot lock the credential file of ${home}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, DaemonExit.Config)
-  }
-  closers.add('credential lock', () => credentialLock?.release())
-
-  if (activationFd === null) {
-    try {
-      prepareSocketDir(socketPath, ctx.uid)
-    } catch (e) {
-      if (e instanceof SocketPathError) throw new StartError(e.message, DaemonExit.SocketUnusable)
-      throw e
-    }
-  }
-
-  const envApiKey = ctx.env.OPENAI_API_KEY?.trim() ? ctx.env.OPENAI_API_KEY : null
-  const state = new AuthState({ home, envApiKey, overrides: options.overrides })
-  closers.add('state', () => state.stop())
-  await state.start()
 
   const daemon: DaemonInfo = {
     version: ctx.version,
@@ -142,20 +106,19 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
     socket: socketPath,
     activated: activationFd !== null,
   }
-  const issuer = { issuer: options.issuer, kind: options.issuerKind, clientId: options.clientId }
-  const refresher = new Refresher({
-    home,
-    state,
-    issuer,
-    env: ctx.env,
-    log,
-    userAgent: `codex-authd/${ctx.version}`,
-    ...ctx.refresh,
-  })
-  closers.add('refresher', () => refresher.stop())
-  await refresher.start()
-
-  const server = net.createServer({ pauseOnConnect: false })
+  // The listening server, and the socket file it bound. With rule 3 the path goes through a
+  // symlinked home, and after a relink it names another file: the socket is bound at the resolved
+  // path, which libuv also unlinks on close (by the path it was given, never the link's new target).
+  let server = net.createServer({ pauseOnConnect: false })
+  let boundAt: string | null = null
+  const bindPath = (): string => {
+    prepareSocketDir(socketPath, ctx.uid)
+    if (!socketInHome) return socketPath
+    const resolved = resolvedSocketPath(socketPath)
+    prepareSocketDir(resolved, ctx.uid) // its length too
+    return resolved
+  }
+  let listening = false
   const rpc = new RpcServer({
     mapError: toRpcError,
     onInternalError: (method, error) => log.error({ method, err: errorSummary(error) }, 'method failed'),
@@ -168,22 +131,10 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
     },
     ctx.limits,
   )
-  const logins = new LoginManager({
-    home,
-    state,
-    issuer,
-    env: ctx.env,
-    log,
-    loginPorts: options.loginPorts,
-    broadcast: (method, params) => transport.broadcast(method, params),
-    ...ctx.login,
-  })
-  closers.add('logins', () => logins.stop())
-  for (const [name, handler] of Object.entries(methodTable({ snapshot: () => state.current, daemon, codexHome: home, refresher, logins, log }))) {
-    rpc.addMethod(name, handler as MethodHandler)
-  }
 
-  const statusNow = (snap: Snapshot) => buildStatus(snap, daemon, refresher.status(), home)
+  // The home served now; a relink replaces it (follow() below).
+  let served: HomeView
+  const statusNow = (): Status => buildStatus(served.snapshot(), daemon, served.refresher.status(), { given, target: served.target })
   let loggedProblems = new Set<string>()
   const logProblems = (problems: Problem[]): void => {
     const now = new Set<string>()
@@ -194,76 +145,254 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
     }
     loggedProblems = now
   }
-  logProblems(state.current.problems)
-
-  state.on('change', (snap) => {
-    const s = statusNow(snap)
+  const announce = (): void => {
+    const s = statusNow()
     log.info({ loggedIn: s.loggedIn, mode: s.mode, source: s.source, accountId: s.account?.accountId ?? null }, 'auth changed')
-    logProblems(snap.problems)
+    logProblems(served.snapshot().problems)
     transport.broadcast('authChanged', s)
+  }
+  const homeDeps: HomeDeps = {
+    options,
+    ctx,
+    issuer: { issuer: options.issuer, kind: options.issuerKind, clientId: options.clientId },
+    lockNote: activationFd !== null ? `${socketPath} (socket-activated)` : socketPath,
+    broadcast: (method, params) => transport.broadcast(method, params),
+    // Only the home served now speaks to subscribers; a closing one may still re-read its files.
+    onChange: (home) => {
+      if (home === served) announce()
+    },
+    onError: (what, e) => log.error({ err: errorSummary(e) }, what),
+  }
+
+  let first: ServedHome
+  try {
+    first = await ServedHome.open(codexHome.path, homeDeps)
+  } catch (e) {
+    if (e instanceof OwnedElsewhereError) throw new StartError(e.message, DaemonExit.HomeOwned)
+    if (e instanceof HomeLockError) throw new StartError(e.message, DaemonExit.Config)
+    throw e
+  }
+  served = first
+  /** Callers waiting on the home served now, woken when a relink replaces it. */
+  const replacedWaiters = new Set<() => void>()
+  // Whatever is served at the end (follow() replaces it), after any relink still under way.
+  let following: Promise<void> = Promise.resolve()
+  let stopping = false
+  closers.add('served home', async () => {
+    stopping = true
+    await following
+    await served.close()
   })
-  state.on('error', (e) => log.error({ err: errorSummary(e) }, 'watcher error'))
-  state.on('homeGone', () => {
-    // docs/contract.md#ownership: recreate the home (0700) and its lock as soon as we notice.
-    void (async () => {
-      try {
-        fs.mkdirSync(home, { recursive: true, mode: 0o700 })
-        const old = homeLock
-        homeLock = await takeHomeLock(home, socketPath)
-        await old.release()
-        // The old credential lock went with the home when auth.json lived there. Released first:
-        // a second flock of ours on a surviving lock file would conflict with our own.
-        await credentialLock?.release()
-        credentialLock = await takeOwnCredential()
-        log.warn({ home }, 'CODEX_HOME was removed; recreated it')
-      } catch (e) {
-        log.error({ home, err: errorSummary(e) }, 'CODEX_HOME was removed and could not be recreated')
+
+  if (activationFd === null) {
+    try {
+      prepareSocketDir(socketPath, ctx.uid)
+    } catch (e) {
+      if (e instanceof SocketPathError) throw new StartError(e.message, DaemonExit.SocketUnusable)
+      throw e
+    }
+  }
+  await first.activate()
+
+  /**
+   * A relink (docs/architecture.md#a-relinked-home): where does the home lead now? Somewhere else:
+   * open that directory (its locks first), serve it, then close the old one (its in-flight refresh
+   * commits into the old directory) and only then let the new one refresh. Serialized: each step
+   * starts from what is on disk when it runs, so a burst of relinks ends at the last target.
+   */
+  const links = new HomeLinkWatcher(given)
+  const follow = (why: string): Promise<void> => {
+    following = following.then(async () => {
+      if (stopping) return
+      const target = links.sync()
+      // The same place: nothing to do, unless a reload retries a home we could not serve.
+      if (target === served.target && (served.serving || why !== 'reload')) return
+      const old = served
+      const handover = old instanceof ServedHome ? old.credentialLock : null
+      let next: HomeView
+      if (target === null) {
+        next = new UnservedHome(null, homeProblem('home_invalid', given, `CODEX_HOME ${given} no longer leads to a directory: not serving anything until it does`))
+        log.error({ home: given }, 'CODEX_HOME no longer leads to a directory')
+      } else {
+        try {
+          next = await ServedHome.open(target, homeDeps, handover)
+        } catch (e) {
+          const owned = e instanceof OwnedElsewhereError
+          const message = owned || e instanceof HomeLockError ? (e as Error).message : `cannot serve ${target}: ${errorSummary(e).code ?? errorSummary(e).type}`
+          next = new UnservedHome(target, homeProblem(owned ? 'home_owned' : 'home_invalid', target, `CODEX_HOME ${given} now leads to ${target}, which is not served: ${message}`))
+          log.error({ home: given, target, err: errorSummary(e) }, 'CODEX_HOME was relinked to a directory this daemon cannot own')
+        }
       }
-    })()
-  })
+      if (stopping) {
+        await next.close(handover)
+        return
+      }
+      served = next
+      for (const wake of [...replacedWaiters]) wake()
+      log.warn({ home: given, from: old.target, to: next.target, why }, 'CODEX_HOME was relinked')
+      announce()
+      if (socketInHome && listening && next instanceof ServedHome) await moveSocket()
+      await old.close(next instanceof ServedHome ? next.credentialLock : null)
+      if (next instanceof ServedHome) await next.activate()
+    }).catch((e) => log.error({ err: errorSummary(e) }, 'could not follow CODEX_HOME'))
+    return following
+  }
+  /** Rule 3: bind the same path again, now in the new target, and stop accepting on the old one. */
+  const moveSocket = async (): Promise<void> => {
+    const moved = net.createServer({ pauseOnConnect: false })
+    let at: string
+    try {
+      at = bindPath()
+      transport.attach(moved)
+      await listenOnPath(moved, at)
+    } catch (e) {
+      moved.close()
+      log.error({ socket: socketPath, err: errorSummary(e) }, 'could not move the socket into the new CODEX_HOME; set CODEX_AUTHD_SOCK')
+      return
+    }
+    const [old, oldAt] = [server, boundAt]
+    server = moved
+    boundAt = at
+    old.close() // open connections stay with the transport
+    removeSocketFile(oldAt)
+  }
+  links.on('change', () => void follow('relinked'))
+  links.on('error', (e) => log.error({ err: errorSummary(e) }, 'watcher error'))
+  closers.add('link watcher', () => links.close())
+  // Armed only when the home's path goes through a symlink; it also catches a relink made while we started.
+  await follow('start')
+
+  /**
+   * `work` on the home served now; settles 'replaced' as soon as a relink replaces that home, so
+   * that a caller waiting on the old home's refresh (up to its HTTP timeout) is answered from the
+   * new home at once. The abandoned work goes on in the old home, which commits it there.
+   */
+  const onServedHome = async (work: (home: HomeView) => Promise<void>): Promise<'done' | 'replaced'> => {
+    const home = served
+    let wake!: () => void
+    const replaced = new Promise<'replaced'>((resolve) => (wake = () => resolve('replaced')))
+    replacedWaiters.add(wake)
+    try {
+      const r = await Promise.race([work(home).then(() => ({ ok: true as const }), (error: unknown) => ({ ok: false as const, error })), replaced])
+      if (r === 'replaced' || served !== home) return 'replaced'
+      if (!r.ok) throw r.error
+      return 'done'
+    } finally {
+      replacedWaiters.delete(wake)
+    }
+  }
+  const refresher: MethodDeps['refresher'] = {
+    // getAuth: for the home served when it answers (a relink meanwhile: ask the new home).
+    ensureFresh: async (min) => {
+      const fresh = async (home: HomeView): Promise<void> => {
+        // Until the old home's refresh has landed, the new one may not refresh: a token valid
+        // long enough is served at once, anything else waits (docs/architecture.md#a-relinked-home).
+        if (!home.refresherStarted) {
+          if (validFor(home.snapshot(), min)) return
+          await home.ready
+        }
+        await home.refresher.ensureFresh(min)
+      }
+      let outcome: 'done' | 'replaced'
+      do outcome = await onServedHome(fresh)
+      while (outcome === 'replaced')
+    },
+    // `refresh` asked for the tokens of the home served then; relinked meanwhile, it answers with
+    // the new home's grant rather than spend the new home's token unasked.
+    forceRefresh: async () => {
+      await onServedHome(async (home) => {
+        await home.ready
+        await home.refresher.forceRefresh()
+      })
+    },
+    status: () => served.refresher.status(),
+  }
+  const logins: MethodDeps['logins'] = {
+    start: (method, apiKey) => served.logins.start(method, apiKey),
+    wait: (loginId, timeoutMs) => served.logins.wait(loginId, timeoutMs),
+    cancel: (loginId) => served.logins.cancel(loginId),
+    logout: (revoke) => served.logins.logout(revoke),
+  }
+  for (const [name, handler] of Object.entries(
+    methodTable({ snapshot: () => served.snapshot(), daemon, home: () => ({ given, target: served.target }), refresher, logins, log }),
+  )) {
+    rpc.addMethod(name, handler as MethodHandler)
+  }
+  logProblems(served.snapshot().problems)
 
   transport.attach(server)
   try {
     if (activationFd !== null) await listenOnFd(server, activationFd)
-    else await listenOnPath(server, socketPath)
+    else {
+      boundAt = bindPath()
+      await listenOnPath(server, boundAt)
+    }
   } catch (e) {
     if (e instanceof SocketPathError) throw new StartError(e.message, DaemonExit.SocketUnusable)
     throw new StartError(`cannot listen: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, DaemonExit.SocketUnusable)
   }
+  listening = true
   closers.add('socket', async () => {
+    listening = false
     await new Promise<void>((resolve) => {
       server.close(() => resolve())
       transport.closeAll()
     })
     // A socket we bound is ours to remove; one systemd handed us is never unlinked.
-    if (activationFd === null) {
-      try {
-        if (fs.lstatSync(socketPath).isSocket()) fs.rmSync(socketPath, { force: true })
-      } catch {
-        // already gone
-      }
-    }
+    removeSocketFile(boundAt)
   })
   log.info(
-    { version: ctx.version, home, socket: socketPath, activated: activationFd !== null, loggedIn: statusNow(state.current).loggedIn },
+    { version: ctx.version, home: given, target: served.target, socket: socketPath, activated: activationFd !== null, loggedIn: statusNow().loggedIn },
     'codex-authd started',
   )
 
-  let stopping: Promise<void> | null = null
+  let stopped: Promise<void> | null = null
   const stop = (reason: string): Promise<void> => {
-    stopping ??= (async () => {
+    stopped ??= (async () => {
       await closers.closeAll()
       log.info({ reason }, 'codex-authd stopped')
     })()
-    return stopping
+    return stopped
   }
 
   return {
-    home,
+    home: given,
     socket: socketPath,
     stop,
-    reloadConfig: () => state.reload(),
+    // SIGHUP: look again at where the home leads (a relink of a path we do not watch), then re-read.
+    reloadConfig: async () => {
+      await follow('reload')
+      await served.reload()
+    },
   }
+}
+
+/** The socket file a path names now, its directory's symlinks resolved (the path itself if that fails). */
+function resolvedSocketPath(p: string): string {
+  try {
+    return path.join(fs.realpathSync(path.dirname(p)), path.basename(p))
+  } catch {
+    return p
+  }
+}
+
+function removeSocketFile(p: string | null): void {
+  if (p === null) return
+  try {
+    if (fs.lstatSync(p).isSocket()) fs.rmSync(p, { force: true })
+  } catch {
+    // already gone
+  }
+}
+
+/** The served ChatGPT access token is valid for at least `minSeconds` more. */
+function validFor(snap: Snapshot, minSeconds: number): boolean {
+  const r = snap.resolved
+  return r.kind === 'chatgpt' && r.accessClaims.exp !== null && r.accessClaims.exp * 1000 - Date.now() >= minSeconds * 1000
+}
+
+function homeProblem(code: 'home_invalid' | 'home_owned', file: string, message: string): Problem {
+  return { code, message, file, line: null, column: null }
 }
 
 /** An error for the log: its class and errno code, never its message (it may quote input). */

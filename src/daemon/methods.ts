@@ -22,7 +22,8 @@ import { buildStatus, grantFrom, unreadableError, type DaemonInfo } from './view
 export interface MethodDeps {
   snapshot(): Snapshot
   daemon: DaemonInfo
-  codexHome: string
+  /** CODEX_HOME as given and where it leads now (it changes with a relink). */
+  home(): { given: string; target: string | null }
   refresher: Pick<Refresher, 'ensureFresh' | 'forceRefresh' | 'status'>
   logins: Pick<LoginManager, 'start' | 'wait' | 'cancel' | 'logout'>
   log: Logger
@@ -48,7 +49,7 @@ export function methodTable(deps: MethodDeps): MethodTable {
     },
     status: (params) => {
       paramsObject(params)
-      return buildStatus(deps.snapshot(), deps.daemon, deps.refresher.status(), deps.codexHome)
+      return buildStatus(deps.snapshot(), deps.daemon, deps.refresher.status(), deps.home())
     },
     refresh: async (params) => {
       paramsObject(params)

@@ -53,6 +53,9 @@ export function grantFrom(snap: Snapshot): AuthGrant {
     case 'unsupported':
       throw new NotServedError('not_logged_in', `auth.json uses auth_mode "${r.mode}", which codex-authd does not serve`)
     case 'none': {
+      // The home leads nowhere, or to a directory another daemon owns: say so rather than "Not logged in".
+      const home = snap.problems.find((p) => p.code === 'home_owned' || p.code === 'home_invalid')
+      if (home) throw new NotServedError('not_logged_in', home.message)
       const unreadable = snap.problems.find((p) => p.code === 'auth_unreadable')
       if (unreadable) throw unreadableError(unreadable)
       // keyring/ephemeral: nothing in auth.json, and the configured store is one we cannot read.
@@ -65,7 +68,7 @@ export function grantFrom(snap: Snapshot): AuthGrant {
   }
 }
 
-export function buildStatus(snap: Snapshot, daemon: DaemonInfo, refresh: RefreshStatus, codexHome: string): Status {
+export function buildStatus(snap: Snapshot, daemon: DaemonInfo, refresh: RefreshStatus, home: { given: string; target: string | null }): Status {
   const r = snap.resolved
   const loggedIn = r.kind === 'apikey' || r.kind === 'chatgpt'
   return {
@@ -86,7 +89,8 @@ export function buildStatus(snap: Snapshot, daemon: DaemonInfo, refresh: Refresh
         : null,
     refresh: { state: refresh.state, lastError: refresh.lastError, nextAttemptAt: refresh.nextAttemptAt },
     settings: {
-      codexHome,
+      codexHome: home.given,
+      codexHomeTarget: home.target,
       preferredAuthMethod: snap.settings.preferredAuthMethod,
       forcedLoginMethod: snap.settings.forcedLoginMethod,
       credentialsStore: snap.settings.credentialsStore,

@@ -36,7 +36,13 @@ export interface Status {
   tokens: { expiresAt: string | null; lastRefresh: string | null; nextRefreshAt: string | null } | null
   refresh: { state: RefreshState; lastError: ErrorInfo | null; nextAttemptAt: string | null }
   settings: {
+    /** CODEX_HOME as given (absolute, symlinks kept). */
     codexHome: string
+    /**
+     * Where it leads now (symlinks resolved): the directory served, or the one that cannot be
+     * (problem `home_owned`); null when it leads nowhere (problem `home_invalid`). Follows a relink.
+     */
+    codexHomeTarget: string | null
     preferredAuthMethod: string
     forcedLoginMethod: string | null
     credentialsStore: string

@@ -36,8 +36,9 @@ export interface WatcherEvents {
  * so whatever changed while re-arming is read anyway. CODEX_HOME replaced by a new directory
  * (rm -r + mkdir before we looked) has another dev:ino — we hold the old one open, so its number
  * cannot be reused — hence homeGone (the owner retakes its lock there) and fresh watches.
- * Not seen in `files` mode: CODEX_HOME renamed away (or a symlinked CODEX_HOME relinked) while
- * nothing writes to its two files afterwards; the next reload (SIGHUP, a refresh) notices.
+ * Not seen in `files` mode: CODEX_HOME renamed away while nothing writes to its two files
+ * afterwards; the next reload (SIGHUP, a refresh) notices. `home` here is the directory served
+ * (symlinks resolved): a relinked symlink in front of it is homelink.ts's to notice.
  */
 export class HomeWatcher extends EventEmitter<WatcherEvents> {
   /** fs.watch on home/<name> (follows a symlink to its target), with the file it was set up on. */

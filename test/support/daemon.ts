@@ -35,8 +35,8 @@ export async function makeHome(): Promise<string> {
 
 export interface StartOptions {
   home?: string
-  /** Socket path; default: a fresh 0700 temp directory's `s.sock`. */
-  socket?: string
+  /** Socket path; default: a fresh 0700 temp directory's `s.sock`; null: none given, the daemon computes it (read from its start-up line). */
+  socket?: string | null
   args?: string[]
   /** Extra environment for the daemon (HOME, XDG_RUNTIME_DIR and OPENAI_API_KEY are cleared). */
   env?: Record<string, string>
@@ -127,8 +127,9 @@ export async function freePorts(n = 2): Promise<number[]> {
 export async function startDaemon(opts: StartOptions = {}): Promise<RunningDaemon> {
   const home = opts.home ?? (await makeHome())
   registerDaemonInputs(home, opts.env)
-  const socket = opts.socket ?? path.join(tempDir('cad-s-'), 's.sock')
-  const args = [DAEMON_BIN, '--codex-home', home, '--socket', socket, ...(await safeDefaults(opts)), ...(opts.args ?? [])]
+  const socket = opts.socket === null ? '' : (opts.socket ?? path.join(tempDir('cad-s-'), 's.sock'))
+  const socketArgs = opts.socket === null ? [] : ['--socket', socket]
+  const args = [DAEMON_BIN, '--codex-home', home, ...socketArgs, ...(await safeDefaults(opts)), ...(opts.args ?? [])]
   const proc = spawn(process.execPath, args, {
     env: isolatedEnv(home, opts.env),
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -219,7 +220,10 @@ export async function startDaemon(opts: StartOptions = {}): Promise<RunningDaemo
     },
   }
   running.exited.then(() => {}, () => {})
-  if (opts.waitReady !== false) await waitForLog((r) => r.msg === 'codex-authd started')
+  if (opts.waitReady !== false) {
+    const started = await waitForLog((r) => r.msg === 'codex-authd started')
+    if (opts.socket === null) running.socket = String(started.socket)
+  }
   return running
 }
 
