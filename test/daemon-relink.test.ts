@@ -15,7 +15,6 @@ import { chatgptAuth } from './support/tokens.js'
 import { authFileFor, daemonArgs, fileTokens, provider, rotatedInFile, writeAuthFile } from './support/refresh.js'
 import { mintTokens } from './support/provider.js'
 
-t.setTimeout(180_000)
 
 interface Profile {
   dir: string
