@@ -149,30 +149,46 @@ export class Refresher {
   }
 
   private async ensureFreshOnce(minValiditySeconds: number, mayRetry: boolean): Promise<'adopted' | undefined> {
-    const cand = this.candidate()
-    if (cand === null) return
-    const now = this.o.now()
     const minMs = minValiditySeconds * 1000
     const validMs = (): number => {
       const r = this.o.state.current.resolved
       if (r.kind !== 'chatgpt' || r.accessClaims.exp === null) return Infinity
       return r.accessClaims.exp * 1000 - this.o.now()
     }
+    const cand = this.candidate()
+    if (cand === null) {
+      // Nothing this daemon can refresh: never serve a token that is not good enough (docs/contract.md).
+      if (validMs() < minMs) throw new RefreshError(this.unrefreshable(validMs(), minValiditySeconds))
+      return
+    }
+    const now = this.o.now()
     const due = this.dueAt(cand, now)
     const needs = this.inFlight !== null || (due !== null && due <= now) || validMs() < minMs
     if (!needs) return
 
-    let outcome: Outcome | 'timeout' | null = null
+    let outcome: Outcome | 'timeout' | 'loop_guard' | null = null
     if (this.inFlight !== null) outcome = await orTimeout(this.inFlight, this.o.getAuthWaitMs, 'timeout' as const)
     else {
       const blocked = this.blocked(cand, now, false)
       if (blocked === null) outcome = await orTimeout(this.startRefresh(false), this.o.getAuthWaitMs, 'timeout' as const)
-      else if (blocked === 'loop_guard') return // a fresh refresh cannot do better: serve as it is
+      else if (blocked === 'loop_guard') outcome = 'loop_guard' // a fresh refresh cannot do better now
     }
     if (validMs() >= minMs) return
-    if (outcome !== null && outcome !== 'timeout' && outcome.ok) return
-    if (mayRetry && outcome !== null && outcome !== 'timeout' && 'skipped' in outcome && outcome.skipped === 'adopted') return 'adopted'
-    throw new RefreshError(this.failureFor(outcome))
+    if (mayRetry && typeof outcome === 'object' && outcome !== null && !outcome.ok && 'skipped' in outcome && outcome.skipped === 'adopted') return 'adopted'
+    throw new RefreshError(this.failureFor(outcome, validMs(), minValiditySeconds))
+  }
+
+  /** Why a token that is not good enough cannot be refreshed here at all (docs/refresh.md#which-tokens). */
+  private unrefreshable(validMs: number, minValiditySeconds: number): RefreshFailure {
+    const snap = this.o.state.current
+    const store = snap.settings.credentialsStore
+    const why =
+      store !== 'file'
+        ? `the configured credential store (${store}) is not one this daemon can refresh`
+        : snap.read.state === 'unreadable'
+          ? 'auth.json cannot be read, so no refresh could be written back'
+          : 'these tokens cannot be refreshed here'
+    return { kind: 'rejected', permanent: true, message: `Failed to refresh token: ${tooShort(validMs, minValiditySeconds)}, and ${why}`, status: null }
   }
 
   /**
@@ -184,7 +200,8 @@ export class Refresher {
     const cand = this.candidate()
     if (cand === null) {
       if (this.o.state.current.resolved.kind === 'chatgpt') {
-        throw new RefreshError({ kind: 'rejected', message: 'These tokens cannot be refreshed here: the configured credential store is not the file' })
+        const store = this.o.state.current.settings.credentialsStore
+        throw new RefreshError({ kind: 'rejected', message: `These tokens cannot be refreshed here: the configured credential store (${store}) is not one this daemon can refresh` })
       }
       return
     }
@@ -247,13 +264,20 @@ export class Refresher {
     return null
   }
 
-  private failureFor(outcome: Outcome | 'timeout' | null): RefreshFailure {
-    if (outcome !== null && outcome !== 'timeout' && !outcome.ok && 'failure' in outcome) return outcome.failure
+  private failureFor(outcome: Outcome | 'timeout' | 'loop_guard' | null, validMs: number, minValiditySeconds: number): RefreshFailure {
+    if (typeof outcome === 'object' && outcome !== null && !outcome.ok && 'failure' in outcome) return outcome.failure
     const cand = this.candidate()
     if (cand !== null && this.permanent?.refreshToken === cand.tokens.refreshToken) return this.permanent.failure
     if (this.backoff !== null) return this.backoff.failure
-    const message = outcome === 'timeout' ? 'the token refresh is still running' : 'the access token has expired and could not be refreshed'
-    return { kind: 'transient', permanent: false, message: `Failed to refresh token: ${message}`, status: null }
+    const why =
+      outcome === 'timeout'
+        ? 'the token refresh is still running'
+        : outcome === 'loop_guard'
+          ? 'the tokens were refreshed less than 30 s ago and are not refreshed again so soon'
+          : typeof outcome === 'object' && outcome !== null && outcome.ok
+            ? 'the token endpoint issued no longer-lived token'
+            : 'it could not be refreshed'
+    return { kind: 'transient', permanent: false, message: `Failed to refresh token: ${tooShort(validMs, minValiditySeconds)}, and ${why}`, status: null }
   }
 
   // ---- the sequence ---------------------------------------------------------------------------
@@ -570,6 +594,12 @@ export function mergeRefreshed(disk: AuthFile, ours: AuthFile): AuthFile {
 
 function holdsSpentToken(cur: AuthRead, pending: PendingTokens): boolean {
   return cur.state === 'ok' && cur.auth.tokens !== null && cur.auth.tokens.refreshToken === pending.spentRefreshToken && cur.auth.tokens.accountId === pending.accountId
+}
+
+/** "the access token has expired" / "... expires in 42 s, sooner than the 60 s asked for" */
+function tooShort(validMs: number, minValiditySeconds: number): string {
+  if (validMs <= 0) return 'the access token has expired'
+  return `the access token expires in ${Math.floor(validMs / 1000)} s, sooner than the ${minValiditySeconds} s asked for`
 }
 
 function sha256(s: string): string {
