@@ -3,6 +3,7 @@
 // resolve, then listen; what was started is closed in reverse, by stop() and by a failed start.
 import fs from 'node:fs'
 import net from 'node:net'
+import path from 'node:path'
 import { DaemonExit } from '../rpc/contract.js'
 import { HomeError, resolveCodexHome } from '../codex/home.js'
 import type { Logger } from '../log.js'
@@ -150,6 +151,7 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
     env: ctx.env,
     log,
     userAgent: `codex-authd/${ctx.version}`,
+    journalFallbackDir: journalFallbackDir(ctx.env, activationFd === null ? socketPath : null),
     ...ctx.refresh,
   })
   closers.add('refresher', () => refresher.stop())
@@ -263,6 +265,24 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
     socket: socketPath,
     stop,
     reloadConfig: () => state.reload(),
+  }
+}
+
+/**
+ * Where refresh answers are journaled when the home's disk cannot take them (docs/refresh.md#the-journal):
+ * the socket's directory, which prepareSocketDir made 0700 and ours; under socket activation
+ * $XDG_RUNTIME_DIR/codex-authd (created 0700), or none.
+ */
+function journalFallbackDir(env: NodeJS.ProcessEnv, ownSocket: string | null): string | null {
+  if (ownSocket !== null) return path.dirname(ownSocket)
+  const xdg = env.XDG_RUNTIME_DIR
+  if (!xdg || !path.isAbsolute(xdg)) return null
+  const dir = path.join(xdg, 'codex-authd')
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
+    return dir
+  } catch {
+    return null
   }
 }
 
