@@ -7,7 +7,7 @@ import { post } from '../net/http.js'
 import { oidcConfiguration, openAiEndpoints, type IssuerConfig } from '../net/issuer.js'
 import type { ErrorInfo, RefreshState } from '../rpc/contract.js'
 import type { AuthState, PendingTokens } from '../state/cache.js'
-import { AuthWriteError, commitAuth, readAuth, sha256Hex, stillHolds, type HeldToken } from '../store/authstore.js'
+import { AuthWriteError, commitAuth, readAuth, readAuthAfterWriters, sha256Hex, stillHolds, type HeldToken } from '../store/authstore.js'
 import { deleteJournals, readJournals, writeJournal, type JournalPlaces } from '../store/journal.js'
 import { orTimeout } from '../timeout.js'
 import type { AccessTokenClaims, AuthFile, TokenData } from '../types.js'
@@ -38,6 +38,11 @@ export interface RefresherOptions {
   getAuthWaitMs?: number
   /** Multiplies every backoff delay (a test knob: CODEX_AUTHD_BACKOFF_SCALE); default 1. */
   backoffScale?: number
+  /**
+   * How long a spend answered `reused` or `revoked` waits for another writer's rotation to land
+   * before it counts as a failure (docs/refresh.md#adopting-another-writers-refresh); default 3 s.
+   */
+  adoptWaitMs?: number
   /**
    * Where token answers are journaled when the home's disk cannot take them: a directory of the
    * daemon's own off that disk (the runtime directory); null: none (docs/refresh.md#the-journal).
@@ -96,6 +101,7 @@ export class Refresher {
   constructor(options: RefresherOptions) {
     this.o = {
       journalFallbackDir: null,
+      adoptWaitMs: 3000,
       lockTimeoutMs: 5000,
       httpTimeoutMs: 30_000,
       getAuthWaitMs: 10_000,
@@ -336,8 +342,17 @@ export class Refresher {
     const sentAt = performance.now()
     const result = await this.requestTokens(spent, reason)
     const receivedAt = performance.now()
+    if (!result.ok) {
+      const failure = classifyFailure(result.answer)
+      // Someone else (a Codex) spent it just before us: its rotation lands in the file moments later.
+      if ((failure.kind === 'reused' || failure.kind === 'revoked') && (await this.awaitOtherWriter(cand.held))) {
+        this.lastError = null
+        this.o.log.info({ kind: failure.kind }, 'refresh token was spent by another writer; adopted its tokens')
+        return { ok: false, skipped: 'adopted' }
+      }
+      return { ok: false, failure: this.fail(spent, failure, this.o.now()) }
+    }
     const now = this.o.now()
-    if (!result.ok) return { ok: false, failure: this.fail(spent, classifyFailure(result.answer), now) }
     const fields = result.tokens
     if (fields.access_token === undefined && fields.refresh_token === undefined) return { ok: false, failure: this.fail(spent, NO_TOKENS, now) }
 
@@ -364,6 +379,43 @@ export class Refresher {
       this.committing = null
     })
     return { ok: true }
+  }
+
+  /**
+   * Waits at most adoptWaitMs for auth.json to stop holding `held`: each look takes auth.lock
+   * first (bounded), since a writer holds it while it writes, and the state's 'change' event wakes
+   * a look early. True (and the state reloaded) when the file moved on; an unreadable file may be
+   * half-way through a write and is looked at again.
+   */
+  private async awaitOtherWriter(held: HeldToken): Promise<boolean> {
+    const deadline = this.o.now() + this.o.adoptWaitMs
+    for (;;) {
+      const remaining = deadline - this.o.now()
+      const changed = this.nextChange()
+      const cur = await readAuthAfterWriters(this.o.home, Math.max(0, remaining))
+      if (cur.state !== 'unreadable' && !stillHolds(cur, held)) {
+        changed.cancel()
+        await this.o.state.reload()
+        return true
+      }
+      const left = deadline - this.o.now()
+      if (left <= 0) {
+        changed.cancel()
+        return false
+      }
+      await orTimeout(changed.promise, left, undefined)
+      changed.cancel()
+    }
+  }
+
+  /** The state's next 'change' event, as a promise whose listener can be removed. */
+  private nextChange(): { promise: Promise<void>; cancel: () => void } {
+    let listener = (): void => {}
+    const promise = new Promise<void>((resolve) => {
+      listener = () => resolve()
+      this.o.state.once('change', listener)
+    })
+    return { promise, cancel: () => this.o.state.off('change', listener) }
   }
 
   private fail(spent: string, failure: RefreshFailure, now: number): RefreshFailure {

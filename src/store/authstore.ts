@@ -156,6 +156,25 @@ async function readTarget(target: AuthTarget): Promise<AuthRead> {
 }
 
 /**
+ * Reads auth.json once auth.lock could be had (at most `timeoutMs`): a writer that follows
+ * Codex's protocol holds auth.lock while it writes, so this read sees its result, not the file
+ * before it. Past the bound it reads without the lock.
+ */
+export async function readAuthAfterWriters(home: string, timeoutMs: number): Promise<AuthRead> {
+  let lock: LockHandle | null = null
+  try {
+    lock = await acquireLock(join(home, 'auth.lock'), { timeoutMs, mode: 0o666 })
+  } catch (err) {
+    if (!(err instanceof LockTimeoutError)) throw err
+  }
+  try {
+    return await readAuth(home)
+  } finally {
+    await lock?.release().catch(() => {})
+  }
+}
+
+/**
  * The compare-and-write of Codex 0.171: auth.lock (in CODEX_HOME), re-read, auth.json.lock (beside
  * the symlink target), re-read as the merge base, then temp file 0600 + fsync + rename, or unlink.
  * Locks are polled with LOCK_NB and bounded; on lock_timeout, 'unreadable' or
