@@ -57,6 +57,7 @@ for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
     const start = (): Promise<RunningDaemon> => startDaemon({ home, socket, args: daemonArgs(p), env: { CODEX_AUTHD_LOCK_TIMEOUT_MS: '500' } })
 
     const d = await start()
+    t.teardown(() => (d.proc.exitCode === null && d.proc.signalCode === null ? d.stop() : undefined))
     const c = await connect(t, d)
     const filler = fill(home)
     t.throws(() => fs.writeFileSync(path.join(home, 'probe'), 'x'), { code: 'ENOSPC' }, 'the home is full')
@@ -66,6 +67,8 @@ for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
     const answer = refreshAnswers(w)[0]!
     t.ok(res.result?.token === answer.access_token, 'the refreshed token is served although auth.json cannot be written')
     t.ok((await fileTokens(home)).refreshToken === minted.refreshToken, 'auth.json still holds the spent token')
+    // The caller is answered at once; the journal is written beside it and logged when done.
+    await d.waitForLog((r) => r.msg === 'tokens refreshed')
     const fallback = fs.readdirSync(socketDir).filter((n) => n.startsWith('authd.pending-'))
     t.equal(fallback.length, 1, 'journaled in the fallback directory')
     const journal = path.join(socketDir, fallback[0]!)
@@ -87,7 +90,7 @@ for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
 
     fs.rmSync(filler)
     const d2 = await start()
-    t.teardown(() => d2.stop())
+    t.teardown(() => (d2.proc.exitCode === null && d2.proc.signalCode === null ? d2.stop() : undefined))
     const handled = records(d2).find((r) => r.msg === 'journaled refresh result handled')
     t.equal(handled?.outcome, 'written', 'the restarted daemon committed the journal before listening')
     const tk = await fileTokens(home)

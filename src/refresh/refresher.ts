@@ -4,7 +4,7 @@ import { formatLastRefresh } from '../codex/authfile.js'
 import { decodeAccessTokenClaims, decodeIdTokenClaims, isCodexValidIdToken } from '../codex/jwt.js'
 import type { Logger } from '../log.js'
 import { post } from '../net/http.js'
-import { oidcConfiguration, openAiEndpoints, type IssuerConfig } from '../net/issuer.js'
+import { oidcConfiguration, openAiEndpoints, originator, type IssuerConfig } from '../net/issuer.js'
 import type { ErrorInfo, RefreshState } from '../rpc/contract.js'
 import type { AuthState, PendingTokens } from '../state/cache.js'
 import { AuthWriteError, commitAuth, readAuth, readAuthAfterWriters, sha256Hex, stillHolds, type HeldToken } from '../store/authstore.js'
@@ -95,6 +95,8 @@ export class Refresher {
   private commitTimer: NodeJS.Timeout | null = null
   private commitAttempt = 0
   private stopped = false
+  private oidc: ReturnType<typeof oidcConfiguration> | null = null
+  private rawAnswer: { status: number; text: string } | null = null
   /** A journal found at start could not be settled yet (auth.json unreadable): tried again on each change. */
   private journalUnsettled = false
 
@@ -140,7 +142,7 @@ export class Refresher {
     const pending = this.o.state.current.pending
     if (pending === null) return
     if (await this.commitOnce(pending)) return
-    if (pending.journal === null && (await this.journal(pending, this.o.now())) === null) {
+    if (pending.journal.state !== 'written' && (await this.journal(pending, this.o.now())) === null) {
       this.o.log.error('refreshed tokens could be neither written nor journaled: they are lost with this process')
     }
   }
@@ -363,22 +365,39 @@ export class Refresher {
     this.permanent = null
     this.backoff = null
     this.lastError = null
-    const pending: PendingTokens = { fileRefreshToken: cand.held.refreshToken, accountId: cand.held.accountId, auth: next, stuck: false, journal: null }
-    pending.journal = await this.journal(pending, now)
+    // Served at once: the access token's durability is not the journal's concern, the refresh
+    // token's is, and the commit (the only thing that waits for locks) waits for the journal.
+    const pending: PendingTokens = { fileRefreshToken: cand.held.refreshToken, accountId: cand.held.accountId, auth: next, stuck: false, journal: { state: 'writing' } }
     this.o.state.setPending(pending)
-    // The window in which a kill loses the rotation: the round trip, then the journal write.
-    const roundTripMs = Math.round(receivedAt - sentAt)
-    const journalMs = Math.round(performance.now() - receivedAt)
-    this.o.log.info(
-      { accountId: next.tokens?.accountId ?? null, expiresAt: isoOrNull(decodeAccessTokenClaims(next.tokens!.accessToken).exp), roundTripMs, journalMs },
-      'tokens refreshed',
-    )
 
-    // (4)-(6) Commit in the background; callers are served the pending tokens meanwhile.
-    this.committing = this.commitLoop().finally(() => {
+    // (4)-(6) Journal, then commit, in the background; callers are served the pending tokens meanwhile.
+    this.committing = this.journalThenCommit(pending, now, sentAt, receivedAt).finally(() => {
       this.committing = null
     })
     return { ok: true }
+  }
+
+  /** `sentAt`, `receivedAt`: performance.now() around the token request. */
+  private async journalThenCommit(pending: PendingTokens, receivedAtMs: number, sentAt: number, receivedAt: number): Promise<void> {
+    const path = await this.journal(pending, receivedAtMs)
+    // The window in which a kill loses the rotation: the round trip, then the journal write.
+    const journalMs = Math.round(performance.now() - receivedAt)
+    this.o.log.info(
+      {
+        accountId: pending.auth.tokens?.accountId ?? null,
+        expiresAt: isoOrNull(decodeAccessTokenClaims(pending.auth.tokens!.accessToken).exp),
+        roundTripMs: Math.round(receivedAt - sentAt),
+        journalMs,
+      },
+      'tokens refreshed',
+    )
+    if (this.o.state.current.pending !== pending) {
+      // Dropped meanwhile: someone else's file won.
+      await this.settleJournal()
+      return
+    }
+    this.o.state.setPending({ ...pending, journal: path === null ? { state: 'failed' } : { state: 'written', path } })
+    await this.commitLoop()
   }
 
   /**
@@ -581,7 +600,7 @@ export class Refresher {
       accountId: record.accountId,
       auth: mergeRefreshed(cur.auth, record.auth),
       stuck: true,
-      journal: path,
+      journal: { state: 'written', path },
     })
     this.o.log.warn({ outcome }, 'journaled refresh result could not be committed yet; holding it')
     this.startCommit()
@@ -624,6 +643,20 @@ export class Refresher {
 
   // ---- HTTP -----------------------------------------------------------------------------------
 
+  /**
+   * Kind oidc: discovered once and kept (a failed discovery is tried again next time). Its fetch
+   * hands every raw answer to `rawAnswer`; one refresh runs at a time, so that field is this one's.
+   */
+  private oidcConfig(): ReturnType<typeof oidcConfiguration> {
+    this.oidc ??= oidcConfiguration(this.o.issuer, this.o.env, (status, text) => {
+      this.rawAnswer = { status, text }
+    }).catch((e: unknown) => {
+      this.oidc = null
+      throw e
+    })
+    return this.oidc
+  }
+
   private async requestTokens(refreshToken: string, reason: string): Promise<TokenResult> {
     if (this.o.issuer.kind === 'openai') {
       const url = openAiEndpoints(this.o.issuer.issuer, this.o.env).refresh
@@ -631,23 +664,21 @@ export class Refresher {
       const answer = await post(
         url,
         { client_id: this.o.issuer.clientId, grant_type: 'refresh_token', refresh_reason: reason, refresh_token: refreshToken },
-        { encoding: 'json', timeoutMs: this.o.httpTimeoutMs, headers: { originator: 'codex_cli_rs', 'user-agent': this.o.userAgent } },
+        { encoding: 'json', timeoutMs: this.o.httpTimeoutMs, headers: { originator: originator(this.o.env), 'user-agent': this.o.userAgent } },
       )
       return tokenResult(answer)
     }
     // Kind oidc: openid-client, with every raw answer captured first so that a 2xx it rejects
     // (no token_type, an id token it dislikes) still gives us the rotated refresh token.
-    let raw: { status: number; text: string } | null = null
+    this.rawAnswer = null
     try {
       const client = await import('openid-client')
-      const config = await oidcConfiguration(this.o.issuer, this.o.env, (status, text) => {
-        raw = { status, text }
-      })
-      raw = null // the discovery answer is not the token answer
+      const config = await this.oidcConfig()
+      this.rawAnswer = null // the discovery answer is not the token answer
       const res = await client.refreshTokenGrant(config, refreshToken)
       return { ok: true, tokens: { id_token: res.id_token, access_token: res.access_token, refresh_token: res.refresh_token } }
     } catch (e) {
-      const seen = raw as { status: number; text: string } | null
+      const seen = this.rawAnswer as { status: number; text: string } | null
       if (seen === null) {
         const timeout = (e as Error)?.name === 'TimeoutError' || (e as Error)?.name === 'AbortError'
         return { ok: false, answer: timeout ? { type: 'timeout' } : { type: 'network', code: (e as { code?: string })?.code ?? 'ERR_NETWORK' } }

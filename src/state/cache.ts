@@ -25,9 +25,11 @@ export interface PendingTokens {
   auth: AuthFile
   /** A commit was tried and failed: reported as the `refresh_pending` problem. */
   stuck: boolean
-  /** Where they are journaled (docs/refresh.md#the-journal); null: only in memory, also a `refresh_pending` problem. */
-  journal: string | null
+  /** Their journal (docs/refresh.md#the-journal); 'failed': only in memory, also a `refresh_pending` problem. */
+  journal: PendingJournal
 }
+
+export type PendingJournal = { state: 'writing' } | { state: 'written'; path: string } | { state: 'failed' }
 
 export interface Snapshot {
   /** Bumped on every change that subscribers are told about. */
@@ -260,13 +262,15 @@ export class AuthState extends EventEmitter<StateEvents> {
         column: null,
       })
     }
-    if (pending !== null && (pending.stuck || pending.journal === null)) {
+    if (pending !== null && (pending.stuck || pending.journal.state === 'failed')) {
       problems.push({
         code: 'refresh_pending',
         message:
-          pending.journal === null
+          pending.journal.state === 'failed'
             ? 'refreshed tokens are held only in memory (they could not be journaled) until auth.json can be written'
-            : `refreshed tokens are held in memory and journaled in ${pending.journal} until auth.json can be written`,
+            : pending.journal.state === 'written'
+              ? `refreshed tokens are held in memory and journaled in ${pending.journal.path} until auth.json can be written`
+              : 'refreshed tokens are held in memory until auth.json can be written',
         file: path.join(this.home, 'auth.json'),
         line: null,
         column: null,
