@@ -262,6 +262,19 @@ t.test('refresh through a real HTTP proxy (tinyproxy) on loopback', async (t) =>
 
 // ---------------------------------------------------------------- CLI and the refresh method
 
+t.test('the refresh request honours CODEX_INTERNAL_ORIGINATOR_OVERRIDE, as every OAuth request does', async (t) => {
+  const { p, home } = await loggedIn(t, { authorizationCode: 3600, refreshToken: 3600 }, new Date())
+  const plain = await daemon(t, home, p)
+  const c = await connect(t, plain)
+  t.notOk((await c.call('refresh')).error)
+  await plain.stop()
+  const d = await daemon(t, home, p, { env: { CODEX_INTERNAL_ORIGINATOR_OVERRIDE: 'codex_vscode' } })
+  const c2 = await connect(t, d)
+  t.notOk((await c2.call('refresh')).error)
+  const calls = p.calls.filter((x) => x.endpoint === 'token' && x.grantType === 'refresh_token')
+  t.same(calls.map((x) => x.originator), ['codex_cli_rs', 'codex_vscode'], 'Codex’s default, then the override')
+})
+
 t.test('codex-auth refresh forces a refresh; concurrent refresh calls share one', async (t) => {
   const { w, p, minted, home } = await loggedIn(t, { authorizationCode: 3600, refreshToken: 3600 }, new Date())
   const d = await daemon(t, home, p)

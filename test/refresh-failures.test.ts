@@ -201,7 +201,7 @@ t.test('transient failures back off 1 s, 2 s, ... (scaled to 250 ms, 500 ms, ...
 
 // ---------------------------------------------------------------- locks held by flock(1)
 
-t.test('auth.json.lock held by flock(1) during our commit: tokens pending, then committed; SIGTERM parks them', async (t) => {
+t.test('auth.json.lock held by flock(1) during our commit: tokens pending and journaled, then committed; after SIGTERM the journal is committed at the next start', async (t) => {
   const { w, p, minted, home, bytes } = await loggedIn(t, { authorizationCode: 500, refreshToken: 3600 })
   const holder = await holdWithFlock(t, path.join(home, 'auth.json.lock'))
   const d = await daemon(t, home, p, { env: QUICK_LOCKS })
@@ -222,15 +222,19 @@ t.test('auth.json.lock held by flock(1) during our commit: tokens pending, then 
   t.ok(st.loggedIn, 'still logged in')
   t.ok(fs.readFileSync(path.join(home, 'auth.json')).equals(bytes), 'auth.json still holds the old tokens, untouched')
   t.ok((await c.call('getAuth')).result.token === answer.access_token, 'still serving the pending token')
+  const journal = path.join(home, 'authd.pending.json')
+  t.ok(fs.existsSync(journal), 'the answer is journaled while it waits for the lock')
+  t.match(st.problems.find((x: any) => x.code === 'refresh_pending').message, `journaled in ${journal}`)
 
   // Release: the commit (retried with backoff) lands.
   await holder.release()
   const landed = await rotatedInFile('the pending tokens in auth.json', home, minted.refreshToken, 20_000)
   t.ok(landed.refreshToken === answer.refresh_token && landed.accessToken === answer.access_token, 'the refreshed tokens were written')
   await until('refresh_pending to clear', async () => !(await status(c)).problems.some((x: any) => x.code === 'refresh_pending'))
+  await until('the journal to be deleted once written', () => !fs.existsSync(journal))
   t.equal(refreshCalls(p), 1, 'one refresh call in all: the commit retries, the refresh is not repeated')
 
-  // Again, and this time SIGTERM while the tokens are pending: they are parked.
+  // Again, and this time SIGTERM while the tokens are pending: the journal stays for the next start.
   const holder2 = await holdWithFlock(t, path.join(home, 'auth.json.lock'))
   const forced = await c.call('refresh')
   t.notOk(forced.error, shape(forced))
@@ -240,19 +244,19 @@ t.test('auth.json.lock held by flock(1) during our commit: tokens pending, then 
   const fileBefore = fs.readFileSync(path.join(home, 'auth.json'))
   const stopped = Date.now()
   const exit = await d.stop('SIGTERM')
-  t.comment(`SIGTERM took ${Date.now() - stopped} ms (it tries the commit once more before parking)`)
+  t.comment(`SIGTERM took ${Date.now() - stopped} ms (it tries the commit once more)`)
   t.same(exit, { code: 0, signal: null }, 'clean exit')
-  const park = path.join(home, 'authd.pending.json')
-  t.ok(fs.existsSync(park), 'authd.pending.json parked')
-  t.equal(fs.statSync(park).mode & 0o777, 0o600, 'parked 0600')
+  const park = journal
+  t.ok(fs.existsSync(park), 'authd.pending.json journaled')
+  t.equal(fs.statSync(park).mode & 0o777, 0o600, 'journaled 0600')
   t.ok(fs.readFileSync(path.join(home, 'auth.json')).equals(fileBefore), 'auth.json untouched while locked')
-  t.ok(d.logs.some((l) => l.includes('parked in authd.pending.json')), 'logged')
-  t.notOk(fs.readFileSync(park, 'utf8').includes(landed.refreshToken), 'the park names the spent token only by its hash')
+  t.notOk(fs.readFileSync(park, 'utf8').includes(landed.refreshToken), 'the journal names the spent token only by its hash')
 
-  // The next start (lock released) commits the parked tokens and deletes the park file.
+  // The next start (lock released) commits the journaled tokens and deletes the journal.
   await holder2.release()
   const d2 = await daemon(t, home, p, { env: QUICK_LOCKS })
-  t.notOk(fs.existsSync(park), 'the park file is deleted')
+  t.notOk(fs.existsSync(park), 'the journal is deleted')
+  t.ok(d2.logs.some((l) => l.includes('journaled refresh result handled') && l.includes('"outcome":"written"')), 'committed at start')
   const tk = await fileTokens(home)
   t.ok(tk.refreshToken === answer2.refresh_token && tk.accessToken === answer2.access_token, 'auth.json holds the parked refresh')
   const c2 = await connect(t, d2)
@@ -261,7 +265,7 @@ t.test('auth.json.lock held by flock(1) during our commit: tokens pending, then 
   t.equal(p.countCalls({ refreshTokenReuse: true }), 0, 'no refresh token was spent twice')
 })
 
-t.test('a parked result whose lock is still held at the next start is kept pending, not lost', async (t) => {
+t.test('a journaled result whose lock is still held at the next start is kept pending, not lost', async (t) => {
   const { w, p, minted, home } = await loggedIn(t, { authorizationCode: 500, refreshToken: 3600 })
   const holder = await holdWithFlock(t, path.join(home, 'auth.json.lock'))
   const d = await daemon(t, home, p, { env: QUICK_LOCKS })
@@ -270,7 +274,7 @@ t.test('a parked result whose lock is still held at the next start is kept pendi
   t.notOk(res.error, shape(res))
   const answer = refreshAnswers(w)[0]!
   t.same(await d.stop('SIGTERM'), { code: 0, signal: null })
-  t.ok(fs.existsSync(path.join(home, 'authd.pending.json')), 'parked')
+  t.ok(fs.existsSync(path.join(home, 'authd.pending.json')), 'journaled')
   // Still locked when the next daemon starts: it cannot commit within the lock bound.
   const d2 = await daemon(t, home, p, { env: QUICK_LOCKS })
   const c2 = await connect(t, d2)
@@ -281,4 +285,5 @@ t.test('a parked result whose lock is still held at the next start is kept pendi
   const tk = await rotatedInFile('the parked tokens in auth.json', home, minted.refreshToken, 20_000)
   t.ok(tk.refreshToken === answer.refresh_token, 'committed once the lock was free')
   t.equal(refreshCalls(p), 1, 'no second refresh')
+  await until('the journal to be deleted once written', () => !fs.existsSync(path.join(home, 'authd.pending.json')))
 })

@@ -71,7 +71,7 @@ function fingerprint(p: string): Fingerprint | null {
   }
 }
 
-/** Files in the home the daemon may create (its lock) and must not (temp files, park file). */
+/** Files in the home the daemon may create (its lock) and must not (temp files, a refresh journal left behind). */
 function strayFiles(home: string): string[] {
   let names: string[] = []
   try {

@@ -156,6 +156,7 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
     ctx,
     issuer: { issuer: options.issuer, kind: options.issuerKind, clientId: options.clientId },
     lockNote: activationFd !== null ? `${socketPath} (socket-activated)` : socketPath,
+    journalFallbackDir: journalFallbackDir(ctx.env, activationFd === null ? socketPath : null),
     broadcast: (method, params) => transport.broadcast(method, params),
     // Only the home served now speaks to subscribers; a closing one may still re-read its files.
     onChange: (home) => {
@@ -393,6 +394,24 @@ function validFor(snap: Snapshot, minSeconds: number): boolean {
 
 function homeProblem(code: 'home_invalid' | 'home_owned', file: string, message: string): Problem {
   return { code, message, file, line: null, column: null }
+}
+
+/**
+ * Where refresh answers are journaled when the home's disk cannot take them (docs/refresh.md#the-journal):
+ * the socket's directory, which prepareSocketDir made 0700 and ours; under socket activation
+ * $XDG_RUNTIME_DIR/codex-authd (created 0700), or none.
+ */
+function journalFallbackDir(env: NodeJS.ProcessEnv, ownSocket: string | null): string | null {
+  if (ownSocket !== null) return path.dirname(ownSocket)
+  const xdg = env.XDG_RUNTIME_DIR
+  if (!xdg || !path.isAbsolute(xdg)) return null
+  const dir = path.join(xdg, 'codex-authd')
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
+    return dir
+  } catch {
+    return null
+  }
 }
 
 /** An error for the log: its class and errno code, never its message (it may quote input). */

@@ -38,14 +38,16 @@ export function methodTable(deps: MethodDeps): MethodTable {
   return {
     getAuth: async (params) => {
       const { minValiditySeconds } = parseGetAuthParams(params)
-      if (deps.snapshot().resolved.kind === 'chatgpt') await deps.refresher.ensureFresh(minValiditySeconds)
-      const now = deps.snapshot()
-      // docs/architecture.md: the last good credential of an unparsable file is served until it expires.
-      if (now.read.state === 'unreadable' && now.resolved.kind === 'chatgpt') {
-        const exp = now.resolved.accessClaims.exp
-        if (exp !== null && exp * 1000 <= Date.now()) throw unreadableError(now.read.problem)
+      const before = deps.snapshot()
+      // docs/architecture.md: the last good credential of an unparsable file is served until it
+      // expires; then the file is the error (-32006), not the refresh.
+      if (before.read.state === 'unreadable' && before.resolved.kind === 'chatgpt') {
+        const exp = before.resolved.accessClaims.exp
+        if (exp !== null && exp * 1000 <= Date.now()) throw unreadableError(before.read.problem)
       }
-      return grantFrom(now)
+      // Throws unless the token is valid for minValiditySeconds, whatever the store (docs/contract.md).
+      if (before.resolved.kind === 'chatgpt') await deps.refresher.ensureFresh(minValiditySeconds)
+      return grantFrom(deps.snapshot())
     },
     status: (params) => {
       paramsObject(params)

@@ -42,6 +42,8 @@ export interface HomeDeps {
   issuer: IssuerConfig
   /** The note written into authd.lock: our socket. */
   lockNote: string
+  /** Where refresh answers are journaled when the home's disk is full (docs/refresh.md#the-journal). */
+  journalFallbackDir: string | null
   broadcast(method: 'loginCompleted', params: unknown): void
   /** The state of this home changed (the daemon forwards it only while this home is the served one). */
   onChange(home: ServedHome, snap: Snapshot): void
@@ -122,6 +124,7 @@ export class ServedHome implements HomeView {
       env: ctx.env,
       log: ctx.log,
       userAgent: `codex-authd/${ctx.version}`,
+      journalFallbackDir: deps.journalFallbackDir,
       ...ctx.refresh,
     })
     const logins = new LoginManager({

@@ -24,7 +24,7 @@
 import type { Logger } from '../log.js'
 import { decodeIdTokenClaims, isCodexValidIdToken } from '../codex/jwt.js'
 import type { IssuerConfig } from '../net/issuer.js'
-import { oidcConfiguration, openAiEndpoints } from '../net/issuer.js'
+import { oidcConfiguration, openAiEndpoints, originator } from '../net/issuer.js'
 import type { LoginMethod, LoginResult, LoginStarted, LogoutResult } from '../rpc/contract.js'
 import type { AuthState } from '../state/cache.js'
 import { readAuth } from '../store/authstore.js'
@@ -265,7 +265,7 @@ export class LoginManager {
       codeChallenge: pkce.challenge,
       state,
       allowedWorkspaceIds: this.settings.forcedChatgptWorkspaceIds,
-      originator: env.CODEX_INTERNAL_ORIGINATOR_OVERRIDE || undefined,
+      originator: originator(env),
     })
     this.track(session, server, Promise.resolve(), this.timeoutMs)
     this.deps.log.info({ loginId: session.id, method: 'browser', port: server.port }, 'login started')

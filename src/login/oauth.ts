@@ -3,7 +3,7 @@
 // goes through openid-client against the discovered endpoints. Never throws a message that holds a
 // secret.
 import type { IssuerConfig } from '../net/issuer.js'
-import { oidcConfiguration, openAiEndpoints } from '../net/issuer.js'
+import { oidcConfiguration, openAiEndpoints, originator } from '../net/issuer.js'
 import { post, type HttpAnswer } from '../net/http.js'
 import { orTimeout } from '../timeout.js'
 import { VERSION } from '../version.js'
@@ -22,10 +22,6 @@ export interface LoginTokens {
 
 export function userAgent(): string {
   return `codex-authd/${VERSION}`
-}
-
-function originator(env: NodeJS.ProcessEnv): string {
-  return env.CODEX_INTERNAL_ORIGINATOR_OVERRIDE || 'codex_cli_rs'
 }
 
 /** The tokens of a token-endpoint answer body, or null when one of the three is missing. */

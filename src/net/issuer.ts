@@ -5,6 +5,15 @@ import { proxiedFetchFor } from './http.js'
 
 export type IssuerKind = 'openai' | 'oidc'
 
+/**
+ * The `originator` header and authorize parameter of every OAuth request (refresh, code exchange,
+ * device flow, revocation, the authorize URL): Codex's rule, CODEX_INTERNAL_ORIGINATOR_OVERRIDE
+ * else codex_cli_rs (docs/codex-compat.md#refresh-request).
+ */
+export function originator(env: NodeJS.ProcessEnv): string {
+  return env.CODEX_INTERNAL_ORIGINATOR_OVERRIDE || 'codex_cli_rs'
+}
+
 export interface IssuerConfig {
   issuer: string
   kind: IssuerKind

@@ -1,15 +1,14 @@
 // One refresher per CODEX_HOME (docs/refresh.md): decides when, spends the refresh token once for every
 // caller, holds the answer as pending until it is committed under Codex's locks, and backs off.
-import { createHash } from 'node:crypto'
-import fs from 'node:fs/promises'
-import { formatLastRefresh, serializeAuthFile, parseAuthFile } from '../codex/authfile.js'
+import { formatLastRefresh } from '../codex/authfile.js'
 import { decodeAccessTokenClaims, decodeIdTokenClaims, isCodexValidIdToken } from '../codex/jwt.js'
 import type { Logger } from '../log.js'
 import { post } from '../net/http.js'
-import { oidcConfiguration, openAiEndpoints, type IssuerConfig } from '../net/issuer.js'
+import { oidcConfiguration, openAiEndpoints, originator, type IssuerConfig } from '../net/issuer.js'
 import type { ErrorInfo, RefreshState } from '../rpc/contract.js'
 import type { AuthState, PendingTokens } from '../state/cache.js'
-import { AuthWriteError, commitAuth, parkPath, readAuth, writePrivateFileAtomic, type AuthRead } from '../store/authstore.js'
+import { AuthWriteError, commitAuth, readAuth, readAuthAfterWriters, sha256Hex, stillHolds, type HeldToken } from '../store/authstore.js'
+import { deleteJournals, readJournals, writeJournal, type JournalPlaces } from '../store/journal.js'
 import { orTimeout } from '../timeout.js'
 import type { AccessTokenClaims, AuthFile, TokenData } from '../types.js'
 import { RefreshError } from './errors.js'
@@ -39,15 +38,24 @@ export interface RefresherOptions {
   getAuthWaitMs?: number
   /** Multiplies every backoff delay (a test knob: CODEX_AUTHD_BACKOFF_SCALE); default 1. */
   backoffScale?: number
+  /**
+   * How long a spend answered `reused` or `revoked` waits for another writer's rotation to land
+   * before it counts as a failure (docs/refresh.md#adopting-another-writers-refresh); default 3 s.
+   */
+  adoptWaitMs?: number
+  /**
+   * Where token answers are journaled when the home's disk cannot take them: a directory of the
+   * daemon's own off that disk (the runtime directory); null: none (docs/refresh.md#the-journal).
+   */
+  journalFallbackDir?: string | null
 }
 
 /** The tokens a refresh would spend, and what the file must still hold for the result to land. */
 interface Candidate {
   auth: AuthFile
   tokens: TokenData
-  /** The refresh token auth.json holds (differs from tokens.refreshToken while a commit is pending). */
-  fileRefreshToken: string
-  fileAccountId: string | null
+  /** What auth.json holds (its refresh token differs from tokens.refreshToken while a commit is pending). */
+  held: { refreshToken: string; accountId: string | null }
 }
 
 type Outcome = { ok: true } | { ok: false; failure: RefreshFailure } | { ok: false; skipped: 'adopted' | 'no_tokens' | 'unreadable' }
@@ -87,9 +95,15 @@ export class Refresher {
   private commitTimer: NodeJS.Timeout | null = null
   private commitAttempt = 0
   private stopped = false
+  private oidc: ReturnType<typeof oidcConfiguration> | null = null
+  private rawAnswer: { status: number; text: string } | null = null
+  /** A journal found at start could not be settled yet (auth.json unreadable): tried again on each change. */
+  private journalUnsettled = false
 
   constructor(options: RefresherOptions) {
     this.o = {
+      journalFallbackDir: null,
+      adoptWaitMs: 3000,
       lockTimeoutMs: 5000,
       httpTimeoutMs: 30_000,
       getAuthWaitMs: 10_000,
@@ -100,19 +114,25 @@ export class Refresher {
     } as typeof this.o
   }
 
-  /** Commit what a previous run parked, then follow the state. */
+  /** Commit what a previous run journaled, then follow the state. */
   async start(): Promise<void> {
-    await this.commitParked()
+    await this.commitJournal()
     this.o.state.on('change', () => this.onStateChange())
     this.o.state.on('pendingDropped', () => {
       if (this.commitTimer) clearTimeout(this.commitTimer)
       this.commitTimer = null
       this.commitAttempt = 0
+      // Someone else's file won: the journal is settled once the state has let go of the tokens.
+      setImmediate(() => void this.settleJournal())
     })
     this.onStateChange()
   }
 
-  /** SIGTERM: wait for a running refresh, try the commit once more, park what still cannot land. */
+  /**
+   * SIGTERM: wait for a running refresh, try the commit once more. What still cannot land is in
+   * the journal already (written when the answer arrived); only tokens that could not be journaled
+   * then are tried once more here.
+   */
   async stop(): Promise<void> {
     this.stopped = true
     if (this.timer) clearTimeout(this.timer)
@@ -122,7 +142,9 @@ export class Refresher {
     const pending = this.o.state.current.pending
     if (pending === null) return
     if (await this.commitOnce(pending)) return
-    await this.park(pending)
+    if (pending.journal.state !== 'written' && (await this.journal(pending, this.o.now())) === null) {
+      this.o.log.error('refreshed tokens could be neither written nor journaled: they are lost with this process')
+    }
   }
 
   status(): RefreshStatus {
@@ -149,30 +171,46 @@ export class Refresher {
   }
 
   private async ensureFreshOnce(minValiditySeconds: number, mayRetry: boolean): Promise<'adopted' | undefined> {
-    const cand = this.candidate()
-    if (cand === null) return
-    const now = this.o.now()
     const minMs = minValiditySeconds * 1000
     const validMs = (): number => {
       const r = this.o.state.current.resolved
       if (r.kind !== 'chatgpt' || r.accessClaims.exp === null) return Infinity
       return r.accessClaims.exp * 1000 - this.o.now()
     }
+    const cand = this.candidate()
+    if (cand === null) {
+      // Nothing this daemon can refresh: never serve a token that is not good enough (docs/contract.md).
+      if (validMs() < minMs) throw new RefreshError(this.unrefreshable(validMs(), minValiditySeconds))
+      return
+    }
+    const now = this.o.now()
     const due = this.dueAt(cand, now)
     const needs = this.inFlight !== null || (due !== null && due <= now) || validMs() < minMs
     if (!needs) return
 
-    let outcome: Outcome | 'timeout' | null = null
+    let outcome: Outcome | 'timeout' | 'loop_guard' | null = null
     if (this.inFlight !== null) outcome = await orTimeout(this.inFlight, this.o.getAuthWaitMs, 'timeout' as const)
     else {
       const blocked = this.blocked(cand, now, false)
       if (blocked === null) outcome = await orTimeout(this.startRefresh(false), this.o.getAuthWaitMs, 'timeout' as const)
-      else if (blocked === 'loop_guard') return // a fresh refresh cannot do better: serve as it is
+      else if (blocked === 'loop_guard') outcome = 'loop_guard' // a fresh refresh cannot do better now
     }
     if (validMs() >= minMs) return
-    if (outcome !== null && outcome !== 'timeout' && outcome.ok) return
-    if (mayRetry && outcome !== null && outcome !== 'timeout' && 'skipped' in outcome && outcome.skipped === 'adopted') return 'adopted'
-    throw new RefreshError(this.failureFor(outcome))
+    if (mayRetry && typeof outcome === 'object' && outcome !== null && !outcome.ok && 'skipped' in outcome && outcome.skipped === 'adopted') return 'adopted'
+    throw new RefreshError(this.failureFor(outcome, validMs(), minValiditySeconds))
+  }
+
+  /** Why a token that is not good enough cannot be refreshed here at all (docs/refresh.md#which-tokens). */
+  private unrefreshable(validMs: number, minValiditySeconds: number): RefreshFailure {
+    const snap = this.o.state.current
+    const store = snap.settings.credentialsStore
+    const why =
+      store !== 'file'
+        ? `the configured credential store (${store}) is not one this daemon can refresh`
+        : snap.read.state === 'unreadable'
+          ? 'auth.json cannot be read, so no refresh could be written back'
+          : 'these tokens cannot be refreshed here'
+    return { kind: 'rejected', permanent: true, message: `Failed to refresh token: ${tooShort(validMs, minValiditySeconds)}, and ${why}`, status: null }
   }
 
   /**
@@ -184,7 +222,8 @@ export class Refresher {
     const cand = this.candidate()
     if (cand === null) {
       if (this.o.state.current.resolved.kind === 'chatgpt') {
-        throw new RefreshError({ kind: 'rejected', message: 'These tokens cannot be refreshed here: the configured credential store is not the file' })
+        const store = this.o.state.current.settings.credentialsStore
+        throw new RefreshError({ kind: 'rejected', message: `These tokens cannot be refreshed here: the configured credential store (${store}) is not one this daemon can refresh` })
       }
       return
     }
@@ -208,8 +247,10 @@ export class Refresher {
     return {
       auth,
       tokens: auth.tokens,
-      fileRefreshToken: snap.pending?.spentRefreshToken ?? auth.tokens.refreshToken,
-      fileAccountId: snap.pending !== null ? snap.pending.accountId : auth.tokens.accountId,
+      held:
+        snap.pending !== null
+          ? { refreshToken: snap.pending.fileRefreshToken, accountId: snap.pending.accountId }
+          : { refreshToken: auth.tokens.refreshToken, accountId: auth.tokens.accountId },
     }
   }
 
@@ -247,13 +288,20 @@ export class Refresher {
     return null
   }
 
-  private failureFor(outcome: Outcome | 'timeout' | null): RefreshFailure {
-    if (outcome !== null && outcome !== 'timeout' && !outcome.ok && 'failure' in outcome) return outcome.failure
+  private failureFor(outcome: Outcome | 'timeout' | 'loop_guard' | null, validMs: number, minValiditySeconds: number): RefreshFailure {
+    if (typeof outcome === 'object' && outcome !== null && !outcome.ok && 'failure' in outcome) return outcome.failure
     const cand = this.candidate()
     if (cand !== null && this.permanent?.refreshToken === cand.tokens.refreshToken) return this.permanent.failure
     if (this.backoff !== null) return this.backoff.failure
-    const message = outcome === 'timeout' ? 'the token refresh is still running' : 'the access token has expired and could not be refreshed'
-    return { kind: 'transient', permanent: false, message: `Failed to refresh token: ${message}`, status: null }
+    const why =
+      outcome === 'timeout'
+        ? 'the token refresh is still running'
+        : outcome === 'loop_guard'
+          ? 'the tokens were refreshed less than 30 s ago and are not refreshed again so soon'
+          : typeof outcome === 'object' && outcome !== null && outcome.ok
+            ? 'the token endpoint issued no longer-lived token'
+            : 'it could not be refreshed'
+    return { kind: 'transient', permanent: false, message: `Failed to refresh token: ${tooShort(validMs, minValiditySeconds)}, and ${why}`, status: null }
   }
 
   // ---- the sequence ---------------------------------------------------------------------------
@@ -266,13 +314,15 @@ export class Refresher {
       })
       .finally(() => {
         this.inFlight = null
+        // Pending tokens whose commit was held back while this refresh ran (startCommit).
+        if (this.o.state.current.pending !== null && this.commitTimer === null) this.startCommit()
         this.reschedule()
       })
     return this.inFlight
   }
 
   private async run(force: boolean): Promise<Outcome> {
-    // A commit still being made must land (or park) before its tokens are spent again.
+    // A commit still being made must land (or be dropped) before its tokens are spent again.
     await this.committing
     const cand = this.candidate()
     if (cand === null) return { ok: false, skipped: 'no_tokens' }
@@ -281,8 +331,7 @@ export class Refresher {
     // (1) Re-read without a lock: someone else may have refreshed or logged in already.
     const disk = await readAuth(this.o.home)
     if (disk.state === 'unreadable') return { ok: false, skipped: 'unreadable' }
-    const t = disk.state === 'ok' ? disk.auth.tokens : null
-    if (t === null || t.refreshToken !== cand.fileRefreshToken || t.accountId !== cand.fileAccountId) {
+    if (!stillHolds(disk, cand.held)) {
       this.o.log.info('auth.json changed before refresh; adopting it')
       await this.o.state.reload()
       return { ok: false, skipped: 'adopted' }
@@ -292,27 +341,100 @@ export class Refresher {
     const spent = cand.tokens.refreshToken
     const claims = decodeAccessTokenClaims(cand.tokens.accessToken)
     const reason = claims.exp !== null ? 'proactive_expiry' : 'scheduled'
+    const sentAt = performance.now()
     const result = await this.requestTokens(spent, reason)
+    const receivedAt = performance.now()
+    if (!result.ok) {
+      const failure = classifyFailure(result.answer)
+      // Someone else (a Codex) spent it just before us: its rotation lands in the file moments later.
+      if ((failure.kind === 'reused' || failure.kind === 'revoked') && (await this.awaitOtherWriter(cand.held))) {
+        this.lastError = null
+        this.o.log.info({ kind: failure.kind }, 'refresh token was spent by another writer; adopted its tokens')
+        return { ok: false, skipped: 'adopted' }
+      }
+      return { ok: false, failure: this.fail(spent, failure, this.o.now()) }
+    }
     const now = this.o.now()
-    if (!result.ok) return { ok: false, failure: this.fail(spent, classifyFailure(result.answer), now) }
     const fields = result.tokens
     if (fields.access_token === undefined && fields.refresh_token === undefined) return { ok: false, failure: this.fail(spent, NO_TOKENS, now) }
 
-    // (3) Pending: served at once; reloads that still show the spent token cannot replace it.
+    // (3) Journal first, durably, before any lock is waited for (docs/refresh.md#the-journal);
+    // then pending: served at once; reloads that still show the file's token cannot replace it.
     const next = withNewTokens(cand.auth, fields, now)
     this.lastDoneMs = now
     this.permanent = null
     this.backoff = null
     this.lastError = null
-    const pending: PendingTokens = { spentRefreshToken: cand.fileRefreshToken, accountId: cand.fileAccountId, auth: next, stuck: false }
+    // Served at once: the access token's durability is not the journal's concern, the refresh
+    // token's is, and the commit (the only thing that waits for locks) waits for the journal.
+    const pending: PendingTokens = { fileRefreshToken: cand.held.refreshToken, accountId: cand.held.accountId, auth: next, stuck: false, journal: { state: 'writing' } }
     this.o.state.setPending(pending)
-    this.o.log.info({ accountId: next.tokens?.accountId ?? null, expiresAt: isoOrNull(decodeAccessTokenClaims(next.tokens!.accessToken).exp) }, 'tokens refreshed')
 
-    // (4)-(6) Commit in the background; callers are served the pending tokens meanwhile.
-    this.committing = this.commitLoop().finally(() => {
+    // (4)-(6) Journal, then commit, in the background; callers are served the pending tokens meanwhile.
+    this.committing = this.journalThenCommit(pending, now, sentAt, receivedAt).finally(() => {
       this.committing = null
     })
     return { ok: true }
+  }
+
+  /** `sentAt`, `receivedAt`: performance.now() around the token request. */
+  private async journalThenCommit(pending: PendingTokens, receivedAtMs: number, sentAt: number, receivedAt: number): Promise<void> {
+    const path = await this.journal(pending, receivedAtMs)
+    // The window in which a kill loses the rotation: the round trip, then the journal write.
+    const journalMs = Math.round(performance.now() - receivedAt)
+    this.o.log.info(
+      {
+        accountId: pending.auth.tokens?.accountId ?? null,
+        expiresAt: isoOrNull(decodeAccessTokenClaims(pending.auth.tokens!.accessToken).exp),
+        roundTripMs: Math.round(receivedAt - sentAt),
+        journalMs,
+      },
+      'tokens refreshed',
+    )
+    if (this.o.state.current.pending !== pending) {
+      // Dropped meanwhile: someone else's file won.
+      await this.settleJournal()
+      return
+    }
+    this.o.state.setPending({ ...pending, journal: path === null ? { state: 'failed' } : { state: 'written', path } })
+    await this.commitLoop()
+  }
+
+  /**
+   * Waits at most adoptWaitMs for auth.json to stop holding `held`: each look takes auth.lock
+   * first (bounded), since a writer holds it while it writes, and the state's 'change' event wakes
+   * a look early. True (and the state reloaded) when the file moved on; an unreadable file may be
+   * half-way through a write and is looked at again.
+   */
+  private async awaitOtherWriter(held: HeldToken): Promise<boolean> {
+    const deadline = this.o.now() + this.o.adoptWaitMs
+    for (;;) {
+      const remaining = deadline - this.o.now()
+      const changed = this.nextChange()
+      const cur = await readAuthAfterWriters(this.o.home, Math.max(0, remaining))
+      if (cur.state !== 'unreadable' && !stillHolds(cur, held)) {
+        changed.cancel()
+        await this.o.state.reload()
+        return true
+      }
+      const left = deadline - this.o.now()
+      if (left <= 0) {
+        changed.cancel()
+        return false
+      }
+      await orTimeout(changed.promise, left, undefined)
+      changed.cancel()
+    }
+  }
+
+  /** The state's next 'change' event, as a promise whose listener can be removed. */
+  private nextChange(): { promise: Promise<void>; cancel: () => void } {
+    let listener = (): void => {}
+    const promise = new Promise<void>((resolve) => {
+      listener = () => resolve()
+      this.o.state.once('change', listener)
+    })
+    return { promise, cancel: () => this.o.state.off('change', listener) }
   }
 
   private fail(spent: string, failure: RefreshFailure, now: number): RefreshFailure {
@@ -349,10 +471,20 @@ export class Refresher {
     if (this.commitTimer) clearTimeout(this.commitTimer)
     this.commitTimer = setTimeout(() => {
       this.commitTimer = null
-      this.committing ??= this.commitLoop().finally(() => {
-        this.committing = null
-      })
+      this.startCommit()
     }, delay)
+  }
+
+  /**
+   * Commit the pending tokens in the background, unless a refresh is running: it may be spending
+   * them right now, and its own result (which replaces them) is committed when it ends. A commit
+   * of the older tokens meanwhile would land a spent refresh token.
+   */
+  private startCommit(): void {
+    if (this.inFlight !== null || this.stopped) return
+    this.committing ??= this.commitLoop().finally(() => {
+      this.committing = null
+    })
   }
 
   /** Steps 4-5: true when the pending tokens are settled (written, or dropped for someone else's). */
@@ -361,7 +493,7 @@ export class Refresher {
     try {
       const res = await commitAuth(this.o.home, {
         lockTimeoutMs: this.o.lockTimeoutMs,
-        precondition: (cur) => holdsSpentToken(cur, pending),
+        precondition: (cur) => stillHolds(cur, { refreshToken: pending.fileRefreshToken, accountId: pending.accountId }),
         update: (cur) => (cur === null ? null : mergeRefreshed(cur, pending.auth)),
       })
       outcome = res.outcome
@@ -374,81 +506,110 @@ export class Refresher {
       await this.o.state.reload()
       if (this.o.state.current.pending === pending) this.o.state.setPending(null)
       this.o.log.info('refreshed tokens written to auth.json')
+      await this.settleJournal()
       return true
     }
     if (outcome === 'precondition_failed' || outcome === 'deleted') {
       this.o.log.info('auth.json changed during refresh; keeping the file and dropping our tokens')
       this.o.state.setPending(null)
       await this.o.state.reload()
+      await this.settleJournal()
       return true
     }
     this.o.log.warn({ outcome }, 'refreshed tokens could not be written yet; holding them')
     return false
   }
 
-  // ---- parking across restarts (step 6) --------------------------------------------------------
+  // ---- the journal (docs/refresh.md#the-journal) ----------------------------------------------
 
-  private async park(pending: PendingTokens): Promise<void> {
-    const record = {
-      version: 1,
-      spent_refresh_token_sha256: sha256(pending.spentRefreshToken),
-      account_id: pending.accountId,
-      auth: serializeAuthFile(pending.auth),
-    }
-    await writePrivateFileAtomic(parkPath(this.o.home), JSON.stringify(record))
-    this.o.log.warn('refreshed tokens parked in authd.pending.json for the next start')
+  private get journalPlaces(): JournalPlaces {
+    return { home: this.o.home, fallbackDir: this.o.journalFallbackDir }
   }
 
-  private async commitParked(): Promise<void> {
-    const file = parkPath(this.o.home)
-    let text: string
-    try {
-      text = await fs.readFile(file, 'utf8')
-    } catch {
-      return
-    }
-    try {
-      const record = JSON.parse(text) as { spent_refresh_token_sha256?: unknown; account_id?: unknown; auth?: unknown }
-      const parsed = typeof record.auth === 'string' ? parseAuthFile(record.auth, file) : null
-      if (parsed?.ok && typeof record.spent_refresh_token_sha256 === 'string') {
-        const hash = record.spent_refresh_token_sha256
-        const account = typeof record.account_id === 'string' ? record.account_id : null
-        const res = await commitAuth(this.o.home, {
-          lockTimeoutMs: this.o.lockTimeoutMs,
-          precondition: (cur) =>
-            cur.state === 'ok' && cur.auth.tokens !== null && sha256(cur.auth.tokens.refreshToken) === hash && cur.auth.tokens.accountId === account,
-          update: (cur) => (cur === null ? null : mergeRefreshed(cur, parsed.auth)),
-        })
-        this.o.log.info({ outcome: res.outcome }, 'parked refresh result handled')
-        if (res.outcome === 'written') await this.o.state.reload()
-        else if (res.outcome === 'lock_timeout') await this.resumeParked(hash, account, parsed.auth)
+  /** Records pending tokens durably; the journal's path, or null (logged as an error) when nowhere could take them. */
+  private async journal(pending: PendingTokens, receivedAtMs: number): Promise<string | null> {
+    const res = await writeJournal(this.journalPlaces, {
+      fileRefreshTokenSha256: sha256Hex(pending.fileRefreshToken),
+      accountId: pending.accountId,
+      auth: pending.auth,
+      receivedAtMs,
+    })
+    if (res.ok) {
+      if (res.fallback) {
+        this.o.log.error({ journal: res.path, cause: res.homeError }, `refreshed tokens journaled to ${this.o.journalFallbackDir} because ${this.o.home} is ${fullOrReadOnly(res.homeError ?? '')}`)
       }
-    } catch (e) {
-      this.o.log.warn({ err: { type: (e as Error)?.name } }, 'parked refresh result could not be used')
+      return res.path
     }
-    // Deleted either way (docs/refresh.md#parking-across-a-restart): a parked result is good for one start only.
-    await fs.rm(file, { force: true })
+    this.o.log.error(
+      { home: res.homeError, fallback: res.fallbackError, fallbackDir: this.o.journalFallbackDir },
+      'refreshed tokens could not be journaled: until auth.json can be written they exist only in memory',
+    )
+    return null
+  }
+
+  /** The result is settled (written, or dropped for someone else's): the journal goes, unless newer tokens wait. */
+  private async settleJournal(): Promise<void> {
+    // A running refresh may have journaled its answer already and not yet made it pending.
+    if (this.o.state.current.pending === null && this.inFlight === null) await deleteJournals(this.journalPlaces)
   }
 
   /**
-   * The locks were busy at start: deleting the park would lose a rotated refresh token (the one
-   * we spent is dead at the server). If auth.json still holds the spent token, hold the parked
-   * tokens as pending, exactly as before the restart, and let the commit loop retry.
+   * At start, before listening: commit the newest journal under Codex's locks if auth.json still
+   * holds the refresh token it was spent from (by hash) and its account. Locks busy or the write
+   * failing: the tokens are held as pending, exactly as before the restart, and the commit loop
+   * retries; the journal stays until the result is settled.
    */
-  private async resumeParked(spentHash: string, accountId: string | null, parked: AuthFile): Promise<void> {
+  private async commitJournal(): Promise<void> {
+    const { journals, bad } = await readJournals(this.journalPlaces)
+    for (const file of bad) this.o.log.warn({ file }, 'a refresh journal could not be parsed; left in place')
+    const newest = journals[0]
+    this.journalUnsettled = false
+    if (newest === undefined) return
+    const { record, path } = newest
+    const held: HeldToken = { refreshTokenSha256: record.fileRefreshTokenSha256, accountId: record.accountId }
+    let outcome: string
+    try {
+      const res = await commitAuth(this.o.home, {
+        lockTimeoutMs: this.o.lockTimeoutMs,
+        precondition: (cur) => stillHolds(cur, held),
+        update: (cur) => (cur === null ? null : mergeRefreshed(cur, record.auth)),
+      })
+      outcome = res.outcome
+    } catch (e) {
+      if (!(e instanceof AuthWriteError)) throw e
+      outcome = 'write_error'
+    }
+    this.o.log.info({ outcome, journal: path }, 'journaled refresh result handled')
+    if (outcome === 'written' || outcome === 'precondition_failed' || outcome === 'deleted') {
+      if (outcome === 'written') await this.o.state.reload()
+      await deleteJournals(this.journalPlaces)
+      return
+    }
     const cur = await readAuth(this.o.home)
-    if (cur.state !== 'ok' || cur.auth.tokens === null) return
-    if (sha256(cur.auth.tokens.refreshToken) !== spentHash || cur.auth.tokens.accountId !== accountId) return
-    this.o.state.setPending({ spentRefreshToken: cur.auth.tokens.refreshToken, accountId, auth: mergeRefreshed(cur.auth, parked), stuck: true })
-    this.o.log.warn('parked refresh result could not be committed yet; holding it')
-    this.committing = this.commitLoop().finally(() => {
-      this.committing = null
+    if (cur.state === 'unreadable') {
+      this.journalUnsettled = true
+      this.o.log.warn({ journal: path }, 'auth.json is unreadable: the journaled refresh result waits for it')
+      return
+    }
+    if (!stillHolds(cur, held) || cur.state !== 'ok' || cur.auth.tokens === null) {
+      await deleteJournals(this.journalPlaces)
+      return
+    }
+    this.o.state.setPending({
+      fileRefreshToken: cur.auth.tokens.refreshToken,
+      accountId: record.accountId,
+      auth: mergeRefreshed(cur.auth, record.auth),
+      stuck: true,
+      journal: { state: 'written', path },
     })
+    this.o.log.warn({ outcome }, 'journaled refresh result could not be committed yet; holding it')
+    this.startCommit()
   }
 
   // ---- scheduling -----------------------------------------------------------------------------
 
   private onStateChange(): void {
+    if (this.journalUnsettled && this.o.state.current.read.state !== 'unreadable') void this.commitJournal().catch(() => {})
     const cand = this.candidate()
     // A new refresh token (another writer, a login) clears what we knew about the old one.
     if (cand === null || this.permanent?.refreshToken !== cand.tokens.refreshToken) this.permanent = null
@@ -482,6 +643,20 @@ export class Refresher {
 
   // ---- HTTP -----------------------------------------------------------------------------------
 
+  /**
+   * Kind oidc: discovered once and kept (a failed discovery is tried again next time). Its fetch
+   * hands every raw answer to `rawAnswer`; one refresh runs at a time, so that field is this one's.
+   */
+  private oidcConfig(): ReturnType<typeof oidcConfiguration> {
+    this.oidc ??= oidcConfiguration(this.o.issuer, this.o.env, (status, text) => {
+      this.rawAnswer = { status, text }
+    }).catch((e: unknown) => {
+      this.oidc = null
+      throw e
+    })
+    return this.oidc
+  }
+
   private async requestTokens(refreshToken: string, reason: string): Promise<TokenResult> {
     if (this.o.issuer.kind === 'openai') {
       const url = openAiEndpoints(this.o.issuer.issuer, this.o.env).refresh
@@ -489,23 +664,21 @@ export class Refresher {
       const answer = await post(
         url,
         { client_id: this.o.issuer.clientId, grant_type: 'refresh_token', refresh_reason: reason, refresh_token: refreshToken },
-        { encoding: 'json', timeoutMs: this.o.httpTimeoutMs, headers: { originator: 'codex_cli_rs', 'user-agent': this.o.userAgent } },
+        { encoding: 'json', timeoutMs: this.o.httpTimeoutMs, headers: { originator: originator(this.o.env), 'user-agent': this.o.userAgent } },
       )
       return tokenResult(answer)
     }
     // Kind oidc: openid-client, with every raw answer captured first so that a 2xx it rejects
     // (no token_type, an id token it dislikes) still gives us the rotated refresh token.
-    let raw: { status: number; text: string } | null = null
+    this.rawAnswer = null
     try {
       const client = await import('openid-client')
-      const config = await oidcConfiguration(this.o.issuer, this.o.env, (status, text) => {
-        raw = { status, text }
-      })
-      raw = null // the discovery answer is not the token answer
+      const config = await this.oidcConfig()
+      this.rawAnswer = null // the discovery answer is not the token answer
       const res = await client.refreshTokenGrant(config, refreshToken)
       return { ok: true, tokens: { id_token: res.id_token, access_token: res.access_token, refresh_token: res.refresh_token } }
     } catch (e) {
-      const seen = raw as { status: number; text: string } | null
+      const seen = this.rawAnswer as { status: number; text: string } | null
       if (seen === null) {
         const timeout = (e as Error)?.name === 'TimeoutError' || (e as Error)?.name === 'AbortError'
         return { ok: false, answer: timeout ? { type: 'timeout' } : { type: 'network', code: (e as { code?: string })?.code ?? 'ERR_NETWORK' } }
@@ -568,12 +741,15 @@ export function mergeRefreshed(disk: AuthFile, ours: AuthFile): AuthFile {
   }
 }
 
-function holdsSpentToken(cur: AuthRead, pending: PendingTokens): boolean {
-  return cur.state === 'ok' && cur.auth.tokens !== null && cur.auth.tokens.refreshToken === pending.spentRefreshToken && cur.auth.tokens.accountId === pending.accountId
+
+/** "the access token has expired" / "... expires in 42 s, sooner than the 60 s asked for" */
+function tooShort(validMs: number, minValiditySeconds: number): string {
+  if (validMs <= 0) return 'the access token has expired'
+  return `the access token expires in ${Math.floor(validMs / 1000)} s, sooner than the ${minValiditySeconds} s asked for`
 }
 
-function sha256(s: string): string {
-  return createHash('sha256').update(s).digest('hex')
+function fullOrReadOnly(cause: string): string {
+  return cause.startsWith('EROFS') ? 'read-only' : cause.startsWith('EDQUOT') ? 'over its quota' : 'full'
 }
 
 function isoOrNull(sec: number | null): string | null {

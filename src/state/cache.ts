@@ -6,7 +6,7 @@ import path from 'node:path'
 import { EventEmitter } from 'node:events'
 import { resolveSettings, type ConfigOverride } from '../codex/config.js'
 import { resolveAuth } from '../codex/resolve.js'
-import { readAuth, type AuthRead } from '../store/authstore.js'
+import { readAuth, stillHolds, type AuthRead } from '../store/authstore.js'
 import { danglingLinkTarget, readSmallTextFile } from '../store/textfile.js'
 import { HomeWatcher } from './watcher.js'
 import type { AuthFile, Problem, Resolved, Settings } from '../types.js'
@@ -15,14 +15,21 @@ export const CONFIG_MAX_BYTES = 1024 * 1024
 
 /** New tokens a refresh obtained but could not write yet (docs/refresh.md#pending-tokens). */
 export interface PendingTokens {
-  /** The refresh token that was spent to get them. */
-  spentRefreshToken: string
+  /**
+   * The refresh token auth.json must still hold for them to land (the one spent, or the one
+   * before it when a refresh of pending tokens was made), and its account.
+   */
+  fileRefreshToken: string
   accountId: string | null
   /** The whole file as it should be once committed. */
   auth: AuthFile
   /** A commit was tried and failed: reported as the `refresh_pending` problem. */
   stuck: boolean
+  /** Their journal (docs/refresh.md#the-journal); 'failed': only in memory, also a `refresh_pending` problem. */
+  journal: PendingJournal
 }
+
+export type PendingJournal = { state: 'writing' } | { state: 'written'; path: string } | { state: 'failed' }
 
 export interface Snapshot {
   /** Bumped on every change that subscribers are told about. */
@@ -234,11 +241,10 @@ export class AuthState extends EventEmitter<StateEvents> {
     let pending = this.snap.pending
     let served = fileAuth
     if (pending !== null) {
-      const t = read.state === 'ok' ? read.auth.tokens : null
       if (read.state === 'unreadable') {
         // Keep serving the pending tokens: the file may be mid-write by someone else.
         served = pending.auth
-      } else if (t !== null && t.refreshToken === pending.spentRefreshToken && t.accountId === pending.accountId) {
+      } else if (stillHolds(read, { refreshToken: pending.fileRefreshToken, accountId: pending.accountId })) {
         served = pending.auth
       } else {
         this.emit('pendingDropped', pending)
@@ -256,10 +262,15 @@ export class AuthState extends EventEmitter<StateEvents> {
         column: null,
       })
     }
-    if (pending !== null && pending.stuck) {
+    if (pending !== null && (pending.stuck || pending.journal.state === 'failed')) {
       problems.push({
         code: 'refresh_pending',
-        message: 'refreshed tokens are held in memory until auth.json can be written',
+        message:
+          pending.journal.state === 'failed'
+            ? 'refreshed tokens are held only in memory (they could not be journaled) until auth.json can be written'
+            : pending.journal.state === 'written'
+              ? `refreshed tokens are held in memory and journaled in ${pending.journal.path} until auth.json can be written`
+              : 'refreshed tokens are held in memory until auth.json can be written',
         file: path.join(this.home, 'auth.json'),
         line: null,
         column: null,

@@ -1,6 +1,6 @@
 // Replacing a file so that a reader sees the old content or the new, never a part: a temp file
 // beside it, fsync, rename over it. Used for auth.json (as Codex writes it), the refresher's
-// parked tokens and the service files.
+// refresh journal and the service files.
 import { randomBytes } from 'node:crypto'
 import { constants as fsc } from 'node:fs'
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises'
@@ -19,6 +19,8 @@ export interface AtomicWriteOptions {
   mode: number
   /** Start of the temp file's name (then six random characters); `.<name>-` unless told. */
   tempPrefix?: string
+  /** fsync the directory after the rename, so that the new name survives a crash too. */
+  syncDir?: boolean
 }
 
 /**
@@ -50,8 +52,19 @@ export async function writeFileAtomic(path: string, text: string, opts: AtomicWr
     await fh.sync()
     await rename(tmp, path)
     tmp = ''
+    if (opts.syncDir) await syncDirectory(dir)
   } finally {
     if (fh) await fh.close().catch(() => {})
     if (tmp) await unlink(tmp).catch(() => {})
+  }
+}
+
+/** fsync a directory, so that a rename in it survives a crash. */
+export async function syncDirectory(dir: string): Promise<void> {
+  const fh = await open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY)
+  try {
+    await fh.sync()
+  } finally {
+    await fh.close()
   }
 }

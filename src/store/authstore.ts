@@ -1,6 +1,7 @@
 // The auth.json file store: reads hostile files safely and commits under Codex's two flock locks
 // in Codex's order (docs/codex-compat.md#locks, #atomic-write; docs/refresh.md#the-sequence;
 // docs/watching.md#files-the-daemon-cannot-use).
+import { createHash } from 'node:crypto'
 import type { Stats } from 'node:fs'
 import { lstat, readlink, unlink } from 'node:fs/promises'
 import { dirname, isAbsolute, join, resolve } from 'node:path'
@@ -76,9 +77,19 @@ export function authPath(home: string): string {
   return join(home, 'auth.json')
 }
 
-/** Where a refresh result that could not be committed is parked on shutdown (docs/refresh.md#parking-across-a-restart). */
-export function parkPath(home: string): string {
-  return join(home, 'authd.pending.json')
+/** A refresh token auth.json is expected to hold, by value or (in a journal) by its SHA-256. */
+export type HeldToken = { refreshToken: string; accountId: string | null } | { refreshTokenSha256: string; accountId: string | null }
+
+/**
+ * The one predicate "auth.json still holds this refresh token and this account": a refresh
+ * result lands only then; otherwise someone else refreshed, logged in or out, and their file wins
+ * (docs/refresh.md#the-sequence).
+ */
+export function stillHolds(read: AuthRead, held: HeldToken): boolean {
+  if (read.state !== 'ok' || read.auth.tokens === null) return false
+  const t = read.auth.tokens
+  if (t.accountId !== held.accountId) return false
+  return 'refreshToken' in held ? t.refreshToken === held.refreshToken : sha256Hex(t.refreshToken) === held.refreshTokenSha256
 }
 
 /**
@@ -145,6 +156,25 @@ async function readTarget(target: AuthTarget): Promise<AuthRead> {
 }
 
 /**
+ * Reads auth.json once auth.lock could be had (at most `timeoutMs`): a writer that follows
+ * Codex's protocol holds auth.lock while it writes, so this read sees its result, not the file
+ * before it. Past the bound it reads without the lock.
+ */
+export async function readAuthAfterWriters(home: string, timeoutMs: number): Promise<AuthRead> {
+  let lock: LockHandle | null = null
+  try {
+    lock = await acquireLock(join(home, 'auth.lock'), { timeoutMs, mode: 0o666 })
+  } catch (err) {
+    if (!(err instanceof LockTimeoutError)) throw err
+  }
+  try {
+    return await readAuth(home)
+  } finally {
+    await lock?.release().catch(() => {})
+  }
+}
+
+/**
  * The compare-and-write of Codex 0.171: auth.lock (in CODEX_HOME), re-read, auth.json.lock (beside
  * the symlink target), re-read as the merge base, then temp file 0600 + fsync + rename, or unlink.
  * Locks are polled with LOCK_NB and bounded; on lock_timeout, 'unreadable' or
@@ -193,7 +223,8 @@ export async function commitAuth(home: string, opts: CommitOptions): Promise<Com
         throw new AuthWriteError(target.targetPath, err)
       }
     }
-    await writePrivateFileAtomic(target.targetPath, serializeAuthFile(next), { tempPrefix: '.auth-' })
+    // The directory is synced too: a refresh journal is deleted once this write is settled.
+    await writePrivateFileAtomic(target.targetPath, serializeAuthFile(next), { tempPrefix: '.auth-', syncDir: true })
     return { outcome: 'written', auth: next }
   } finally {
     // Newest first: auth.json.lock, then auth.lock (the temp fd is closed inside the write).
@@ -205,10 +236,14 @@ export async function commitAuth(home: string, opts: CommitOptions): Promise<Com
  * writeFileAtomic with mode 0600 (see there). On any error the temp file is removed and
  * AuthWriteError is thrown; `path` is then untouched.
  */
-export async function writePrivateFileAtomic(path: string, text: string, opts: { tempPrefix?: string } = {}): Promise<void> {
+export async function writePrivateFileAtomic(path: string, text: string, opts: { tempPrefix?: string; syncDir?: boolean } = {}): Promise<void> {
   try {
     await writeFileAtomic(path, text, { mode: 0o600, ...opts })
   } catch (err) {
     throw new AuthWriteError(path, err)
   }
+}
+
+export function sha256Hex(s: string): string {
+  return createHash('sha256').update(s).digest('hex')
 }

@@ -128,6 +128,8 @@ export interface TokenCall {
   endpoint: Endpoint
   grantType?: string
   userAgent: string
+  /** the `originator` header ('' when absent) */
+  originator: string
   via: 'json' | 'form'
   /** HTTP status sent to the caller; 0 while in flight or when the socket was destroyed */
   status: number
@@ -653,6 +655,7 @@ export async function startProvider(opts: ProviderOptions = {}): Promise<TestPro
     const call: TokenCall = {
       endpoint,
       userAgent: String(req.headers['user-agent'] ?? ''),
+      originator: String(req.headers['originator'] ?? ''),
       via,
       status: 0,
       hasClientId: form.has('client_id'),
