@@ -30,6 +30,7 @@ import {
   type CodexRun,
   type CodexWorld,
 } from './support/codex.js'
+import { until } from './support/until.js'
 
 await requireCodex()
 
@@ -48,15 +49,6 @@ t.teardown(async () => {
 })
 
 // ---------------------------------------------------------------- helpers
-
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    if (await check()) return
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
 
 function readAuth(home: string) {
   const parsed = parseAuthFile(fs.readFileSync(path.join(home, 'auth.json'), 'utf8'), 'auth.json')

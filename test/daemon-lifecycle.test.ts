@@ -20,6 +20,7 @@ import {
 } from './support/daemon.js'
 import { rawConnect, type RawConnection } from './support/rpc.js'
 import { fakeJwt } from './support/tokens.js'
+import { until } from './support/until.js'
 
 const AUTH_CLAIM = 'https://api.openai.com/auth'
 const VERSION = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version
@@ -54,16 +55,6 @@ async function connect(t: Test, socket: string): Promise<RawConnection> {
   const c = await rawConnect(socket)
   t.teardown(() => c.close())
   return c
-}
-
-/** Poll `check` until it returns true or the deadline passes (no fixed sleeps). */
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    if (await check()) return
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
 }
 
 /** true when util-linux flock(1) cannot take the lock right now (someone holds it). */

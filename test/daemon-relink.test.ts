@@ -14,6 +14,7 @@ import type { RawConnection } from './support/rpc.js'
 import { chatgptAuth } from './support/tokens.js'
 import { authFileFor, daemonArgs, fileTokens, provider, rotatedInFile, writeAuthFile } from './support/refresh.js'
 import { mintTokens } from './support/provider.js'
+import { until } from './support/until.js'
 
 
 interface Profile {
@@ -49,15 +50,6 @@ function relink(link: string, to: string): void {
 
 function lockHeld(file: string): boolean {
   return spawnSync('flock', ['-n', file, 'true']).status !== 0
-}
-
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    if (await check()) return
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`)
-    await new Promise((r) => setTimeout(r, 5))
-  }
 }
 
 async function token(c: RawConnection): Promise<string | null> {

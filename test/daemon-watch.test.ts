@@ -8,6 +8,7 @@ import { connect, makeHome, startDaemon, stopAtTeardown, subscribe, tempDir, typ
 import type { RawConnection } from './support/rpc.js'
 import { renameInto, writeInPlace } from './support/auth-files.mjs'
 import { chatgptAuth } from './support/tokens.js'
+import { until } from './support/until.js'
 
 async function daemon(t: Test, home: string): Promise<RunningDaemon> {
   return stopAtTeardown(t, await startDaemon({ home }))
@@ -18,16 +19,6 @@ async function nextChange(c: RawConnection, pred: (status: any) => boolean): Pro
   for (;;) {
     const m = await c.next()
     if (m.method === 'authChanged' && pred(m.params)) return m.params
-  }
-}
-
-/** Poll `check` until it returns true or the deadline passes. */
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    if (await check()) return
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`)
-    await new Promise((r) => setTimeout(r, 5))
   }
 }
 

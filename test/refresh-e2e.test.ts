@@ -26,9 +26,9 @@ import {
   rotatedInFile,
   shape,
   status,
-  until,
   writeAuthFile,
 } from './support/refresh.js'
+import { until } from './support/until.js'
 import { rawConnect } from './support/rpc.js'
 
 // ---------------------------------------------------------------- the storm

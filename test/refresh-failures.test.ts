@@ -13,7 +13,8 @@ import path from 'node:path'
 import { connect, makeHome } from './support/daemon.js'
 import { holdWithFlock } from './support/flock.js'
 import { codexRefresh, decodeJwtPayload, FAILURES, mintTokens, type FailAnswer, type ProviderOptions, type TestProvider, type TokenSet } from './support/provider.js'
-import { authFileFor, daemon, fileTokens, loggedIn, provider, refreshAnswers, refreshCalls, rotatedInFile, shape, status, until, writeAuthFile } from './support/refresh.js'
+import { authFileFor, daemon, fileTokens, loggedIn, provider, refreshAnswers, refreshCalls, rotatedInFile, shape, status, writeAuthFile } from './support/refresh.js'
+import { until } from './support/until.js'
 
 /** The first backoff while a test looks inside it: 30 s ±20%, far longer than any step below takes. */
 const LONG_BACKOFF = { CODEX_AUTHD_BACKOFF_SCALE: '30' }

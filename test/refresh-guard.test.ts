@@ -8,7 +8,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { connect, makeHome } from './support/daemon.js'
 import { decodeJwtPayload, mintTokens } from './support/provider.js'
-import { authFileFor, daemon, provider, refreshCalls, shape, until, writeAuthFile } from './support/refresh.js'
+import { authFileFor, daemon, provider, refreshCalls, shape, writeAuthFile } from './support/refresh.js'
+import { until } from './support/until.js'
 
 t.setTimeout(120_000)
 

@@ -10,7 +10,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { connect, startDaemon, tempDir, type RunningDaemon } from './support/daemon.js'
 import { mintTokens } from './support/provider.js'
-import { authFileFor, daemonArgs, fileTokens, provider, refreshAnswers, refreshCalls, shape, status, until, writeAuthFile } from './support/refresh.js'
+import { authFileFor, daemonArgs, fileTokens, provider, refreshAnswers, refreshCalls, shape, status, writeAuthFile } from './support/refresh.js'
+import { until } from './support/until.js'
 
 t.setTimeout(120_000)
 

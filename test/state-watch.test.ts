@@ -11,17 +11,9 @@ import path from 'node:path'
 import { AuthState } from '../src/state/cache.js'
 import { renameInto, writeInPlace } from './support/auth-files.mjs'
 import { chatgptAuth } from './support/tokens.js'
+import { until } from './support/until.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-async function until(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    if (check()) return
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`)
-    await sleep(5)
-  }
-}
 
 /** A private parent with CODEX_HOME in it (so siblings can be made), removed at teardown. */
 function makeParent(t: Test): { parent: string; home: string } {

@@ -10,6 +10,7 @@ import type { AuthFile } from '../../src/types.js'
 import { makeHome, startDaemon, stopAtTeardown, type RunningDaemon } from './daemon.js'
 import { mintTokens, startProvider, type EndpointAnswer, type ProviderOptions, type TestProvider, type TokenSet } from './provider.js'
 import type { RawConnection } from './rpc.js'
+import { until } from './until.js'
 
 export interface World {
   provider: TestProvider
@@ -69,15 +70,6 @@ export async function daemon(t: Test, home: string, p: TestProvider, opts: { kin
   return stopAtTeardown(t, await startDaemon({ home, socket: opts.socket, args: daemonArgs(p, opts.kind), env: opts.env }))
 }
 
-export async function until<T>(what: string, check: () => T | Promise<T>, timeoutMs = 15_000, intervalMs = 20): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await check()
-    if (v !== undefined && v !== null && v !== false) return v as NonNullable<T>
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`)
-    await new Promise((r) => setTimeout(r, intervalMs))
-  }
-}
 
 /** A provider of this test's own and a login minted there, written to a fresh CODEX_HOME as Codex writes it. */
 export async function loggedIn(t: Test, ttl: ProviderOptions['ttl'], lastRefresh?: Date): Promise<{ w: World; p: TestProvider; minted: TokenSet; home: string; bytes: Buffer }> {
