@@ -21,7 +21,7 @@ import { connectRpc, followCallback } from './support/login-helpers.js'
 import { onLines } from './support/lines.js'
 import { DEFAULT_ACCOUNT, startProvider } from './support/provider.js'
 import { chatgptAuth } from './support/tokens.js'
-import { execArgv, unitSetting } from './support/units.js'
+import { execArgv, readInstalledUnits, unitSetting } from './support/units.js'
 
 /** The absolute path of a program on PATH, or a failed test naming the Debian package. */
 function which(t: Test, program: string, pkg: string): string | null {
@@ -106,13 +106,8 @@ t.test('every system call of a whole daemon run is in the unit\'s SystemCallFilt
     packageRoot: ROOT,
   })
   t.equal(code, 0, 'service install --systemd', { output: out.join('') })
-  const unitDir = path.join(env.XDG_CONFIG_HOME, 'systemd', 'user')
-  const service = await fs.readFile(path.join(unitDir, 'codex-authd.service'), 'utf8')
-  const socketUnit = await fs.readFile(path.join(unitDir, 'codex-authd.socket'), 'utf8')
-  const execStart = execArgv(unitSetting(service, 'ExecStart'))
+  const { service, execStart, listen } = await readInstalledUnits(env.XDG_CONFIG_HOME, runtime)
   t.same(execStart, [process.execPath, DAEMON_BIN], 'ExecStart runs this node on the built daemon')
-  const listen = unitSetting(socketUnit, 'ListenStream').replace(/%t/g, runtime)
-  await fs.mkdir(path.dirname(listen), { mode: 0o700 })
 
   const provider = await startProvider()
   t.teardown(() => provider.stop())

@@ -17,7 +17,7 @@ import {
   runServiceCommand,
   type ServiceContext,
 } from '../src/service/install.js'
-import { execArgv, unitSetting } from './support/units.js'
+import { execArgv, readInstalledUnits, unitSetting } from './support/units.js'
 
 /** The subtest type (the last overload of t.test takes just the callback). */
 type TT = Parameters<Parameters<typeof t.test>[0]>[0]
@@ -402,13 +402,8 @@ t.test('socket activation with the installed units: the first codex-auth status 
   const daemonPath = path.join(packageRoot, 'dist', 'codex-authd.cjs')
   const { ctx, err } = makeCtx(env, { nodePath: process.execPath, daemonPath })
   t.equal(await runServiceCommand(['install', '--systemd'], ctx), 0, err())
-  const dir = path.join(env.XDG_CONFIG_HOME, 'systemd', 'user')
-  const service = await fs.readFile(path.join(dir, 'codex-authd.service'), 'utf8')
-  const socketUnit = await fs.readFile(path.join(dir, 'codex-authd.socket'), 'utf8')
-  const argv = execArgv(unitSetting(service, 'ExecStart'))
+  const { service, execStart: argv, listen } = await readInstalledUnits(env.XDG_CONFIG_HOME, runtime)
   t.same(argv, [process.execPath, daemonPath], 'ExecStart runs this node on this daemon')
-  const listen = unitSetting(socketUnit, 'ListenStream').replace(/%t/g, runtime)
-  await fs.mkdir(path.dirname(listen), { recursive: true, mode: 0o700 })
 
   // The exact ExecStart command behind systemd-socket-activate, as the socket unit would run it.
   const { spawn } = await import('node:child_process')
