@@ -2,16 +2,11 @@
 // common way to share a login between profiles) get one daemon; the second exits 3 naming the
 // first's home, so the file's single-use refresh token has one spender.
 import t from 'tap'
-import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { makeHome, startDaemon, stopAtTeardown, tempDir } from './support/daemon.js'
 import { rawConnect } from './support/rpc.js'
-
-/** true when util-linux flock(1) cannot take the lock right now (someone holds it). */
-function lockHeld(file: string): boolean {
-  return spawnSync('flock', ['-n', file, 'true']).status !== 0
-}
+import { lockHeld } from './support/flock.js'
 
 function apiKeyFile(dir: string): string {
   const file = path.join(dir, 'shared-auth.json')

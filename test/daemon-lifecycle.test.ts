@@ -2,7 +2,7 @@
 // one daemon per home, stale sockets, signals, exit codes, CODEX_HOME removed while running,
 // systemd socket activation.
 import t, { type Test } from 'tap'
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import net from 'node:net'
@@ -21,6 +21,7 @@ import {
 import { rawConnect, type RawConnection } from './support/rpc.js'
 import { fakeJwt } from './support/tokens.js'
 import { until } from './support/until.js'
+import { lockHeld } from './support/flock.js'
 
 const AUTH_CLAIM = 'https://api.openai.com/auth'
 const VERSION = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version
@@ -55,12 +56,6 @@ async function connect(t: Test, socket: string): Promise<RawConnection> {
   const c = await rawConnect(socket)
   t.teardown(() => c.close())
   return c
-}
-
-/** true when util-linux flock(1) cannot take the lock right now (someone holds it). */
-function lockHeld(file: string): boolean {
-  const r = spawnSync('flock', ['-n', file, 'true'])
-  return r.status !== 0
 }
 
 function inode(p: string): number {

@@ -3,7 +3,6 @@
 // never serves the old profile's token once the new one was seen; clients that name the link find
 // the daemon before and after. Real daemon, real sockets, atomic relinks (symlink + rename).
 import t, { type Test } from 'tap'
-import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { performance } from 'node:perf_hooks'
@@ -15,6 +14,7 @@ import { chatgptAuth } from './support/tokens.js'
 import { authFileFor, daemonArgs, fileTokens, provider, rotatedInFile, writeAuthFile } from './support/refresh.js'
 import { mintTokens } from './support/provider.js'
 import { until } from './support/until.js'
+import { lockHeld } from './support/flock.js'
 
 
 interface Profile {
@@ -46,10 +46,6 @@ function relink(link: string, to: string): void {
   fs.rmSync(tmp, { force: true })
   fs.symlinkSync(to, tmp)
   fs.renameSync(tmp, link)
-}
-
-function lockHeld(file: string): boolean {
-  return spawnSync('flock', ['-n', file, 'true']).status !== 0
 }
 
 async function token(c: RawConnection): Promise<string | null> {

@@ -2,7 +2,6 @@
 // lock, the state's watches, the listening socket — is given back by stop(), and by a start that
 // fails after the lock was taken, through the same list of closers.
 import t from 'tap'
-import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { StartError, startDaemon, type DaemonContext } from '../src/daemon/daemon.js'
@@ -10,11 +9,7 @@ import { parseDaemonArgs, type DaemonOptions } from '../src/daemon/options.js'
 import { createLogger } from '../src/log.js'
 import { makeHome, tempDir } from './support/daemon.js'
 import { fakeJwt } from './support/tokens.js'
-
-/** true when util-linux flock(1) cannot take the lock right now (someone holds it). */
-function lockHeld(file: string): boolean {
-  return spawnSync('flock', ['-n', file, 'true']).status !== 0
-}
+import { lockHeld } from './support/flock.js'
 
 /** The handles keeping this process alive that a daemon start creates: fs.watch and sockets. */
 function handles(): Record<string, number> {

@@ -22,8 +22,9 @@ import { requireCodex, startCodexWorld } from './support/codex.js'
 import { runCli, startDaemon, stopAtTeardown } from './support/daemon.js'
 import { followCallback } from './support/login-helpers.js'
 import { startProvider, type EndpointAnswer } from './support/provider.js'
-import { freePorts, mulberry32, pollUntil, reliabilityComment, Wire } from './support/reliability.js'
+import { freePorts, mulberry32, reliabilityComment, Wire } from './support/reliability.js'
 import { registerSecret } from './support/secrets.js'
+import { until } from './support/until.js'
 
 // 60 real Codex and CLI runs: 85 s at load ~15, 159 s at load ~20 (the 180 s it had was too tight).
 
@@ -275,7 +276,7 @@ t.test(`Codex CLI and the daemon writing one home concurrently (3 loops x ${ITER
   t.teardown(() => w.close())
   const expected = finalText === null ? null : final?.tokens ? final.tokens.accessToken : final?.openaiApiKey
   let lastSeen = 'nothing'
-  const served = await pollUntil(
+  const served = await until(
     'getAuth to match the file',
     async () => {
       const a = await w.call('getAuth', { minValiditySeconds: 0 })

@@ -19,8 +19,9 @@ import { authFileFor, endedByItself, requireCodex, startCodexWorld, type CodexWo
 import { makeHome, startDaemon, type RunningDaemon } from './support/daemon.js'
 import { flockN } from './support/flock.js'
 import { mintTokens, startProvider, type EndpointAnswer } from './support/provider.js'
-import { mulberry32, pollUntil, reliabilityComment, Wire } from './support/reliability.js'
+import { mulberry32, reliabilityComment, Wire } from './support/reliability.js'
 import { registerSecret } from './support/secrets.js'
+import { until } from './support/until.js'
 
 // The second half runs the real Codex CLI: as in the other Codex tests, a machine where it cannot
 // run fails this file instead of skipping that half.
@@ -164,7 +165,7 @@ t.test(`kill -9 during logins, refreshes and logouts (${ITERATIONS} iterations, 
       w.close()
       await d.stop('SIGKILL') // scans the daemon's output for secrets as well
       // A refresh the provider was still answering finishes there (its answer goes nowhere).
-      await pollUntil('provider calls to finish', () => p.calls.every((c) => c.done), 10_000, 5)
+      await until('provider calls to finish', () => p.calls.every((c) => c.done))
       counts.iterations++
       if (process.env.CRASH_DEBUG) console.error(`lane ${lane} it ${i} ${op}: start ${sentAt - t0} ms, kill ${killAfter}, answered ${answeredAt ? answeredAt - sentAt : '-'}, total ${Date.now() - t0} ms, iteration ${Date.now() - itStart} ms`)
 

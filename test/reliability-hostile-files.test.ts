@@ -16,12 +16,12 @@ import {
   Wire,
   ensureTestUser,
   launchDaemon as launch,
-  pollUntil,
   publicTempDir,
   reliabilityComment,
   type LaunchedDaemon as Daemonish,
   type TestUser,
 } from './support/reliability.js'
+import { until } from './support/until.js'
 
 const AUTH_KEY = `sk-fake-hostile-${randomBytes(10).toString('hex')}`
 const GOOD_AUTH = JSON.stringify({ OPENAI_API_KEY: AUTH_KEY, tokens: null, last_refresh: null }, null, 2)
@@ -103,7 +103,7 @@ function userHome(u: TestUser): { home: string; socket: string } {
 async function call(d: Daemonish, method: string, params?: unknown): Promise<any> {
   const c = await Wire.connect(d.socket)
   try {
-    return await c.call(method, params, 5_000)
+    return await c.call(method, params)
   } finally {
     c.close()
   }
@@ -121,7 +121,7 @@ async function runAWhile(d: Daemonish, home: string, touchConfig: boolean): Prom
   }
   const hups = d.logs.filter((l) => l.includes('SIGHUP')).length
   d.sighup()
-  await pollUntil('SIGHUP handled', () => d.logs.filter((l) => l.includes('SIGHUP')).length > hups, 5_000)
+  await until('SIGHUP handled', () => d.logs.filter((l) => l.includes('SIGHUP')).length > hups)
   if (touchConfig) {
     // A config change makes the daemon re-read both files.
     const cfg = path.join(home, 'config.toml')
@@ -320,9 +320,8 @@ for (const c of CASES) {
 }
 
 async function check(t: Test, c: Case, d: Daemonish, home: string, watched: string[], before: (Fingerprint | null)[]): Promise<void> {
-  const ts = Date.now()
+  // A daemon stuck on the hostile file would leave this unanswered (call's own 10 s deadline).
   const st = (await call(d, 'status')).result
-  t.ok(Date.now() - ts < 2_000, 'status answers at once')
   t.ok(st, 'status answers')
   const problems: any[] = st?.problems ?? []
   const p = problems.find((x) => x.code === c.problem.code)
@@ -392,13 +391,13 @@ t.test('auth.json replaced by hostile files while running: last good credential 
   for (const v of variants) {
     fs.rmSync(file, { recursive: true, force: true })
     writeGoodAuth(home)
-    await pollUntil('the good file served again', async () => {
+    await until('the good file served again', async () => {
       const s = (await call(d, 'status')).result
       return s?.loggedIn === true && !s.problems.some((p: any) => p.code === 'auth_unreadable')
     })
     v.replace()
     const before = fingerprint(file)
-    const p = await pollUntil(`the ${v.name} auth.json reported`, async () => {
+    const p = await until(`the ${v.name} auth.json reported`, async () => {
       const s = (await call(d, 'status')).result
       return s?.problems.find((x: any) => x.code === 'auth_unreadable')
     })
@@ -442,7 +441,7 @@ t.test('auth.json churned between a file and symlinks as fast as possible: the d
   }
   t.ok(d.alive(), `daemon still running after ${ROUNDS * 2} replacements`)
   t.equal(answered, ROUNDS, 'status answered every round')
-  await pollUntil('the good file served in the end', async () => (await call(d, 'getAuth')).result?.token === AUTH_KEY)
+  await until('the good file served in the end', async () => (await call(d, 'getAuth')).result?.token === AUTH_KEY)
   t.same(await d.stop(), { code: 0, signal: null }, `clean stop${d.stderr.length ? ` (stderr: ${d.stderr.join('').trim()})` : ''}`)
 })
 
@@ -455,19 +454,19 @@ t.test('CODEX_HOME removed while running: recreated (0700) with its lock; status
   const d = await launch(t, home)
   t.equal((await call(d, 'status')).result?.loggedIn, true, 'logged in at first')
   fs.rmSync(home, { recursive: true, force: true })
-  await pollUntil('the daemon to recreate the home', () => d.logs.some((l) => l.includes('"CODEX_HOME was removed; recreated it"')))
+  await until('the daemon to recreate the home', () => d.logs.some((l) => l.includes('"CODEX_HOME was removed; recreated it"')))
   const st = fs.statSync(home)
   t.ok(st.isDirectory(), 'recreated')
   t.equal(st.mode & 0o777, 0o700, 'mode 0700')
   t.ok(fs.existsSync(path.join(home, 'authd.lock')), 'its lock is back')
-  const s = await pollUntil('status without the removed credential', async () => {
+  const s = await until('status without the removed credential', async () => {
     const r = (await call(d, 'status')).result
     return r?.loggedIn === false ? r : undefined
   })
   t.equal(s.settings.codexHome, home, 'same home')
   // The watcher still works on the recreated home.
   writeGoodAuth(home)
-  await pollUntil('a new auth.json in the recreated home served', async () => (await call(d, 'getAuth')).result?.token === AUTH_KEY)
+  await until('a new auth.json in the recreated home served', async () => (await call(d, 'getAuth')).result?.token === AUTH_KEY)
   t.pass('a new auth.json in the recreated home is picked up')
   // A second daemon for the same home is refused: the recreated lock is held.
   const second = await launch(t, home, { waitReady: false })

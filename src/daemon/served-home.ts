@@ -74,6 +74,8 @@ export class ServedHome implements HomeView {
   refresherStarted = false
   private markReady!: () => void
   private closed = false
+  /** The recreation in progress: two homeGone in a row must not race for one lock file. */
+  private recreating: Promise<void> = Promise.resolve()
 
   private constructor(
     readonly target: string,
@@ -187,7 +189,12 @@ export class ServedHome implements HomeView {
   }
 
   /** docs/contract.md#ownership: CODEX_HOME removed while served: recreate it (0700) and retake its locks. */
-  private async recreate(): Promise<void> {
+  private recreate(): Promise<void> {
+    this.recreating = this.recreating.then(() => this.recreateOnce())
+    return this.recreating
+  }
+
+  private async recreateOnce(): Promise<void> {
     if (this.closed) return
     const { log } = this.deps.ctx
     try {

@@ -1,6 +1,7 @@
 // Locks held by another process, as Codex (or anyone using flock(1)) holds them, and small probes
 // for code that waits on a lock: the store tests and the refresh end-to-end tests share these.
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import fs from 'node:fs'
 
 export interface FlockHolder {
   proc: ChildProcess
@@ -31,6 +32,29 @@ export async function holdWithFlock(t: { teardown(fn: () => unknown): void }, fi
       await exited
     },
   }
+}
+
+/**
+ * true when some process holds a flock on `file` now, read from /proc/locks. A probe that takes
+ * the lock itself (`flock -n file true`) would, for that moment, hold the very lock a daemon may be
+ * retaking, and create the file when it is missing: it can make the daemon's own attempt fail.
+ */
+export function lockHeld(file: string): boolean {
+  let st: fs.Stats
+  try {
+    st = fs.statSync(file)
+  } catch {
+    return false
+  }
+  // Linux's dev_t encoding, as /proc/locks prints it: "major:minor:inode", major and minor in hex.
+  const dev = BigInt(st.dev)
+  const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn))
+  const minor = Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn))
+  const id = `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${st.ino}`
+  return fs
+    .readFileSync('/proc/locks', 'utf8')
+    .split('\n')
+    .some((line) => /\bFLOCK\b/.test(line) && line.split(/\s+/).includes(id))
 }
 
 /** Exit code of `flock -n path true`: 1 when someone else holds the lock. */

@@ -8,6 +8,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { DAEMON_BIN, CLI_BIN, ROOT, freePorts, isolatedEnv, tempDir } from './daemon.js'
 import { onLines } from './lines.js'
+import { until } from './until.js'
 
 export { freePorts }
 export { mulberry32 } from './prng.js'
@@ -15,17 +16,6 @@ export { mulberry32 } from './prng.js'
 /** `# reliability: {...}` in the TAP stream: the figures the README table quotes. */
 export function reliabilityComment(t: { comment(...args: unknown[]): void }, figures: Record<string, unknown>): void {
   t.comment(`reliability: ${JSON.stringify(figures)}`)
-}
-
-/** Polls `check` until it returns a value other than undefined/false, or throws at the deadline. */
-export async function pollUntil<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 10_000, everyMs = 20): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await check()
-    if (v !== undefined && v !== false) return v
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, everyMs))
-  }
 }
 
 export interface Memory {
@@ -362,7 +352,7 @@ export async function launchDaemon(
     if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL')
   })
   if (opts.waitReady !== false) {
-    await pollUntil(
+    await until(
       'the daemon to start',
       () => {
         if (p.exitCode !== null) throw new Error(`daemon exited ${p.exitCode}: ${stderr.join('')}`)
