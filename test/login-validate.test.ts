@@ -11,7 +11,7 @@ import { parseAuthFile, unwritableValue } from '../src/codex/authfile.js'
 import { persistChatgptLogin } from '../src/login/persist.js'
 import type { AuthFile } from '../src/types.js'
 import { codexBin } from './support/codex.js'
-import { tempDir } from './support/daemon.js'
+import { runCli, tempDir } from './support/daemon.js'
 import { authFile, setup } from './support/login-helpers.js'
 import { chatgptAuth, fakeJwt } from './support/tokens.js'
 
@@ -118,4 +118,13 @@ t.test('the real Codex CLI refuses what the check refuses', async (t) => {
   const unread = fine.replace(idToken, fakeJwt({ email: 'fake@example.com', other: 'x\ud800', 'https://api.openai.com/auth': { chatgpt_account_id: 'acc-fake-1' } }))
   t.ok(parseAuthFile(unread, 'auth.json').ok, 'an unread claim: the daemon accepts it')
   t.equal((await codexStatus(unread)).code, 0, 'an unread claim: Codex accepts it too')
+})
+
+t.test('codex-auth login --with-api-key: the refusal names the field, never the key', async (t) => {
+  const { daemon } = await setup(t)
+  const r = await runCli(['login', '--with-api-key'], { socket: daemon.socket, input: 'sk-test-abcdef\u001b[2Jghijklmnop\n' })
+  t.equal(r.code, 3)
+  t.match(r.stderr, /invalid request \(apiKey\): apiKey holds a control character/)
+  t.notOk(r.stderr.includes('abcdef') || r.stdout.includes('abcdef'), 'the key is never echoed')
+  t.notOk(fs.existsSync(authFile(daemon.home)), 'nothing written')
 })
