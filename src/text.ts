@@ -12,7 +12,8 @@
  */
 const UNSAFE =
   /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
-
+/** The same class without `g`: `test` keeps no state between calls. */
+const ANY_UNSAFE = new RegExp(UNSAFE.source)
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
 
 const NAMED: Readonly<Record<string, string>> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' }
@@ -34,10 +35,7 @@ export function escapeControls(s: string): string {
 
 /** Whether the text holds a character `escapeControls` would escape. */
 export function hasUnsafeChars(s: string): boolean {
-  UNSAFE.lastIndex = 0
-  const found = UNSAFE.test(s)
-  UNSAFE.lastIndex = 0
-  return found
+  return ANY_UNSAFE.test(s)
 }
 
 /** Whether the string holds a surrogate standing alone: UTF-8 and serde_json cannot carry it. */
@@ -62,8 +60,9 @@ export function clip(s: string, max: number = QUOTE_MAX_CHARS): string {
  */
 export function quoteValue(s: string): string {
   const cut = clip(s)
-  const quoted = JSON.stringify(cut === s ? s : cut.slice(0, -1))
-  return escapeControls(cut === s ? quoted : `${quoted.slice(0, -1)}…"`)
+  // The "…" goes inside the quotes, so that it reads as "the value went on".
+  const quoted = cut === s ? JSON.stringify(s) : `${JSON.stringify(cut.slice(0, -1)).slice(0, -1)}…"`
+  return escapeControls(quoted)
 }
 
 /**

@@ -8,6 +8,7 @@ import fs from 'node:fs'
 import http from 'node:http'
 import net from 'node:net'
 import { driveAuthorization } from './support/browser.js'
+import { connectionOwner, listenerOf, parseProcNetTcp, TCP_ESTABLISHED, TCP_LISTEN } from '../src/login/port-owner.js'
 import { DEFAULT_ACCOUNT } from './support/provider.js'
 import { authFile, freePorts, setup, type Page, type Rpc } from './support/login-helpers.js'
 
@@ -163,4 +164,42 @@ t.test('both ports taken: the error says so and names the holder', async (t) => 
   t.match(message, `Ports 127.0.0.1:${ports[0]}, 127.0.0.1:${ports[1]} are already in use`)
   t.match(message, 'Every login port is taken')
   for (const p of ports) t.match(message, `${p} by pid ${process.pid} (`, `the holder of ${p} named`)
+})
+
+t.test('port-owner: /proc/net/tcp rows, and this process found as the holder', async (t) => {
+  const tcp = [
+    '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode',
+    '   0: 0100007F:05AF 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4242 1 0000000000000000 100 0 0 10 0',
+    '   1: 0100007F:9C40 0100007F:05AF 01 00000000:00000000 00:00000000 00000000 65534        0 77 1 0000000000000000 20 4 30 10 -1',
+    '   2: garbage',
+  ].join('\n')
+  t.same(parseProcNetTcp(tcp, true), [
+    { localAddress: '127.0.0.1', localPort: 1455, remoteAddress: '0.0.0.0', remotePort: 0, state: TCP_LISTEN, uid: 1000, inode: 4242 },
+    { localAddress: '127.0.0.1', localPort: 40000, remoteAddress: '127.0.0.1', remotePort: 1455, state: TCP_ESTABLISHED, uid: 65534, inode: 77 },
+  ])
+  const tcp6 = [
+    '  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode',
+    '   0: 0000000000000000FFFF00000100007F:05B1 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 99 1',
+    '   1: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 98 1',
+  ].join('\n')
+  t.same(parseProcNetTcp(tcp6, true).map((r) => [r.localAddress, r.localPort]), [['::ffff:127.0.0.1', 1457], ['0:0:0:0:0:0:0:1', 80]])
+
+  // The real tables: a listener and a connection of this very process.
+  const server = net.createServer((s) => s.on('error', () => {}))
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())))
+  const port = (server.address() as net.AddressInfo).port
+  const client = net.connect(port, '127.0.0.1')
+  await new Promise<void>((r) => client.once('connect', () => r()))
+  t.teardown(() => client.destroy())
+  let began = performance.now()
+  const listener = await listenerOf(port)
+  const listenMs = performance.now() - began
+  began = performance.now()
+  const sender = await connectionOwner(client.localPort!, port)
+  const senderMs = performance.now() - began
+  t.comment(`lookups over /proc: listener ${listenMs.toFixed(0)} ms, connection ${senderMs.toFixed(0)} ms`)
+  t.match(listener, { uid: process.getuid!(), pid: process.pid })
+  t.match(sender, { uid: process.getuid!(), pid: process.pid })
+  t.equal(await connectionOwner(client.localPort!, 1), null, 'no such connection: null')
 })
