@@ -39,9 +39,9 @@ export function hostAllowed(host: string | undefined, port: number): boolean {
   return h === `127.0.0.1:${port}` || h === `localhost:${port}`
 }
 
-type Headers = http.IncomingHttpHeaders
+type RequestHeaders = http.IncomingHttpHeaders
 
-function header(h: Headers, name: string): string | undefined {
+function header(h: RequestHeaders, name: string): string | undefined {
   const v = h[name]
   return Array.isArray(v) ? v[0] : v
 }
@@ -59,7 +59,7 @@ function header(h: Headers, name: string): string | undefined {
  *   top-level navigation (`Sec-Fetch-Mode: navigate`, `Sec-Fetch-Dest: document`), so a script
  *   or a frame of another page never gets the account details.
  */
-export function crossOriginRefusal(h: Headers, port: number, route: 'success' | 'cancel'): string | null {
+export function crossOriginRefusal(h: RequestHeaders, port: number, route: 'success' | 'cancel'): string | null {
   const origin = header(h, 'origin')
   if (origin !== undefined && origin !== `http://127.0.0.1:${port}` && origin !== `http://localhost:${port}`) {
     return 'a request from another site (Origin)'
@@ -234,14 +234,16 @@ export class BrowserLoginServer {
    */
   private async cancel(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const { session } = this.o
+    // Who sent it, looked up while the caller's end of the connection is still open; only for a
+    // login this request may still end.
+    const peerPort = req.socket.remotePort
+    const who = session.cancellable && peerPort !== undefined ? await connectionOwner(peerPort, this.port) : null
+    // Judged after the lookup: the callback may have begun committing meanwhile.
     if (session.busy) {
       this.send(res, 409, errorPage('Login completing', 'The login is being completed and can no longer be cancelled.'))
       return
     }
     if (session.pending) {
-      // Looked up while the caller's end of the connection is still open.
-      const peerPort = req.socket.remotePort
-      const who = peerPort === undefined ? null : await connectionOwner(peerPort, this.port)
       const by = who === null ? '' : ` by ${describeOwner(who)}`
       const message = `Login cancelled from outside: GET /cancel on the login server (127.0.0.1:${this.port})${by}. Another \`codex login\` frees the port this way.`
       session.end('cancelled', { reason: CANCELLED_FROM_OUTSIDE, message })
