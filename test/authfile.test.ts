@@ -43,6 +43,9 @@ const BAD: Record<string, BadCase> = {
   'bad-auth-truncated.json': { says: /invalid JSON \(EOF/ },
   'bad-auth-empty.json': { says: /empty/, line: null, column: null },
   'bad-auth-duplicate-tokens.json': { says: /duplicate key tokens/, line: 11 },
+  // serde_json cannot put a lone surrogate into a Rust String: the key itself, or a claim Codex reads.
+  'bad-auth-api-key-lone-surrogate.json': { says: /invalid JSON \(unexpected end of hex escape/, line: 3 },
+  'bad-auth-id-token-email-lone-surrogate.json': { says: /tokens\.id_token is not a JWT/, line: 5 },
 }
 
 t.test('every bad-auth fixture is rejected as Codex rejects it', async (t) => {

@@ -4,6 +4,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { UsageError, shellQuote } from '../cli-common.js'
 import type { AuthGrant, Status } from '../rpc/contract.js'
+import { escapeControls } from '../text.js'
 
 export type Command = 'status' | 'token' | 'env' | 'exec' | 'login' | 'logout' | 'refresh' | 'watch' | 'help' | 'version'
 
@@ -201,6 +202,15 @@ export function childEnv(parent: NodeJS.ProcessEnv, grant: AuthGrant): NodeJS.Pr
   for (const k of CREDENTIAL_VARS) delete env[k]
   for (const [k, v] of credentialEnv(grant)) env[k] = v
   return env
+}
+
+/**
+ * Lines for a person, as codex-auth prints them: each escaped whole (text.ts escapeControls: ESC,
+ * other controls, bidi marks, a newline inside a value) and ended with a newline. The one way
+ * every human line of codex-auth is written, whatever it quotes (claims, config values, paths).
+ */
+export function humanLines(lines: readonly string[]): string {
+  return lines.map((l) => `${escapeControls(l)}\n`).join('')
 }
 
 /** The first line of `status`, in Codex 0.171's words. `apiKey` is needed for the mask. */

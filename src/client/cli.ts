@@ -23,19 +23,33 @@ import {
   parseArgs,
   statusDetails,
   statusHeadline,
+  humanLines,
   type ParsedArgs,
 } from './cli-util.js'
+import { jsonForTerminal } from '../text.js'
 import { VERSION } from '../version.js'
 
 
 /** child_process is loaded only by the commands that start a process: it costs start-up time. */
 const spawn = (): typeof spawnType => process.getBuiltinModule('node:child_process').spawn
 
+/** Raw stdout: only for what a program reads (the token, export lines, help). */
 const out = (s: string): void => {
   process.stdout.write(s)
 }
-const err = (s: string): void => {
-  process.stderr.write(s.endsWith('\n') ? s : s + '\n')
+/**
+ * Every line for a person goes through these two: each line is escaped (text.ts escapeControls),
+ * so no id_token claim, config value, file content or path can drive the terminal or forge a line.
+ */
+const say = (...lines: string[]): void => {
+  process.stdout.write(humanLines(lines))
+}
+const err = (...lines: string[]): void => {
+  process.stderr.write(humanLines(lines))
+}
+/** JSON output (`--json`, `watch`): one value, its unsafe characters as `\uXXXX`. */
+const json = (value: unknown, indent?: number): void => {
+  process.stdout.write(jsonForTerminal(value, indent) + '\n')
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -74,7 +88,7 @@ function describeDaemonError(e: AuthdError): string {
 /** Prints why and returns the exit status for a failure of a non-exec command. */
 function failureExit(e: unknown): number {
   if (e instanceof UsageError) {
-    err(`codex-auth: ${e.message}\nTry 'codex-auth --help'.`)
+    err(`codex-auth: ${e.message}`, "Try 'codex-auth --help'.")
     return CliExit.Usage
   }
   if (e instanceof DaemonUnreachableError) {
@@ -121,7 +135,7 @@ async function cmdStatus(a: ParsedArgs): Promise<number> {
   try {
     const status = await client.status()
     if (a.json) {
-      out(JSON.stringify(status, null, 2) + '\n')
+      json(status, 2)
     } else {
       let key: string | null = null
       if (status.loggedIn && status.mode === 'apikey') {
@@ -132,8 +146,7 @@ async function cmdStatus(a: ParsedArgs): Promise<number> {
           // the headline then goes without the mask
         }
       }
-      out(statusHeadline(status, key) + '\n')
-      for (const line of statusDetails(status)) out(line + '\n')
+      say(statusHeadline(status, key), ...statusDetails(status))
     }
     return status.loggedIn ? CliExit.Ok : CliExit.NotLoggedIn
   } finally {
@@ -285,8 +298,8 @@ async function cmdLogin(a: ParsedArgs): Promise<number> {
     const client = await open(a)
     try {
       const started = await client.login({ method: 'apikey', apiKey })
-      if (a.json) out(JSON.stringify(started) + '\n')
-      else out('Successfully logged in\n')
+      if (a.json) json(started)
+      else say('Successfully logged in')
       return CliExit.Ok
     } finally {
       client.close()
@@ -312,7 +325,7 @@ async function cmdLogin(a: ParsedArgs): Promise<number> {
     const started: LoginStarted = await client.login({ method: a.device ? 'device' : 'browser' })
     loginId = started.loginId
     if (a.json) {
-      out(JSON.stringify(started) + '\n')
+      json(started)
     } else if (started.method === 'browser') {
       let origin = started.callbackUrl
       try {
@@ -320,15 +333,17 @@ async function cmdLogin(a: ParsedArgs): Promise<number> {
       } catch {
         // keep the URL as given
       }
-      out(
-        `Starting local login server on ${origin}.\n` +
-          `If your browser did not open, navigate to this URL to authenticate:\n\n${started.authUrl}\n\n`,
-      )
+      say(`Starting local login server on ${origin}.`, 'If your browser did not open, navigate to this URL to authenticate:', '', started.authUrl, '')
     } else if (started.method === 'device') {
-      out(
-        'Follow these steps to sign in with ChatGPT using device code authorization:\n\n' +
-          `1. Open this link in your browser and sign in to your account\n   ${started.verificationUrl}\n\n` +
-          `2. Enter this one-time code (expires at ${started.expiresAt})\n   ${started.userCode}\n\n`,
+      say(
+        'Follow these steps to sign in with ChatGPT using device code authorization:',
+        '',
+        '1. Open this link in your browser and sign in to your account',
+        `   ${started.verificationUrl}`,
+        '',
+        `2. Enter this one-time code (expires at ${started.expiresAt})`,
+        `   ${started.userCode}`,
+        '',
       )
     }
     if (started.method === 'browser' && !a.noBrowser) openBrowser(started.authUrl)
@@ -336,9 +351,9 @@ async function cmdLogin(a: ParsedArgs): Promise<number> {
     if (!a.json) err('Waiting for the login to complete (Ctrl-C to cancel)...')
     const result = await waiter.wait(started.loginId)
     waiter.close()
-    if (a.json) out(JSON.stringify(result) + '\n')
+    if (a.json) json(result)
     if (result.status === 'succeeded') {
-      if (!a.json) out('Successfully logged in\n')
+      if (!a.json) say('Successfully logged in')
       return CliExit.Ok
     }
     if (!a.json) {
@@ -367,8 +382,8 @@ async function cmdLogout(a: ParsedArgs): Promise<number> {
       }
     }
     const r = await client.logout({ revoke })
-    if (a.json) out(JSON.stringify(r) + '\n')
-    else out(r.wasLoggedIn ? 'Successfully logged out\n' : 'Not logged in\n')
+    if (a.json) json(r)
+    else say(r.wasLoggedIn ? 'Successfully logged out' : 'Not logged in')
     if (revoke && r.wasLoggedIn && hadTokens && !r.revoked) {
       err('Note: the refresh token could not be revoked at the issuer; the local credentials were removed.')
     }
@@ -382,9 +397,9 @@ async function cmdRefresh(a: ParsedArgs): Promise<number> {
   const client = await open(a)
   try {
     const g = await client.refresh()
-    if (a.json) out(JSON.stringify(publicGrant(g)) + '\n')
-    else if (g.mode === 'apikey') out('Refreshed (an API key is being served)\n')
-    else out(`Token refreshed${g.expiresAt ? `; valid until ${g.expiresAt}` : ''}\n`)
+    if (a.json) json(publicGrant(g))
+    else if (g.mode === 'apikey') say('Refreshed (an API key is being served)')
+    else say(`Token refreshed${g.expiresAt ? `; valid until ${g.expiresAt}` : ''}`)
     return CliExit.Ok
   } finally {
     client.close()
@@ -393,7 +408,7 @@ async function cmdRefresh(a: ParsedArgs): Promise<number> {
 
 async function cmdWatch(a: ParsedArgs): Promise<number> {
   const client = await open(a, true)
-  const line = (s: Status) => out(JSON.stringify(s) + '\n')
+  const line = (s: Status) => json(s)
   await client.subscribe({
     authChanged: line,
     resubscribed: () => {
@@ -426,7 +441,7 @@ export async function main(args: readonly string[]): Promise<number> {
         out(HELP)
         return CliExit.Ok
       case 'version':
-        out(`codex-auth ${VERSION}\n`)
+        say(`codex-auth ${VERSION}`)
         return CliExit.Ok
       case 'status':
         return await cmdStatus(a)

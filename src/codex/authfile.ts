@@ -4,6 +4,7 @@
 import { isCodexValidIdToken } from './jwt.js'
 import { describeNode, JsonSyntaxError, lineColumn, parseJson, setOwn, toPlain, type JsonNode } from './json-reader.js'
 import type { AuthFile, Problem, TokenData } from '../types.js'
+import { hasLoneSurrogate, hasUnsafeChars } from '../text.js'
 
 /** How problems place a position (serde_json's line and column); kept here for existing importers. */
 export { lineColumn }
@@ -254,4 +255,59 @@ export function sameCredentials(a: AuthFile | null, b: AuthFile | null): boolean
   const tb = b?.tokens ?? null
   if (ta === null || tb === null) return ta === tb
   return ta.accessToken === tb.accessToken && ta.refreshToken === tb.refreshToken
+}
+
+// ---------------------------------------------------------------------------------------------
+// Before writing: nothing goes into auth.json that Codex or the daemon could not read back.
+
+/** Why a value may not be written, naming the auth.json field (never quoting the value). */
+export interface UnwritableValue {
+  field: string
+  reason: string
+}
+
+/** A string Codex reads with serde_json must be valid UTF-8 once written: no lone surrogate. */
+function stringProblem(field: string, v: string | null): UnwritableValue | null {
+  if (v !== null && hasLoneSurrogate(v)) return { field, reason: `${field} holds a lone UTF-16 surrogate, which UTF-8 (and so Codex) cannot represent` }
+  return null
+}
+
+/**
+ * The first value of `auth` that Codex or the daemon could not read back once written, or null:
+ * a lone surrogate in any string (serde_json refuses it), a control or bidi character in the API
+ * key (it goes into an HTTP header; no key holds one), an id_token Codex would reject, and, as the
+ * last word, the written text parsed back exactly as Codex parses it must give the same values.
+ */
+export function unwritableValue(auth: AuthFile): UnwritableValue | null {
+  const key = auth.openaiApiKey
+  if (key !== null && hasUnsafeChars(key)) {
+    return { field: 'OPENAI_API_KEY', reason: 'OPENAI_API_KEY holds a control character, a bidi mark or a lone surrogate; Codex could not read or send it' }
+  }
+  const t = auth.tokens
+  const problem =
+    stringProblem('auth_mode', auth.authMode) ??
+    stringProblem('last_refresh', auth.lastRefresh) ??
+    (t === null
+      ? null
+      : (stringProblem('tokens.id_token', t.idToken) ??
+        stringProblem('tokens.access_token', t.accessToken) ??
+        stringProblem('tokens.refresh_token', t.refreshToken) ??
+        stringProblem('tokens.account_id', t.accountId)))
+  if (problem !== null) return problem
+  if (t !== null && !isCodexValidIdToken(t.idToken)) {
+    return { field: 'tokens.id_token', reason: 'tokens.id_token is not a JWT whose claims Codex can read' }
+  }
+  const back = parseAuthFile(serializeAuthFile(auth), 'auth.json')
+  if (!back.ok) return { field: 'auth.json', reason: `the file would not read back: ${back.problem.message}` }
+  const same =
+    back.auth.authMode === auth.authMode &&
+    back.auth.openaiApiKey === auth.openaiApiKey &&
+    back.auth.lastRefresh === auth.lastRefresh &&
+    sameTokens(back.auth.tokens, t)
+  return same ? null : { field: 'auth.json', reason: 'the file would not read back with the same values' }
+}
+
+function sameTokens(a: TokenData | null, b: TokenData | null): boolean {
+  if (a === null || b === null) return a === b
+  return a.idToken === b.idToken && a.accessToken === b.accessToken && a.refreshToken === b.refreshToken && a.accountId === b.accountId
 }

@@ -1,7 +1,9 @@
 // The auth settings of config.toml plus Codex-style `-c key=value` overrides (docs/codex-compat.md#configuration).
-// Pure: the caller reads the file. config.toml holds no secrets, so messages may quote it.
+// Pure: the caller reads the file. config.toml holds no secrets, so messages may quote it, cut to a
+// sane length (text.ts quoteValue).
 import { parse as parseToml, TomlError } from 'smol-toml'
 import { DEFAULT_SETTINGS } from '../types.js'
+import { clip, quoteValue } from '../text.js'
 import type { CredentialsStore, ForcedLoginMethod, PreferredAuthMethod, Problem, Settings, SettingsResult } from '../types.js'
 
 /** One `-c key=value`: `path` is the dotted key split on `.`, `value` the parsed TOML value. */
@@ -102,7 +104,7 @@ export function resolveSettings(tomlText: string | null, file: string, overrides
       tree = parseToml(tomlText, { integersAsBigInt: 'asNeeded' }) as Tree
     } catch (err) {
       if (!(err instanceof TomlError)) throw err
-      const reason = err.message.split('\n\n')[0] ?? err.message
+      const reason = clip(err.message.split('\n\n')[0] ?? err.message, 200)
       problems.push({
         code: 'config_invalid',
         message: `${file} could not be parsed (${reason} at line ${err.line} column ${err.column}); using defaults`,
@@ -121,7 +123,8 @@ export function resolveSettings(tomlText: string | null, file: string, overrides
     const fromOverride = overridden(key)
     const pos = !fromOverride && tomlText !== null ? findKey(tomlText, key) : null
     const v = tree[key]
-    const shown = typeof v === 'string' ? JSON.stringify(v) : isTable(v) ? 'a table' : Array.isArray(v) ? 'an array' : String(v)
+    // Quoted cut to a sane length: the message goes into status, authChanged and the log.
+    const shown = typeof v === 'string' ? quoteValue(v) : isTable(v) ? 'a table' : Array.isArray(v) ? 'an array' : clip(String(v))
     problems.push({
       code: 'config_invalid',
       message: `${key} = ${shown} is not valid (expected ${expected}${fromOverride ? ', from -c' : ''}); using ${fallback}`,

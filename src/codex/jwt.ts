@@ -1,6 +1,7 @@
 // JWT payload decoding, no signature check: Codex never verifies the id_token or access_token
 // either, it only reads claims. Pure: no I/O.
 import type { AccessTokenClaims, IdTokenClaims } from '../types.js'
+import { hasLoneSurrogate } from '../text.js'
 
 /** Claim namespaces OpenAI puts in its tokens (login/src/token_data.rs). */
 export const AUTH_CLAIM = 'https://api.openai.com/auth'
@@ -63,7 +64,9 @@ export function decodeJwtPayload(token: string): Record<string, unknown> | null 
   return isPlainObject(payload) ? payload : null
 }
 
-const isOptString = (v: unknown): boolean => v === undefined || v === null || typeof v === 'string'
+// A claim Codex reads is deserialized into a Rust String: JSON.parse takes a lone-surrogate escape
+// ("\ud800") that serde_json refuses, so such a claim makes Codex reject the whole file.
+const isOptString = (v: unknown): boolean => v === undefined || v === null || (typeof v === 'string' && !hasLoneSurrogate(v))
 const isOptObject = (v: unknown): boolean => v === undefined || v === null || isPlainObject(v)
 
 /**

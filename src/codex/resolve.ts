@@ -4,6 +4,7 @@
 import { CODEX_AUTH_MODES } from './authfile.js'
 import { decodeAccessTokenClaims, decodeIdTokenClaims } from './jwt.js'
 import type { AuthFile, IdTokenClaims, Problem, Resolved, Settings, TokenData } from '../types.js'
+import { clip } from '../text.js'
 
 export interface ResolveInput {
   /** The daemon's own `OPENAI_API_KEY` environment variable. */
@@ -130,8 +131,8 @@ export function resolveAuth(input: ResolveInput): ResolveResult {
       const ws = workspaceOf(tokens, idClaims)
       if (ws === null || !allowed.includes(ws)) {
         const message =
-          `Login is restricted to workspace(s) ${allowed.join(', ')}, but current credentials ` +
-          (ws === null ? 'carry no workspace id' : `belong to ${ws}`) +
+          `Login is restricted to workspace(s) ${clip(allowed.join(', '))}, but current credentials ` +
+          (ws === null ? 'carry no workspace id' : `belong to ${clip(ws)}`) +
           ' (forced_chatgpt_workspace_id). Log in with an allowed workspace; auth.json is left untouched.'
         problems.push(policy(message))
         return { resolved: { kind: 'forbidden', message }, problems }

@@ -22,6 +22,8 @@ export function toRpcError(e: unknown): RpcError | null {
         return new RpcError(ErrorCode.ForbiddenByPolicy, e.message)
       case 'login_in_progress':
         return new RpcError(ErrorCode.LoginInProgress, e.message, e.loginId !== null ? { loginId: e.loginId } : undefined)
+      case 'invalid_value':
+        return new RpcError(ErrorCode.InvalidParams, e.message, { field: e.field ?? 'params' })
       case 'login_failed':
       case 'store_failed':
         return new RpcError(ErrorCode.LoginFailed, e.message, e.lock !== null ? { lock: e.lock } : undefined)

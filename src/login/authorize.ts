@@ -2,6 +2,7 @@
 // (docs/codex-compat.md#browser-login), the redirect URI, reading the callback's query, and the workspace rule
 // (docs/codex-compat.md#browser-login). No I/O here.
 import { statesMatch } from './pkce.js'
+import { clip } from '../text.js'
 
 /** The scope Codex 0.171.0 asks for. */
 export const CODEX_SCOPE = 'openid profile email offline_access api.connectors.read api.connectors.invoke'
@@ -92,10 +93,10 @@ export type WorkspaceCheck = { ok: true } | { ok: false; message: string }
  */
 export function checkWorkspace(accountId: string | null, allowed: readonly string[] | null): WorkspaceCheck {
   if (allowed === null || allowed.length === 0) return { ok: true }
-  const list = allowed.join(', ')
+  const list = clip(allowed.join(', '))
   if (accountId === null) {
     return { ok: false, message: `Login is restricted to workspace id(s) ${list}, but the token names no workspace (chatgpt_account_id).` }
   }
   if (allowed.includes(accountId)) return { ok: true }
-  return { ok: false, message: `Login is restricted to workspace id(s) ${list}; this account belongs to ${accountId}.` }
+  return { ok: false, message: `Login is restricted to workspace id(s) ${list}; this account belongs to ${clip(accountId)}.` }
 }

@@ -12,8 +12,9 @@ import http from 'node:http'
 import { CALLBACK_PATH, parseCallback, redirectUriFor } from './authorize.js'
 import { LoginError, safeCode, safeDescription } from './errors.js'
 import { bindLoginServer } from './loopback.js'
+import { connectionOwner, describeOwner } from './port-owner.js'
 import { PAGE_HEADERS, errorPage, successPage } from './pages.js'
-import type { LoginSession, SuccessInfo } from './session.js'
+import { CANCELLED_FROM_OUTSIDE, type LoginSession, type SuccessInfo } from './session.js'
 
 export interface BrowserServerOptions {
   session: LoginSession
@@ -25,6 +26,55 @@ export interface BrowserServerOptions {
   /** how long the server stays up after success waiting for /success (default 60 s) */
   successGraceMs?: number
   signal?: AbortSignal
+}
+
+/**
+ * DNS rebinding: a page of another site whose name now resolves to 127.0.0.1 reaches this server
+ * with its own name in `Host`. Only our two names, with our port, are served (Codex's own /cancel
+ * sends `Host: 127.0.0.1:<port>`, docs/codex-compat.md#browser-login).
+ */
+export function hostAllowed(host: string | undefined, port: number): boolean {
+  if (host === undefined) return false
+  const h = host.toLowerCase()
+  return h === `127.0.0.1:${port}` || h === `localhost:${port}`
+}
+
+type RequestHeaders = http.IncomingHttpHeaders
+
+function header(h: RequestHeaders, name: string): string | undefined {
+  const v = h[name]
+  return Array.isArray(v) ? v[0] : v
+}
+
+/**
+ * Why a request for /success or /cancel comes from another site's page, or null when it may be
+ * served. Only browsers send `Origin` and `Sec-Fetch-*`; a plain HTTP client (Codex's own /cancel,
+ * curl) sends neither and is served: what a local program asks cannot be told apart, so the login
+ * result says it was cancelled from outside instead.
+ * - `Origin` other than ours (a script's fetch, a form): refused on both.
+ * - /cancel: `Sec-Fetch-Site` other than `none` (typed by the user) or `same-origin`: another
+ *   site's link, image or script, or a page on another local port (same-site) cannot cancel.
+ * - /success: the user's browser arrives here by a redirect chain that started on the issuer's
+ *   pages, which makes even the real visit `cross-site`; what it cannot be is anything but a
+ *   top-level navigation (`Sec-Fetch-Mode: navigate`, `Sec-Fetch-Dest: document`), so a script
+ *   or a frame of another page never gets the account details.
+ */
+export function crossOriginRefusal(h: RequestHeaders, port: number, route: 'success' | 'cancel'): string | null {
+  const origin = header(h, 'origin')
+  if (origin !== undefined && origin !== `http://127.0.0.1:${port}` && origin !== `http://localhost:${port}`) {
+    return 'a request from another site (Origin)'
+  }
+  if (route === 'cancel') {
+    const site = header(h, 'sec-fetch-site')
+    if (site !== undefined && site !== 'none' && site !== 'same-origin') return `a request from another site (Sec-Fetch-Site: ${site === 'same-site' ? 'same-site' : 'cross-site'})`
+    return null
+  }
+  const mode = header(h, 'sec-fetch-mode')
+  const dest = header(h, 'sec-fetch-dest')
+  if ((mode !== undefined && mode !== 'navigate') || (dest !== undefined && dest !== 'document')) {
+    return 'a request that is not a top-level page visit (Sec-Fetch-Mode/Sec-Fetch-Dest)'
+  }
+  return null
 }
 
 /** The message for an `error` the issuer sent back to the callback. */
@@ -89,6 +139,10 @@ export class BrowserLoginServer {
     res.end(html)
   }
 
+  private refuse(res: http.ServerResponse, why: string): void {
+    this.send(res, 403, errorPage('Request refused', `The codex-authd login server does not answer ${why}.`))
+  }
+
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
     const url = new URL(req.url ?? '/', `http://127.0.0.1:${this.port}`)
     // GET only: a HEAD (a link prefetcher) must never spend the authorization code.
@@ -97,16 +151,23 @@ export class BrowserLoginServer {
       res.end()
       return
     }
+    if (!hostAllowed(req.headers.host, this.port)) {
+      this.refuse(res, 'a request addressed to another host name (Host)')
+      return
+    }
     switch (url.pathname) {
       case CALLBACK_PATH:
         void this.callback(url, res)
         return
       case '/success':
-        this.success(res)
+      case '/cancel': {
+        const route = url.pathname === '/success' ? 'success' : 'cancel'
+        const why = crossOriginRefusal(req.headers, this.port, route)
+        if (why !== null) this.refuse(res, why)
+        else if (route === 'success') this.success(res)
+        else void this.cancel(req, res)
         return
-      case '/cancel':
-        this.cancel(res)
-        return
+      }
       default:
         res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' })
         res.end('Not Found')
@@ -166,14 +227,26 @@ export class BrowserLoginServer {
     this.send(res, 200, successPage(session.success))
   }
 
-  private cancel(res: http.ServerResponse): void {
+  /**
+   * GET /cancel: a new `codex login` (or codex-authd login) frees the port this way, and so can
+   * any local program; the result says the login was cancelled from outside, and by whom when
+   * /proc tells (port-owner.ts).
+   */
+  private async cancel(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const { session } = this.o
+    // Who sent it, looked up while the caller's end of the connection is still open; only for a
+    // login this request may still end.
+    const peerPort = req.socket.remotePort
+    const who = session.cancellable && peerPort !== undefined ? await connectionOwner(peerPort, this.port) : null
+    // Judged after the lookup: the callback may have begun committing meanwhile.
     if (session.busy) {
       this.send(res, 409, errorPage('Login completing', 'The login is being completed and can no longer be cancelled.'))
       return
     }
     if (session.pending) {
-      session.end('cancelled', { reason: 'cancelled', message: 'Login cancelled' })
+      const by = who === null ? '' : ` by ${describeOwner(who)}`
+      const message = `Login cancelled from outside: GET /cancel on the login server (127.0.0.1:${this.port})${by}. Another \`codex login\` frees the port this way.`
+      session.end('cancelled', { reason: CANCELLED_FROM_OUTSIDE, message })
       this.close()
       this.send(res, 200, errorPage('Login cancelled', 'This login was cancelled.'))
       return

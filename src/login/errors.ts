@@ -11,6 +11,8 @@ export type LoginFailureReason =
   | 'store_failed'
   /** a browser or device login is already running (`loginId` names it) */
   | 'login_in_progress'
+  /** a value given to the login (the API key) could not be written so that Codex reads it back (`field` names it) */
+  | 'invalid_value'
 
 export class LoginError extends Error {
   readonly code: LoginFailureReason
@@ -18,13 +20,16 @@ export class LoginError extends Error {
   readonly loginId: string | null
   /** store_failed on a lock timeout: the lock's file name */
   readonly lock: string | null
+  /** invalid_value: the param at fault */
+  readonly field: string | null
 
-  constructor(reason: LoginFailureReason, message: string, detail: { loginId?: string; lock?: string } = {}) {
+  constructor(reason: LoginFailureReason, message: string, detail: { loginId?: string; lock?: string; field?: string } = {}) {
     super(message)
     this.name = 'LoginError'
     this.code = reason
     this.loginId = detail.loginId ?? null
     this.lock = detail.lock ?? null
+    this.field = detail.field ?? null
   }
 }
 

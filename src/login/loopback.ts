@@ -3,6 +3,7 @@
 // gives it up), then retry every 200 ms, 10 attempts in all, then the next port.
 import http from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { describeOwner, listenerOf, type SocketOwner } from './port-owner.js'
 
 export interface BindOptions {
   ports: readonly number[]
@@ -19,11 +20,26 @@ export interface BindOptions {
 
 export class PortsBusyError extends Error {
   readonly code = 'ports_busy'
-  constructor(readonly ports: readonly number[]) {
+  /**
+   * `owners[i]` holds `ports[i]` when /proc could tell (port-owner.ts); null otherwise. The
+   * message names them: a browser login that cannot start should say why, and who is in the way.
+   */
+  constructor(
+    readonly ports: readonly number[],
+    readonly owners: readonly (SocketOwner | null)[] = [],
+  ) {
+    const list = ports.map((p) => `127.0.0.1:${p}`).join(', ')
+    const held = ports
+      .map((p, i) => {
+        const o = owners[i]
+        return o ? `${p} by ${describeOwner(o)}` : null
+      })
+      .filter((x): x is string => x !== null)
     super(
-      ports.length === 1
-        ? `Port 127.0.0.1:${ports[0]} is already in use`
-        : `Ports ${ports.map((p) => `127.0.0.1:${p}`).join(', ')} are already in use`,
+      (ports.length === 1 ? `Port ${list} is already in use` : `Ports ${list} are already in use`) +
+        (held.length > 0 ? ` (held: ${held.join('; ')})` : '') +
+        (ports.length > 1 ? '. Every login port is taken, and the sign-in service redirects only to these' : '') +
+        `, and the holder did not give ${ports.length === 1 ? 'it' : 'them'} up on /cancel. Stop that program, then log in again.`,
     )
     this.name = 'PortsBusyError'
   }
@@ -78,5 +94,5 @@ export async function bindLoginServer(server: http.Server, opts: BindOptions): P
       if (attempt < attempts - 1) await sleep(retryMs, undefined, { signal: opts.signal }).catch(() => {})
     }
   }
-  throw new PortsBusyError(opts.ports)
+  throw new PortsBusyError(opts.ports, await Promise.all(opts.ports.map((p) => listenerOf(p))))
 }

@@ -2,7 +2,7 @@
 // explicit login or logout may replace or remove an auth.json we cannot read (docs/watching.md#files-the-daemon-cannot-use).
 // Unknown top-level fields of the old file are kept (docs/codex-compat.md#file-format: unknown fields survive our
 // rewrites); everything else is exactly what Codex 0.171 writes.
-import { formatLastRefresh } from '../codex/authfile.js'
+import { formatLastRefresh, unwritableValue } from '../codex/authfile.js'
 import { AuthWriteError, commitAuth, type CommitResult } from '../store/authstore.js'
 import type { AuthFile } from '../types.js'
 import { LoginError } from './errors.js'
@@ -58,12 +58,25 @@ async function commit(home: string, build: (current: AuthFile | null) => AuthFil
   return { previous, written: result.auth }
 }
 
-/** Writes a ChatGPT login; returns the file it replaced (to revoke a superseded refresh token). */
+/**
+ * Writes a ChatGPT login; returns the file it replaced (to revoke a superseded refresh token).
+ * Tokens that would not read back (docs/codex-compat.md#what-codex-rejects) fail the login before
+ * any lock is taken: the file on disk, and the credential served, stay as they were.
+ */
 export function persistChatgptLogin(home: string, tokens: LoginTokens, accountId: string | null, now: Date, lockTimeoutMs?: number) {
+  // The fields checked are all ours; the unknown fields kept from the current file were read back already.
+  const bad = unwritableValue(chatgptAuthFile(tokens, accountId, now, null))
+  if (bad !== null) return Promise.reject(new LoginError('login_failed', `The issuer's answer cannot be saved so that Codex reads it back: ${bad.reason}`))
   return commit(home, (current) => chatgptAuthFile(tokens, accountId, now, current), lockTimeoutMs)
 }
 
+/** Writes an API-key login; a key Codex could not read back is `invalid_value` (field apiKey), nothing touched. */
 export function persistApiKeyLogin(home: string, apiKey: string, lockTimeoutMs?: number) {
+  const bad = unwritableValue(apiKeyAuthFile(apiKey, null))
+  if (bad !== null) {
+    const message = 'apiKey holds a control character, a bidi mark or a lone surrogate: Codex could not read it back from auth.json; nothing was written'
+    return Promise.reject(new LoginError('invalid_value', message, { field: 'apiKey' }))
+  }
   return commit(home, (current) => apiKeyAuthFile(apiKey, current), lockTimeoutMs)
 }
 

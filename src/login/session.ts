@@ -2,10 +2,16 @@
 // while the result is being committed (`busy`) cancel and expiry are refused, so a login that
 // wrote auth.json always reports success.
 import { randomUUID } from 'node:crypto'
-import type { ErrorInfo, LoginMethod, LoginResult, LoginStatus } from '../rpc/contract.js'
+import type { ErrorInfo, LoginErrorReason, LoginMethod, LoginResult, LoginStatus } from '../rpc/contract.js'
 import { orTimeout } from '../timeout.js'
 
 export type EndStatus = Exclude<LoginStatus, 'pending'>
+
+/**
+ * `LoginResult.error.reason` of a browser login ended by a GET /cancel on its login server (a
+ * new `codex login`, or any local program: they cannot be told apart), not by cancelLogin.
+ */
+export const CANCELLED_FROM_OUTSIDE: LoginErrorReason = 'cancelled_from_outside'
 
 export interface SuccessInfo {
   email: string | null

@@ -63,8 +63,16 @@ export type LoginStatus = 'pending' | 'succeeded' | 'failed' | 'cancelled' | 'ex
 export interface LoginResult {
   loginId: string
   status: LoginStatus
+  /** `reason` is a LoginErrorReason */
   error: ErrorInfo | null
 }
+
+/**
+ * `LoginResult.error.reason`. `cancelled_from_outside` (added 2026-11-29): a browser login ended
+ * by a GET /cancel on its login server (a new `codex login`, or another local program), not by
+ * cancelLogin; the status is `cancelled` either way.
+ */
+export type LoginErrorReason = 'login_failed' | 'forbidden_by_policy' | 'store_failed' | 'cancelled' | 'cancelled_from_outside' | 'expired'
 
 export interface LogoutResult {
   wasLoggedIn: boolean
