@@ -1,7 +1,6 @@
 // The C library through koffi (an N-API FFI with prebuilt binaries: no compiler at install, one
 // install for every Node version). Loaded on first use only: loading koffi costs about 30 ms
 // (measured on the CI machine), which `--version`, `--help` and `codex-auth token` should not pay.
-import { createRequire } from 'node:module'
 import os from 'node:os'
 
 type Koffi = typeof import('koffi')
@@ -29,6 +28,8 @@ let loaded: Libc | undefined
 /** The C library, loaded once; throws naming every name tried when none loads. */
 export function libc(): Libc {
   if (loaded) return loaded
+  // node:module is loaded only here, for the same start-up reason.
+  const { createRequire } = process.getBuiltinModule('node:module')
   const koffi = createRequire(import.meta.url)('koffi') as Koffi
   const names = LIBC_CANDIDATES[process.platform] ?? []
   const failures: string[] = []
