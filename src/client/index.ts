@@ -262,7 +262,12 @@ class Connection {
         // Only where the files did not settle it (a socket another user owns, allowed by the
         // user): loading the FFI costs `codex-auth token` about 30 ms.
         if (verdict.peerUids !== null) {
-          const peer = peerCredentials(sock)
+          let peer: ReturnType<typeof peerCredentials> = null
+          try {
+            peer = peerCredentials(sock)
+          } catch {
+            // The C library cannot be loaded here: as where the platform cannot tell, the file checks stand.
+          }
           if (peer !== null && !verdict.peerUids.includes(peer.uid)) {
             const pid = peer.pid !== null ? `, pid ${peer.pid}` : ''
             const as = `uid ${peer.uid}${userNameOf(peer.uid) !== null ? ` (${userNameOf(peer.uid)})` : ''}${pid}`
