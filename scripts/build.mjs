@@ -33,21 +33,25 @@ const common = {
   define: { CODEX_AUTHD_VERSION: JSON.stringify(pkg.version) },
 }
 
+// koffi is native (it loads the prebuilt .node for this platform): the one package dist/ requires
+// from node_modules at run time, so it stays a `dependency`. src/os/libc.ts resolves it with
+// createRequire(import.meta.url), which a CommonJS bundle gets from the injected file. The client
+// needs it too (the peer check of src/os/peercred.ts), loaded only when used.
+const withKoffi = {
+  external: ['koffi'],
+  define: { ...common.define, 'import.meta.url': 'importMetaUrl' },
+  inject: ['scripts/import-meta-url.mjs'],
+}
 const jobs = [
-  { entryPoints: ['src/client/cli.ts'], outfile: 'dist/codex-auth.cjs', banner: shebang, bin: true },
-  { entryPoints: ['src/client/index.ts'], outfile: 'dist/client.cjs' },
+  { entryPoints: ['src/client/cli.ts'], outfile: 'dist/codex-auth.cjs', banner: shebang, bin: true, ...withKoffi },
+  { entryPoints: ['src/client/index.ts'], outfile: 'dist/client.cjs', ...withKoffi },
 ]
 if (existsSync(join(root, 'src/daemon/main.ts'))) {
   jobs.push({
     entryPoints: ['src/daemon/main.ts'],
     outfile: 'dist/codex-authd.cjs',
     banner: shebang,
-    // koffi is native (it loads the prebuilt .node for this platform): the one package dist/
-    // requires from node_modules at run time, so it stays a `dependency`. src/store/flock.ts
-    // resolves it with createRequire(import.meta.url), which a CommonJS bundle gets from here.
-    external: ['koffi'],
-    define: { ...common.define, 'import.meta.url': 'importMetaUrl' },
-    inject: ['scripts/import-meta-url.mjs'],
+    ...withKoffi,
     bin: true,
   })
 }

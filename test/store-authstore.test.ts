@@ -262,7 +262,8 @@ t.test('auth.json.lock held past the bound: lock_timeout, file untouched, loop a
   const res = await commit.promise
   const elapsed = Date.now() - started
   tick.stop()
-  t.same(res, { outcome: 'lock_timeout', lock: 'auth.json.lock' })
+  // The holder is named (Linux /proc/locks): flock(1) itself, running as us.
+  t.same(res, { outcome: 'lock_timeout', lock: 'auth.json.lock', holder: { pid: holder.proc.pid, command: 'flock', uid: process.getuid!() } })
   // The holder never lets go: getting an answer at all is the bound; no upper time (busy machines).
   t.ok(elapsed >= 290, `waited the full bound before giving up (${elapsed} ms)`)
   t.ok(tick.count() >= 10, `event loop ran (${tick.count()} ticks)`)
@@ -281,7 +282,7 @@ t.test('auth.lock held past the bound: lock_timeout auth.lock', async (t) => {
   const before = await readFile(join(dir, 'auth.json'))
   const holder = await holdWithFlock(t, join(dir, 'auth.lock'))
   const res = await commitAuth(dir, { lockTimeoutMs: 100, update: (c) => rotate(c, 'rt-2') })
-  t.same(res, { outcome: 'lock_timeout', lock: 'auth.lock' })
+  t.same(res, { outcome: 'lock_timeout', lock: 'auth.lock', holder: { pid: holder.proc.pid, command: 'flock', uid: process.getuid!() } })
   t.ok(before.equals(await readFile(join(dir, 'auth.json'))))
   await holder.release()
 })

@@ -3,10 +3,10 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { UsageError, shellQuote } from '../cli-common.js'
-import type { AuthGrant, Status } from '../rpc/contract.js'
+import type { AuditResult, AuthGrant, Status } from '../rpc/contract.js'
 import { escapeControls } from '../text.js'
 
-export type Command = 'status' | 'token' | 'env' | 'exec' | 'login' | 'logout' | 'refresh' | 'watch' | 'help' | 'version'
+export type Command = 'status' | 'token' | 'env' | 'exec' | 'login' | 'logout' | 'refresh' | 'watch' | 'audit' | 'help' | 'version'
 
 export interface ParsedArgs {
   command: Command
@@ -22,7 +22,7 @@ export interface ParsedArgs {
   argv: string[]
 }
 
-const COMMANDS: readonly Command[] = ['status', 'token', 'env', 'exec', 'login', 'logout', 'refresh', 'watch']
+const COMMANDS: readonly Command[] = ['status', 'token', 'env', 'exec', 'login', 'logout', 'refresh', 'watch', 'audit']
 
 /** Flags each command accepts besides the global ones. */
 const COMMAND_FLAGS: Record<Command, readonly string[]> = {
@@ -34,6 +34,7 @@ const COMMAND_FLAGS: Record<Command, readonly string[]> = {
   logout: ['--no-revoke'],
   refresh: [],
   watch: [],
+  audit: [],
   help: [],
   version: [],
 }
@@ -53,6 +54,7 @@ Commands:
   logout [--no-revoke]           log out (revoking the refresh token unless --no-revoke)
   refresh                        force a token refresh
   watch                          print one JSON line per auth change, until killed
+  audit                          who was handed tokens, refreshed, logged in or out (pid, uid, program)
 
 Options:
   --socket PATH       the daemon's socket (default: CODEX_AUTHD_SOCK, then the runtime directory)
@@ -61,7 +63,8 @@ Options:
   -h, --help          this help
   --version           print the version
 
-Exit status: 0 ok, 1 not logged in, 2 daemon unreachable, 3 daemon-side failure, 64 usage error;
+Exit status: 0 ok, 1 not logged in, 2 daemon unreachable, 3 daemon-side failure, 4 the socket
+is not yours (CODEX_AUTH_ALLOW_SOCKET_OWNER allows a shared one), 64 usage error;
 exec returns CMD's status (125 when codex-auth fails first, 126/127 when CMD cannot be run/found).
 `
 
@@ -278,4 +281,20 @@ export function lookupCommand(cmd: string, envPath: string | undefined, cwd: str
   }
   if (denied) return { ok: false, status: 126, reason: `${cmd}: Permission denied` }
   return { ok: false, status: 127, reason: `${cmd}: command not found` }
+}
+
+/** `codex-auth audit`: one line per record, oldest first; the program path with control characters escaped. */
+export function auditLines(r: AuditResult): string[] {
+  const lines = r.entries.map((e) => {
+    const who = [
+      e.peer.pid !== null ? `pid ${e.peer.pid}` : 'pid ?',
+      e.peer.uid !== null ? `uid ${e.peer.uid}` : 'uid ?',
+      e.peer.exe !== null ? escapeControls(e.peer.exe) : '(program unknown)',
+    ].join(' ')
+    return `${e.time}  ${e.method}${e.detail !== null ? ` (${e.detail})` : ''}  ${e.outcome}  ${who}`
+  })
+  const dropped = r.recorded - r.entries.length
+  if (r.entries.length === 0) lines.push('No records yet.')
+  else if (dropped > 0) lines.push(`(${dropped} older records not shown; the daemon keeps the last ${r.capacity})`)
+  return lines
 }

@@ -9,6 +9,7 @@ import {
   AuthdTimeoutError,
   ConnectionClosedError,
   DaemonUnreachableError,
+  SocketTrustError,
   VersionMismatchError,
   connect,
   type AuthdClient,
@@ -17,6 +18,7 @@ import { CliExit, ErrorCode, type AuthGrant, type LoginResult, type LoginStarted
 import { UsageError } from '../cli-common.js'
 import {
   HELP,
+  auditLines,
   childEnv,
   envLines,
   lookupCommand,
@@ -94,6 +96,10 @@ function failureExit(e: unknown): number {
   if (e instanceof DaemonUnreachableError) {
     err(`codex-auth: ${e.message}`)
     return CliExit.Unreachable
+  }
+  if (e instanceof SocketTrustError) {
+    err(`codex-auth: ${e.message}`)
+    return CliExit.SocketUntrusted
   }
   if (e instanceof VersionMismatchError) {
     err(`codex-auth: ${e.message}`)
@@ -406,6 +412,18 @@ async function cmdRefresh(a: ParsedArgs): Promise<number> {
   }
 }
 
+async function cmdAudit(a: ParsedArgs): Promise<number> {
+  const client = await open(a)
+  try {
+    const r = await client.audit()
+    if (a.json) out(JSON.stringify(r, null, 2) + '\n')
+    else for (const line of auditLines(r)) out(line + '\n')
+    return CliExit.Ok
+  } finally {
+    client.close()
+  }
+}
+
 async function cmdWatch(a: ParsedArgs): Promise<number> {
   const client = await open(a, true)
   const line = (s: Status) => json(s)
@@ -459,6 +477,8 @@ export async function main(args: readonly string[]): Promise<number> {
         return await cmdRefresh(a)
       case 'watch':
         return await cmdWatch(a)
+      case 'audit':
+        return await cmdAudit(a)
     }
   } catch (e) {
     if (a.command === 'exec') {

@@ -10,10 +10,14 @@ import * as net from 'node:net'
 import { JSONRPCClient } from 'json-rpc-2.0/dist/client.js'
 import { JSONRPCErrorException, createJSONRPCErrorResponse } from 'json-rpc-2.0/dist/models.js'
 import { resolveSocketPath, socketPathMax, socketPathTooLong, type SocketSource } from '../paths.js'
+import { ALLOW_OWNER_ENV, allowedOwnerFrom, judgeSocket, socketFacts, userNameOf } from '../os/socket-owner.js'
+import { peerCredentials } from '../os/peercred.js'
 import {
   ErrorCode,
   MAX_LINE_BYTES,
   PROTOCOL_VERSION,
+  type AuditParams,
+  type AuditResult,
   type AuthGrant,
   type AwaitLoginParams,
   type CancelLoginParams,
@@ -91,6 +95,51 @@ export class DaemonUnreachableError extends Error {
   }
 }
 
+/**
+ * The socket, its directory or the process answering on it belongs to another user
+ * (docs/contract.md#whom-the-client-talks-to). Nothing was sent. `codex-auth` exits 4.
+ */
+export class SocketTrustError extends Error {
+  readonly code = 'socket_untrusted' as const
+  readonly socket: string
+  /** The uid that owns the socket or its directory, or the peer's; null when the opt-in itself is wrong. */
+  readonly owner: number | null
+  constructor(socket: string, owner: number | null, message: string) {
+    super(message)
+    this.name = 'SocketTrustError'
+    this.socket = socket
+    this.owner = owner
+  }
+}
+
+/** Who the client runs as and which other owner the user allowed (CODEX_AUTH_ALLOW_SOCKET_OWNER). */
+interface TrustPolicy {
+  me: number
+  allowed: number | null
+}
+
+function trustPolicy(env: NodeJS.ProcessEnv, socket: string): TrustPolicy {
+  const me = typeof process.getuid === 'function' ? process.getuid() : 0
+  try {
+    return { me, allowed: allowedOwnerFrom(env) }
+  } catch (e) {
+    throw new SocketTrustError(socket, null, (e as Error).message)
+  }
+}
+
+/**
+ * The refusal. For a file's owner, `problem` names the uid (judgeSocket) and this adds the user
+ * name, who we are and the opt-in; a peer that is not who the files say gets no opt-in hint.
+ */
+function untrusted(socket: string, owner: number, me: number, problem: string, ownerHints = true): SocketTrustError {
+  // The opt-in helps only when another user is the reason; a loose mode of our own needs a chmod.
+  const other = ownerHints && owner !== me && owner !== 0
+  const name = other ? userNameOf(owner) : null
+  const who = other ? `${name !== null ? ` (${name})` : ''}, not by you (uid ${me})` : ''
+  const optIn = other ? ` If this socket is shared on purpose, set ${ALLOW_OWNER_ENV}=${owner}.` : ''
+  return new SocketTrustError(socket, owner, `refusing to use ${socket}: ${problem}${who}; nothing was sent.${optIn}`)
+}
+
 /** The connection ended before the answer arrived (the daemon stopped, restarted or hung up). */
 export class ConnectionClosedError extends Error {
   readonly code = 'connection_closed' as const
@@ -120,7 +169,7 @@ export interface ConnectOptions {
   socket?: string
   /** CODEX_HOME (as `--codex-home`), used only to compute the socket path. */
   codexHome?: string
-  /** Environment for the socket rules (default process.env). */
+  /** Environment for the socket rules and CODEX_AUTH_ALLOW_SOCKET_OWNER (default process.env). */
   env?: NodeJS.ProcessEnv
   /** Reconnect after the connection drops (default true). */
   reconnect?: boolean
@@ -181,7 +230,7 @@ class Connection {
     sock.on('end', () => this.shutdown('codex-authd closed the connection'))
   }
 
-  static open(socketPath: string, timeoutMs: number, onNotification: NotificationSink): Promise<Connection> {
+  static open(socketPath: string, timeoutMs: number, trust: TrustPolicy, onNotification: NotificationSink): Promise<Connection> {
     if (socketPathTooLong(socketPath)) {
       return Promise.reject(
         new DaemonUnreachableError(
@@ -192,21 +241,41 @@ class Connection {
         ),
       )
     }
+    // Whom we are about to talk to, before anything is sent (docs/contract.md#whom-the-client-talks-to).
+    const verdict = judgeSocket(socketFacts(socketPath, trust.me, trust.allowed))
+    if (!verdict.ok) return Promise.reject(untrusted(socketPath, verdict.owner, trust.me, verdict.problem))
     return new Promise((resolve, reject) => {
       const sock = net.createConnection({ path: socketPath })
       let timer: NodeJS.Timeout | null = null
-      const fail = (err: NodeJS.ErrnoException | null, detail?: string) => {
+      const fail = (err: NodeJS.ErrnoException | null, detail?: string, refusal?: SocketTrustError) => {
         if (timer) clearTimeout(timer)
         sock.removeAllListeners()
         sock.on('error', () => {})
         sock.destroy()
-        reject(new DaemonUnreachableError(socketPath, err?.code ?? null, detail))
+        reject(refusal ?? new DaemonUnreachableError(socketPath, err?.code ?? null, detail))
       }
       sock.once('error', (err) => fail(err))
       if (timeoutMs > 0) {
         timer = setTimeout(() => fail(null, `no connection to ${socketPath} within ${timeoutMs} ms`), timeoutMs)
       }
       sock.once('connect', () => {
+        // Only where the files did not settle it (a socket another user owns, allowed by the
+        // user): loading the FFI costs `codex-auth token` about 30 ms.
+        if (verdict.peerUids !== null) {
+          let peer: ReturnType<typeof peerCredentials> = null
+          try {
+            peer = peerCredentials(sock)
+          } catch {
+            // The C library cannot be loaded here: as where the platform cannot tell, the file checks stand.
+          }
+          if (peer !== null && !verdict.peerUids.includes(peer.uid)) {
+            const pid = peer.pid !== null ? `, pid ${peer.pid}` : ''
+            const as = `uid ${peer.uid}${userNameOf(peer.uid) !== null ? ` (${userNameOf(peer.uid)})` : ''}${pid}`
+            const problem = `the process answering on it runs as ${as}: neither you, root nor the allowed owner`
+            const refusal = untrusted(socketPath, peer.uid, trust.me, problem, false)
+            return fail(null, undefined, refusal)
+          }
+        }
         if (timer) clearTimeout(timer)
         sock.removeAllListeners('error')
         resolve(new Connection(sock, onNotification))
@@ -333,10 +402,19 @@ export class AuthdClient {
   private readonly reconnect: boolean
   private readonly timeoutMs: number
   private readonly clientName: string
+  private readonly trust: TrustPolicy
   private everConnected = false
 
   /** @internal use connect() */
-  constructor(socket: string, socketSource: SocketSource, reconnect: boolean, timeoutMs: number, clientName = DEFAULT_CLIENT_NAME) {
+  constructor(
+    socket: string,
+    socketSource: SocketSource,
+    reconnect: boolean,
+    timeoutMs: number,
+    clientName = DEFAULT_CLIENT_NAME,
+    env: NodeJS.ProcessEnv = process.env,
+  ) {
+    this.trust = trustPolicy(env, socket)
     this.socket = socket
     this.socketSource = socketSource
     this.reconnect = reconnect
@@ -372,6 +450,10 @@ export class AuthdClient {
   }
   refresh(): Promise<AuthGrant> {
     return this.call('refresh', undefined)
+  }
+  /** Who was handed tokens, refreshed, logged in or out, oldest first (docs/contract.md#audit). */
+  audit(params?: AuditParams): Promise<AuditResult> {
+    return this.call('audit', params)
   }
   /** The version handshake: the daemon's version and protocol (this client's are PROTOCOL_VERSION and VERSION). */
   async hello(): Promise<HelloResult> {
@@ -496,7 +578,7 @@ export class AuthdClient {
       return Promise.reject(new ConnectionClosedError(this.conn.closeReason ?? undefined))
     }
     if (this.connecting) return this.connecting
-    const attempt = Connection.open(this.socket, this.timeoutMs, (m, p) => this.dispatch(m, p)).then(
+    const attempt = Connection.open(this.socket, this.timeoutMs, this.trust, (m, p) => this.dispatch(m, p)).then(
       (conn) => {
         this.connecting = null
         if (this.closedByUser) {
@@ -582,12 +664,13 @@ export function socketPathFor(opts: ConnectOptions = {}): { path: string; source
 }
 
 /**
- * Connects to the daemon. Rejects with DaemonUnreachableError when nothing answers on the socket.
- * Never starts a daemon.
+ * Connects to the daemon. Rejects with DaemonUnreachableError when nothing answers on the socket,
+ * with SocketTrustError when the socket is not the user's own (nothing is sent then). Never
+ * starts a daemon.
  */
 export async function connect(opts: ConnectOptions = {}): Promise<AuthdClient> {
   const { path, source } = socketPathFor(opts)
-  const client = new AuthdClient(path, source, opts.reconnect ?? true, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, opts.clientName)
+  const client = new AuthdClient(path, source, opts.reconnect ?? true, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, opts.clientName, opts.env)
   await client.open()
   return client
 }

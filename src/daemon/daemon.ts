@@ -9,7 +9,16 @@ import { DaemonExit } from '../rpc/contract.js'
 import { HomeError, resolveCodexHome, type CodexHome } from '../codex/home.js'
 import type { Logger } from '../log.js'
 import { resolveSocketPath } from '../paths.js'
-import { SocketPathError, inheritedSocketPath, listenOnFd, listenOnPath, prepareSocketDir, takeActivationFd } from '../rpc/socket.js'
+import {
+  SocketPathError,
+  inheritedSocketPath,
+  listenOnFd,
+  listenOnPath,
+  prepareSocketDir,
+  removeBoundSocket,
+  takeActivationFd,
+  type BoundSocket,
+} from '../rpc/socket.js'
 import { RpcServer, type MethodHandler } from '../rpc/server.js'
 import { Transport, type TransportLimits } from '../rpc/transport.js'
 import { HomeLinkWatcher } from '../state/homelink.js'
@@ -17,6 +26,8 @@ import { OwnedElsewhereError } from '../store/ownership.js'
 import type { Status } from '../rpc/contract.js'
 import type { Snapshot } from '../state/cache.js'
 import type { Problem } from '../types.js'
+import { peerCredentials } from '../os/peercred.js'
+import { AuditLog } from './audit.js'
 import { toRpcError } from './errors.js'
 import { methodTable, type MethodDeps } from './methods.js'
 import { HomeLockError, ServedHome, UnservedHome, type HomeContext, type HomeDeps, type HomeView } from './served-home.js'
@@ -108,9 +119,9 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
   }
   // The listening server, and the socket file it bound. With rule 3 the path goes through a
   // symlinked home, and after a relink it names another file: the socket is bound at the resolved
-  // path, which libuv also unlinks on close (by the path it was given, never the link's new target).
+  // path, and removed at stop only while that path still names the file we bound.
   let server = net.createServer({ pauseOnConnect: false })
-  let boundAt: string | null = null
+  let bound: BoundSocket | null = null
   const bindPath = (): string => {
     prepareSocketDir(socketPath, ctx.uid)
     if (!socketInHome) return socketPath
@@ -128,6 +139,15 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
     {
       onReceiveError: (error) => log.error({ err: errorSummary(error) }, 'message failed'),
       onLimit: (kind, connId) => log.warn({ kind, connId }, 'connection limit reached'),
+      identify: (socket) => {
+        try {
+          return peerCredentials(socket)
+        } catch (e) {
+          // The C library could not be loaded (flock would have failed first): audit without a peer.
+          log.debug({ err: errorSummary(e) }, 'cannot ask for peer credentials')
+          return null
+        }
+      },
     },
     ctx.limits,
   )
@@ -241,21 +261,21 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
   /** Rule 3: bind the same path again, now in the new target, and stop accepting on the old one. */
   const moveSocket = async (): Promise<void> => {
     const moved = net.createServer({ pauseOnConnect: false })
-    let at: string
+    let at: BoundSocket
     try {
-      at = bindPath()
+      const where = bindPath()
       transport.attach(moved)
-      await listenOnPath(moved, at)
+      at = await listenOnPath(moved, where)
     } catch (e) {
       moved.close()
       log.error({ socket: socketPath, err: errorSummary(e) }, 'could not move the socket into the new CODEX_HOME; set CODEX_AUTHD_SOCK')
       return
     }
-    const [old, oldAt] = [server, boundAt]
+    const [old, oldAt] = [server, bound]
     server = moved
-    boundAt = at
+    bound = at
     old.close() // open connections stay with the transport
-    removeSocketFile(oldAt)
+    removeBoundSocket(oldAt)
   }
   links.on('change', () => void follow('relinked'))
   links.on('error', (e) => log.error({ err: errorSummary(e) }, 'watcher error'))
@@ -315,7 +335,7 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
     logout: (revoke) => served.logins.logout(revoke),
   }
   for (const [name, handler] of Object.entries(
-    methodTable({ snapshot: () => served.snapshot(), daemon, home: () => ({ given, target: served.target }), refresher, logins, log }),
+    methodTable({ snapshot: () => served.snapshot(), daemon, home: () => ({ given, target: served.target }), refresher, logins, log, audit: new AuditLog() }),
   )) {
     rpc.addMethod(name, handler as MethodHandler)
   }
@@ -325,8 +345,7 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
   try {
     if (activationFd !== null) await listenOnFd(server, activationFd)
     else {
-      boundAt = bindPath()
-      await listenOnPath(server, boundAt)
+      bound = await listenOnPath(server, bindPath())
     }
   } catch (e) {
     if (e instanceof SocketPathError) throw new StartError(e.message, DaemonExit.SocketUnusable)
@@ -340,7 +359,7 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
       transport.closeAll()
     })
     // A socket we bound is ours to remove; one systemd handed us is never unlinked.
-    removeSocketFile(boundAt)
+    removeBoundSocket(bound)
   })
   log.info(
     { version: ctx.version, home: given, target: served.target, socket: socketPath, activated: activationFd !== null, loggedIn: statusNow().loggedIn },
@@ -374,15 +393,6 @@ function resolvedSocketPath(p: string): string {
     return path.join(fs.realpathSync(path.dirname(p)), path.basename(p))
   } catch {
     return p
-  }
-}
-
-function removeSocketFile(p: string | null): void {
-  if (p === null) return
-  try {
-    if (fs.lstatSync(p).isSocket()) fs.rmSync(p, { force: true })
-  } catch {
-    // already gone
   }
 }
 

@@ -1,15 +1,18 @@
 // The method table of docs/contract.md: every method the daemon serves, in one place. Each entry checks
 // its params (daemon/params.ts), calls the part that does the work and shapes the answer
 // (daemon/views.ts). Failures are thrown as the domain's errors; daemon/errors.ts maps them.
-import { PROTOCOL_VERSION, type Methods, type MethodName } from '../rpc/contract.js'
+import { ErrorCode, PROTOCOL_VERSION, type AuditedMethod, type Methods, type MethodName } from '../rpc/contract.js'
 import type { Connection } from '../rpc/transport.js'
 import type { Logger } from '../log.js'
 import type { LoginManager } from '../login/manager.js'
 import type { Refresher } from '../refresh/refresher.js'
 import type { Snapshot } from '../state/cache.js'
 import { invalidParams } from '../rpc/errors.js'
+import type { AuditLog } from './audit.js'
+import { toRpcError } from './errors.js'
 import {
   paramsObject,
+  parseAuditParams,
   parseAwaitParams,
   parseCancelParams,
   parseGetAuthParams,
@@ -27,6 +30,7 @@ export interface MethodDeps {
   refresher: Pick<Refresher, 'ensureFresh' | 'forceRefresh' | 'status'>
   logins: Pick<LoginManager, 'start' | 'wait' | 'cancel' | 'logout'>
   log: Logger
+  audit: AuditLog
 }
 
 export type MethodHandler<M extends MethodName> = (params: unknown, conn: Connection) => Methods[M][1] | Promise<Methods[M][1]>
@@ -34,39 +38,51 @@ export type MethodHandler<M extends MethodName> = (params: unknown, conn: Connec
 /** Every method of the contract, each exactly once (the type makes a missing one a compile error). */
 export type MethodTable = { [M in MethodName]: MethodHandler<M> }
 
+/** The audit's outcome for what a method threw: the contract's reason, never the message. */
+function outcomeOf(e: unknown): string {
+  const rpc = toRpcError(e)
+  if (rpc === null) return 'internal_error'
+  const reason = rpc.data?.reason
+  if (typeof reason === 'string') return reason
+  return rpc.code === ErrorCode.InvalidParams ? 'invalid_params' : `error ${rpc.code}`
+}
+
 export function methodTable(deps: MethodDeps): MethodTable {
+  /** Runs `work` and records who asked and how it ended (daemon/audit.ts); `detail` is set by `work` once it has read its params. */
+  const audited = async <T>(method: AuditedMethod, conn: Connection, work: (setDetail: (d: string) => void) => T | Promise<T>): Promise<T> => {
+    let detail: string | null = null
+    try {
+      const result = await work((d) => (detail = d))
+      deps.audit.record(method, conn.peer, detail, 'ok')
+      return result
+    } catch (e) {
+      deps.audit.record(method, conn.peer, detail, outcomeOf(e))
+      throw e
+    }
+  }
   return {
-    getAuth: async (params) => {
-      const { minValiditySeconds } = parseGetAuthParams(params)
-      const before = deps.snapshot()
-      // docs/architecture.md: the last good credential of an unparsable file is served until it
-      // expires; then the file is the error (-32006), not the refresh.
-      if (before.read.state === 'unreadable' && before.resolved.kind === 'chatgpt') {
-        const exp = before.resolved.accessClaims.exp
-        if (exp !== null && exp * 1000 <= Date.now()) throw unreadableError(before.read.problem)
-      }
-      // Throws unless the token is valid for minValiditySeconds, whatever the store (docs/contract.md).
-      if (before.resolved.kind === 'chatgpt') await deps.refresher.ensureFresh(minValiditySeconds)
-      return grantFrom(deps.snapshot())
-    },
+    getAuth: (params, conn) => audited('getAuth', conn, () => getAuth(params)),
     status: (params) => {
       paramsObject(params)
       return buildStatus(deps.snapshot(), deps.daemon, deps.refresher.status(), deps.home())
     },
-    refresh: async (params) => {
-      paramsObject(params)
-      await deps.refresher.forceRefresh()
-      return grantFrom(deps.snapshot())
-    },
+    refresh: (params, conn) =>
+      audited('refresh', conn, async () => {
+        paramsObject(params)
+        await deps.refresher.forceRefresh()
+        return grantFrom(deps.snapshot())
+      }),
     subscribe: (params, conn) => {
       paramsObject(params)
       conn.subscribed = true
       return { subscribed: true as const }
     },
-    login: (params) => {
-      const { method, apiKey } = parseLoginParams(params)
-      return deps.logins.start(method, apiKey)
-    },
+    login: (params, conn) =>
+      audited('login', conn, (setDetail) => {
+        const { method, apiKey } = parseLoginParams(params)
+        setDetail(method)
+        return deps.logins.start(method, apiKey)
+      }),
     awaitLogin: (params) => {
       const { loginId, timeoutMs } = parseAwaitParams(params)
       const result = deps.logins.wait(loginId, timeoutMs)
@@ -77,10 +93,12 @@ export function methodTable(deps: MethodDeps): MethodTable {
       const { loginId } = parseCancelParams(params)
       return { cancelled: deps.logins.cancel(loginId) }
     },
-    logout: (params) => {
-      const { revoke } = parseLogoutParams(params)
-      return deps.logins.logout(revoke)
-    },
+    logout: (params, conn) =>
+      audited('logout', conn, (setDetail) => {
+        const { revoke } = parseLogoutParams(params)
+        setDetail(revoke ? 'revoke' : 'no-revoke')
+        return deps.logins.logout(revoke)
+      }),
     hello: (params) => {
       const { client, protocol } = parseHelloParams(params)
       const fields = { client: client.name, clientVersion: client.version, clientProtocol: protocol, protocol: PROTOCOL_VERSION }
@@ -89,5 +107,24 @@ export function methodTable(deps: MethodDeps): MethodTable {
       else deps.log.debug(fields, 'hello')
       return { daemon: { version: deps.daemon.version, protocol: PROTOCOL_VERSION } }
     },
+    audit: (params) => {
+      const { limit } = parseAuditParams(params)
+      return deps.audit.read(limit)
+    },
+  }
+
+  /** getAuth's work: a token valid for minValiditySeconds, refreshed first when needed. */
+  async function getAuth(params: unknown): Promise<Methods['getAuth'][1]> {
+    const { minValiditySeconds } = parseGetAuthParams(params)
+    const before = deps.snapshot()
+    // docs/architecture.md: the last good credential of an unparsable file is served until it
+    // expires; then the file is the error (-32006), not the refresh.
+    if (before.read.state === 'unreadable' && before.resolved.kind === 'chatgpt') {
+      const exp = before.resolved.accessClaims.exp
+      if (exp !== null && exp * 1000 <= Date.now()) throw unreadableError(before.read.problem)
+    }
+    // Throws unless the token is valid for minValiditySeconds, whatever the store (docs/contract.md).
+    if (before.resolved.kind === 'chatgpt') await deps.refresher.ensureFresh(minValiditySeconds)
+    return grantFrom(deps.snapshot())
   }
 }

@@ -83,3 +83,12 @@ export function parseHelloParams(params: unknown): HelloParams {
   }
   return { client: { name, version }, protocol }
 }
+
+/** audit params: `limit`, a whole number from 1 (absent: everything kept). */
+export function parseAuditParams(params: unknown): { limit: number | null } {
+  const p = paramsObject(params)
+  const v = p.limit
+  if (v === undefined) return { limit: null }
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw invalidParams('limit', 'limit must be a whole number from 1')
+  return { limit: v }
+}

@@ -36,7 +36,7 @@ import { startOidcDevice, startOpenAiDevice, type DeviceLogin } from './device.j
 import { LoginError } from './errors.js'
 import { PortsBusyError } from './loopback.js'
 import { exchangeCodeOidc, exchangeCodeOpenAi, revokeTokens, type LoginTokens } from './oauth.js'
-import { LOCK_TIMEOUT_MESSAGE, persistApiKeyLogin, persistChatgptLogin, removeAuthFile } from './persist.js'
+import { lockTimeoutMessage, persistApiKeyLogin, persistChatgptLogin, removeAuthFile } from './persist.js'
 import { generatePkce, generateState } from './pkce.js'
 import { LoginSession, type SuccessInfo } from './session.js'
 
@@ -328,7 +328,7 @@ export class LoginManager {
       revoked = await revokeTokens(this.deps.issuer, this.deps.env, before.auth.tokens)
     }
     const removed = await removeAuthFile(this.deps.home, this.deps.lockTimeoutMs)
-    if (!removed.ok) throw new LoginError('store_failed', LOCK_TIMEOUT_MESSAGE, { lock: removed.lock })
+    if (!removed.ok) throw new LoginError('store_failed', lockTimeoutMessage(removed.lock, removed.holder), { lock: removed.lock })
     await this.deps.state.reload()
     this.deps.log.info({ wasLoggedIn: removed.existed, revoked }, 'logged out')
     return { wasLoggedIn: removed.existed, revoked }

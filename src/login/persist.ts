@@ -7,8 +7,14 @@ import { AuthWriteError, commitAuth, type CommitResult } from '../store/authstor
 import type { AuthFile } from '../types.js'
 import { LoginError } from './errors.js'
 import type { LoginTokens } from './oauth.js'
+import { describeHolder, type LockHolder } from '../os/lockholder.js'
 
-export const LOCK_TIMEOUT_MESSAGE = 'credential commit lock timed out'
+const LOCK_TIMEOUT_MESSAGE = 'credential commit lock timed out'
+
+/** The lock-timeout message, naming the lock and, when it can be found, the process holding it. */
+export function lockTimeoutMessage(lock: string, holder: LockHolder | null): string {
+  return `${LOCK_TIMEOUT_MESSAGE} (${lock}${holder !== null ? ` held by ${describeHolder(holder)}` : ''})`
+}
 
 /** The file a ChatGPT login writes: auth_mode chatgpt, OPENAI_API_KEY null, tokens, last_refresh now. */
 export function chatgptAuthFile(tokens: LoginTokens, accountId: string | null, now: Date, keep: AuthFile | null): AuthFile {
@@ -34,7 +40,7 @@ export function apiKeyAuthFile(apiKey: string, keep: AuthFile | null): AuthFile 
 
 /** A commit that could not be made, as a LoginError (store_failed); never quotes contents. */
 function commitFailure(r: CommitResult): LoginError {
-  if (r.outcome === 'lock_timeout') return new LoginError('store_failed', LOCK_TIMEOUT_MESSAGE)
+  if (r.outcome === 'lock_timeout') return new LoginError('store_failed', lockTimeoutMessage(r.lock, r.holder), { lock: r.lock })
   return new LoginError('store_failed', 'auth.json could not be written')
 }
 
@@ -80,13 +86,13 @@ export function persistApiKeyLogin(home: string, apiKey: string, lockTimeoutMs?:
   return commit(home, (current) => apiKeyAuthFile(apiKey, current), lockTimeoutMs)
 }
 
-export type RemoveResult = { ok: true; existed: boolean } | { ok: false; lock: 'auth.lock' | 'auth.json.lock' }
+export type RemoveResult = { ok: true; existed: boolean } | { ok: false; lock: 'auth.lock' | 'auth.json.lock'; holder: LockHolder | null }
 
 /** Logout's delete: under both locks, whatever the file holds (Codex does not compare). */
 export async function removeAuthFile(home: string, lockTimeoutMs?: number): Promise<RemoveResult> {
   const r = await commitAuth(home, { overwriteUnreadable: true, lockTimeoutMs, update: () => null })
   if (r.outcome === 'deleted') return { ok: true, existed: r.existed }
-  if (r.outcome === 'lock_timeout') return { ok: false, lock: r.lock }
+  if (r.outcome === 'lock_timeout') return { ok: false, lock: r.lock, holder: r.holder }
   // update always returns null, so nothing else can come back; treat it as "not removed".
-  return { ok: false, lock: 'auth.json.lock' }
+  return { ok: false, lock: 'auth.json.lock', holder: null }
 }

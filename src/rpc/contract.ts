@@ -122,6 +122,35 @@ export interface HelloResult {
   daemon: { version: string; protocol: number }
 }
 
+/** The methods the audit records (docs/contract.md#audit). */
+export type AuditedMethod = 'getAuth' | 'refresh' | 'login' | 'logout'
+
+/** One audit record: who asked for what, and how it ended. Never holds a secret. */
+export interface AuditEntry {
+  /** When the answer was given (ISO 8601, UTC). */
+  time: string
+  method: AuditedMethod
+  /** `login`: the method asked for (`browser`, `device`, `apikey`); `logout`: `revoke` or `no-revoke`; else null. */
+  detail: string | null
+  /** `ok`, or the error's `data.reason` (`not_logged_in`, `refresh_failed`, ...), or `invalid_params`, `internal_error`. */
+  outcome: string
+  /** The connecting process as the kernel told it at connect time; fields are null where the platform does not tell. */
+  peer: { pid: number | null; uid: number | null; exe: string | null }
+}
+
+/** `audit`: the most recent records, oldest first. */
+export interface AuditParams {
+  /** At most this many (the newest); default and maximum: all that are kept. */
+  limit?: number
+}
+export interface AuditResult {
+  entries: AuditEntry[]
+  /** How many records the daemon keeps (older ones are dropped). */
+  capacity: number
+  /** Records made since the daemon started, dropped ones included. */
+  recorded: number
+}
+
 /** Method name -> [params, result]. */
 export interface Methods {
   getAuth: [GetAuthParams | undefined, AuthGrant]
@@ -133,6 +162,7 @@ export interface Methods {
   refresh: [undefined, AuthGrant]
   subscribe: [undefined, { subscribed: true }]
   hello: [HelloParams, HelloResult]
+  audit: [AuditParams | undefined, AuditResult]
 }
 export type MethodName = keyof Methods
 
@@ -179,6 +209,8 @@ export const CliExit = {
   NotLoggedIn: 1,
   Unreachable: 2,
   DaemonFailure: 3,
+  /** The socket, its directory or the peer belongs to another user (docs/contract.md#whom-the-client-talks-to). */
+  SocketUntrusted: 4,
   Usage: 64,
   ExecSetupFailed: 125,
   ExecNotExecutable: 126,

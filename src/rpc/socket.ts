@@ -30,7 +30,10 @@ export function takeActivationFd(env: NodeJS.ProcessEnv, pid: number): number | 
 
 /**
  * The socket's directory must be ours and closed to group and other, for explicit paths too:
- * the socket's own mode is not a reliable barrier on every platform, the directory is.
+ * the socket's own mode is not a reliable barrier on every platform, the directory is. Its parent
+ * must be ours (or root's) and not writable by others unless sticky: whoever controls the parent
+ * could swap the directory (for instance another user's $XDG_RUNTIME_DIR inherited through `su`).
+ * The parent is checked before anything is created in it.
  */
 export function prepareSocketDir(socketPath: string, uid: number, platform: NodeJS.Platform = process.platform): void {
   if (socketPathTooLong(socketPath, platform)) {
@@ -40,6 +43,7 @@ export function prepareSocketDir(socketPath: string, uid: number, platform: Node
     )
   }
   const dir = path.dirname(socketPath)
+  checkParent(dir, uid)
   try {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
   } catch (e) {
@@ -54,6 +58,48 @@ export function prepareSocketDir(socketPath: string, uid: number, platform: Node
       `socket directory ${dir} has mode ${(st.mode & 0o777).toString(8)}: group and other must have no access ` +
         `(run: chmod 700 ${dir})`,
     )
+  }
+}
+
+/** The directory holding the socket's directory: ours or root's, and nobody else may rename in it. */
+function checkParent(dir: string, uid: number): void {
+  const parent = path.dirname(dir)
+  let st: fs.Stats
+  try {
+    st = fs.statSync(parent)
+  } catch {
+    return // missing: mkdir creates it, ours
+  }
+  if (st.uid !== uid && st.uid !== 0) {
+    throw new SocketPathError(
+      `socket directory ${dir} would sit in ${parent}, owned by uid ${st.uid}, not by us (uid ${uid}): that user could replace it ` +
+        `(another user's XDG_RUNTIME_DIR inherited through su or sudo?); set XDG_RUNTIME_DIR or CODEX_AUTHD_SOCK to a directory of your own`,
+    )
+  }
+  const sticky = (st.mode & 0o1000) !== 0
+  if ((st.mode & 0o022) !== 0 && !sticky) {
+    throw new SocketPathError(
+      `socket directory ${dir} would sit in ${parent}, which group or other may write (mode ${(st.mode & 0o7777).toString(8)}): ` +
+        `anyone could replace it (run: chmod go-w ${parent})`,
+    )
+  }
+}
+
+/** The socket file we bound: removed at stop only while the path still names this very file. */
+export interface BoundSocket {
+  path: string
+  dev: number
+  ino: number
+}
+
+/** Removes the socket file we bound, unless something else (another dev/ino) has replaced it. */
+export function removeBoundSocket(bound: BoundSocket | null): void {
+  if (bound === null) return
+  try {
+    const st = fs.lstatSync(bound.path)
+    if (st.isSocket() && st.dev === bound.dev && st.ino === bound.ino) fs.rmSync(bound.path, { force: true })
+  } catch {
+    // already gone
   }
 }
 
@@ -73,8 +119,13 @@ function probe(socketPath: string): Promise<boolean> {
  * Bind `socketPath` (mode 0600). Called only while holding the home's authd.lock, so a leftover
  * file is ours to replace when nothing answers on it; if something answers, a daemon of another
  * home was given this path.
+ *
+ * The socket is bound under a temporary name and renamed into place: libuv unlinks the path it
+ * bound when the server closes, whatever that path names by then, and it must never remove a
+ * file we did not create. The temporary name is gone by then; the socket itself is removed by
+ * removeBoundSocket, only while it is still the file we bound.
  */
-export async function listenOnPath(server: net.Server, socketPath: string): Promise<void> {
+export async function listenOnPath(server: net.Server, socketPath: string): Promise<BoundSocket> {
   let st: fs.Stats | null = null
   try {
     st = fs.lstatSync(socketPath)
@@ -84,14 +135,18 @@ export async function listenOnPath(server: net.Server, socketPath: string): Prom
   if (st !== null) {
     if (!st.isSocket()) throw new SocketPathError(`${socketPath} exists and is not a socket`)
     if (await probe(socketPath)) throw new SocketPathError(`socket in use: another daemon answers on ${socketPath}`)
-    fs.rmSync(socketPath, { force: true })
   }
+  // A path at the limit has no room for a suffix: bound directly, libuv's unlink then names the
+  // real path (still inside our own 0700 directory, which nobody else can write).
+  const suffixed = `${socketPath}.${process.pid}~`
+  const bindAt = socketPathTooLong(suffixed) ? socketPath : suffixed
+  fs.rmSync(bindAt, { force: true })
   // The umask makes the socket 0600 from its first instant, not after a chmod.
   const oldMask = process.umask(0o177)
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
-      server.listen({ path: socketPath, backlog: LISTEN_BACKLOG }, () => {
+      server.listen({ path: bindAt, backlog: LISTEN_BACKLOG }, () => {
         server.off('error', reject)
         resolve()
       })
@@ -101,7 +156,11 @@ export async function listenOnPath(server: net.Server, socketPath: string): Prom
   } finally {
     process.umask(oldMask)
   }
-  fs.chmodSync(socketPath, 0o600)
+  fs.chmodSync(bindAt, 0o600)
+  // Atomic: a stale socket is replaced in one step, and clients never see the path missing.
+  if (bindAt !== socketPath) fs.renameSync(bindAt, socketPath)
+  const bound = fs.lstatSync(socketPath)
+  return { path: socketPath, dev: bound.dev, ino: bound.ino }
 }
 
 /**

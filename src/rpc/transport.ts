@@ -6,6 +6,7 @@
 import net from 'node:net'
 import { createJSONRPCErrorResponse } from 'json-rpc-2.0'
 import { ErrorCode, MAX_LINE_BYTES } from './contract.js'
+import type { PeerCred } from '../os/peercred.js'
 
 export interface TransportLimits {
   /** A line longer than this gets -32600 and the connection is closed. */
@@ -37,6 +38,8 @@ export const LISTEN_BACKLOG = 2048
 export interface Connection {
   readonly id: number
   subscribed: boolean
+  /** Who connected, asked once at accept (TransportEvents.identify); null when unknown. */
+  readonly peer: PeerCred | null
 }
 
 /** The reply to one parsed line (null: nothing to send). Never rejects by design. */
@@ -47,6 +50,8 @@ export interface TransportEvents {
   onReceiveError(error: unknown): void
   /** A connection was refused or closed for a limit. */
   onLimit(kind: 'line_too_long' | 'buffer_cap' | 'slow_reader' | 'max_connections', connId: number): void
+  /** The peer's credentials, asked once per connection at accept so that no method pays for it. */
+  identify?(socket: net.Socket): PeerCred | null
 }
 
 interface ConnState extends Connection {
@@ -112,6 +117,7 @@ export class Transport {
     const c: ConnState = {
       id: this.nextId++,
       subscribed: false,
+      peer: this.events.identify?.(socket) ?? null,
       socket,
       part: null,
       partBytes: 0,

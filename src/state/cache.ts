@@ -8,6 +8,7 @@ import { resolveSettings, type ConfigOverride } from '../codex/config.js'
 import { resolveAuth } from '../codex/resolve.js'
 import { readAuth, stillHolds, type AuthRead } from '../store/authstore.js'
 import { danglingLinkTarget, readSmallTextFile } from '../store/textfile.js'
+import { homeExposure } from './exposure.js'
 import { HomeWatcher } from './watcher.js'
 import type { AuthFile, Problem, Resolved, Settings } from '../types.js'
 
@@ -185,8 +186,8 @@ export class AuthState extends EventEmitter<StateEvents> {
     this.reads++
     this.watcher.sync()
     const configFile = path.join(this.home, 'config.toml')
-    const [read, configText] = await Promise.all([readAuth(this.home), readSmallTextFile(configFile, CONFIG_MAX_BYTES)])
-    const configProblems: Problem[] = []
+    const [read, configText, exposure] = await Promise.all([readAuth(this.home), readSmallTextFile(configFile, CONFIG_MAX_BYTES), homeExposure(this.home)])
+    const configProblems: Problem[] = [...exposure]
     let text: string | null = null
     if (configText.state === 'ok') text = configText.text
     else if (configText.state === 'error') {

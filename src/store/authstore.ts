@@ -8,6 +8,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { parseAuthFile, serializeAuthFile } from '../codex/authfile.js'
 import type { AuthFile, Problem } from '../types.js'
 import { acquireLock, LockTimeoutError, type LockHandle } from './flock.js'
+import type { LockHolder } from '../os/lockholder.js'
 import { writeFileAtomic } from './atomic-write.js'
 import { errCode, errText, readSmallTextFile } from './textfile.js'
 
@@ -59,7 +60,7 @@ export type CommitResult =
   | { outcome: 'deleted'; existed: boolean }
   | { outcome: 'precondition_failed'; current: AuthRead }
   | { outcome: 'unreadable'; problem: Problem }
-  | { outcome: 'lock_timeout'; lock: 'auth.lock' | 'auth.json.lock' }
+  | { outcome: 'lock_timeout'; lock: 'auth.lock' | 'auth.json.lock'; holder: LockHolder | null }
 
 /** An I/O failure while writing or deleting; names the path and errno, never contents. */
 export class AuthWriteError extends Error {
@@ -189,7 +190,7 @@ export async function commitAuth(home: string, opts: CommitOptions): Promise<Com
       // 0o666 like Codex (umask applies), so a Codex run as this user can always open it.
       held.push(await acquireLock(join(home, 'auth.lock'), { timeoutMs, mode: 0o666, signal: opts.signal }))
     } catch (err) {
-      if (err instanceof LockTimeoutError) return { outcome: 'lock_timeout', lock: 'auth.lock' }
+      if (err instanceof LockTimeoutError) return { outcome: 'lock_timeout', lock: 'auth.lock', holder: err.holder }
       throw err
     }
 
@@ -205,7 +206,7 @@ export async function commitAuth(home: string, opts: CommitOptions): Promise<Com
     try {
       held.push(await acquireLock(jsonLock, { timeoutMs, mode: 0o600, signal: opts.signal }))
     } catch (err) {
-      if (err instanceof LockTimeoutError) return { outcome: 'lock_timeout', lock: 'auth.json.lock' }
+      if (err instanceof LockTimeoutError) return { outcome: 'lock_timeout', lock: 'auth.json.lock', holder: err.holder }
       throw err
     }
 

@@ -1,12 +1,11 @@
 // flock(2) locks shared with the Codex CLI and util-linux flock(1) (docs/codex-compat.md#locks).
 // fcntl/OFD record locks would not interoperate: on Linux they are a different lock, and Codex
-// uses flock. libc's flock() is called through koffi (an N-API FFI with prebuilt binaries): no
-// compiler at install, and one install runs on every Node version.
+// uses flock. libc's flock() is called through koffi (os/libc.ts).
 import { constants as fsc } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
-import { createRequire } from 'node:module'
-import os from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { errnoError, libc } from '../os/libc.js'
+import { describeHolder, flockHolder, type LockHolder } from '../os/lockholder.js'
 
 const DEFAULT_INTERVAL_MS = 10
 
@@ -15,8 +14,10 @@ export class LockTimeoutError extends Error {
   constructor(
     readonly path: string,
     readonly timeoutMs: number,
+    /** Who held it when we gave up, where the platform tells (Linux /proc/locks); else null. */
+    readonly holder: LockHolder | null = null,
   ) {
-    super(`timed out after ${timeoutMs} ms waiting for the lock on ${path}`)
+    super(`timed out after ${timeoutMs} ms waiting for the lock on ${path}${holder !== null ? `, held by ${describeHolder(holder)}` : ''}`)
     this.name = 'LockTimeoutError'
   }
 }
@@ -41,64 +42,33 @@ export interface LockHandle {
 const LOCK_EX = 2
 const LOCK_NB = 4
 
-/**
- * Where libc's flock() lives, tried in order. On Linux, `libc.so.6` is glibc's soname, and musl's
- * loader answers any `libc.*` name with itself (it never opens a file for it), so the one name
- * serves both; `libc.so` is the musl spelling, kept in case a loader differs.
- */
-const LIBC_CANDIDATES: Partial<Record<NodeJS.Platform, readonly string[]>> = {
-  linux: ['libc.so.6', 'libc.so'],
-  darwin: ['/usr/lib/libSystem.B.dylib', 'libc.dylib'],
-  freebsd: ['libc.so.7'],
-}
-
 /** One non-blocking exclusive attempt: true when taken, false when someone else holds it. */
 type TryLock = (fd: number) => boolean
 
 let tryLockExclusive: TryLock | undefined
 
-/**
- * Binds flock(2) on first use: loading koffi costs tens of milliseconds, which `--version`,
- * `--help` and the client should not pay.
- */
+/** Binds flock(2) on first use (os/libc.ts loads koffi lazily). */
 function flockBinding(): TryLock {
   if (tryLockExclusive) return tryLockExclusive
-  const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi')
-  const names = LIBC_CANDIDATES[process.platform] ?? []
-  const failures: string[] = []
-  for (const name of names) {
-    let flock: (fd: number, op: number) => number
-    try {
-      flock = koffi.load(name).func('int flock(int fd, int operation)') as (fd: number, op: number) => number
-    } catch (e) {
-      failures.push(`${name}: ${(e as Error).message}`)
-      continue
-    }
-    // Held elsewhere (EWOULDBLOCK, the same as EAGAIN on Linux), or a signal cut the call short
-    // (EINTR): either way the next poll tries again. Anything else is a real error.
-    const busy = new Set([koffi.os.errno.EWOULDBLOCK, koffi.os.errno.EAGAIN, koffi.os.errno.EINTR])
-    tryLockExclusive = (fd) => {
-      if (flock(fd, LOCK_EX | LOCK_NB) === 0) return true
-      // koffi.errno() reads this thread's errno as flock() left it: read it first, with no other
-      // call in between that could overwrite it.
-      const errno = koffi.errno()
-      if (busy.has(errno)) return false
-      throw errnoError(errno)
-    }
-    return tryLockExclusive
+  const { koffi, lib, name } = libc()
+  let flock: (fd: number, op: number) => number
+  try {
+    flock = lib.func('int flock(int fd, int operation)') as (fd: number, op: number) => number
+  } catch (e) {
+    throw new Error(`cannot bind flock(2) from ${name}: ${(e as Error).message}`)
   }
-  const tried = names.length > 0 ? `tried ${failures.join('; ')}` : `no libc name known for ${process.platform}`
-  throw new Error(`cannot bind flock(2) from the C library (${tried})`)
-}
-
-/** An Error shaped like Node's own system errors (`code` 'EBADF', `errno` negative, `syscall`). */
-function errnoError(errno: number): NodeJS.ErrnoException {
-  const code = Object.entries(os.constants.errno).find(([, n]) => n === errno)?.[0] ?? `errno ${errno}`
-  const err: NodeJS.ErrnoException = new Error(`flock: ${code}`)
-  err.code = code
-  err.errno = -errno
-  err.syscall = 'flock'
-  return err
+  // Held elsewhere (EWOULDBLOCK, the same as EAGAIN on Linux), or a signal cut the call short
+  // (EINTR): either way the next poll tries again. Anything else is a real error.
+  const busy = new Set([koffi.os.errno.EWOULDBLOCK, koffi.os.errno.EAGAIN, koffi.os.errno.EINTR])
+  tryLockExclusive = (fd) => {
+    if (flock(fd, LOCK_EX | LOCK_NB) === 0) return true
+    // koffi.errno() reads this thread's errno as flock() left it: read it first, with no other
+    // call in between that could overwrite it.
+    const errno = koffi.errno()
+    if (busy.has(errno)) return false
+    throw errnoError(errno, 'flock')
+  }
+  return tryLockExclusive
 }
 
 function abortError(signal: AbortSignal): Error {
@@ -124,7 +94,7 @@ export async function acquireLock(path: string, opts: LockOptions): Promise<Lock
     for (;;) {
       if (flockBinding()(fh.fd)) return makeHandle(path, fh)
       const left = deadline - Date.now()
-      if (left <= 0) throw new LockTimeoutError(path, opts.timeoutMs)
+      if (left <= 0) throw new LockTimeoutError(path, opts.timeoutMs, flockHolder(fh.fd))
       // Only an abort rejects the sleep: report it as the check before the first attempt does.
       await sleep(Math.min(interval, left), undefined, { signal }).catch(() => {
         throw abortError(signal!)

@@ -2,6 +2,7 @@
 // for code that waits on a lock: the store tests and the refresh end-to-end tests share these.
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
+import { flockHolderIn } from '../../src/os/lockholder.js'
 
 export interface FlockHolder {
   proc: ChildProcess
@@ -46,15 +47,7 @@ export function lockHeld(file: string): boolean {
   } catch {
     return false
   }
-  // Linux's dev_t encoding, as /proc/locks prints it: "major:minor:inode", major and minor in hex.
-  const dev = BigInt(st.dev)
-  const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn))
-  const minor = Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn))
-  const id = `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${st.ino}`
-  return fs
-    .readFileSync('/proc/locks', 'utf8')
-    .split('\n')
-    .some((line) => /\bFLOCK\b/.test(line) && line.split(/\s+/).includes(id))
+  return flockHolderIn(fs.readFileSync('/proc/locks', 'utf8'), st.dev, st.ino) !== null
 }
 
 /** Exit code of `flock -n path true`: 1 when someone else holds the lock. */
