@@ -1,13 +1,13 @@
 // The method table of docs/contract.md: every method the daemon serves, in one place. Each entry checks
 // its params (daemon/params.ts), calls the part that does the work and shapes the answer
 // (daemon/views.ts). Failures are thrown as the domain's errors; daemon/errors.ts maps them.
-import { PROTOCOL_VERSION, type Methods, type MethodName } from '../rpc/contract.js'
+import { ErrorCode, PROTOCOL_VERSION, type Methods, type MethodName } from '../rpc/contract.js'
 import type { Connection } from '../rpc/transport.js'
 import type { Logger } from '../log.js'
 import type { LoginManager } from '../login/manager.js'
 import type { Refresher } from '../refresh/refresher.js'
 import type { Snapshot } from '../state/cache.js'
-import { invalidParams } from '../rpc/errors.js'
+import { RpcError, invalidParams } from '../rpc/errors.js'
 import {
   paramsObject,
   parseAwaitParams,
@@ -60,16 +60,18 @@ export function methodTable(deps: MethodDeps): MethodTable {
     },
     subscribe: (params, conn) => {
       paramsObject(params)
-      conn.subscribed = true
+      // Subscribers are exempt from the idle timeout: capped, so they never hold every slot.
+      if (!conn.subscribe()) throw new RpcError(ErrorCode.ServerBusy, 'Server busy: too many subscribed connections; this connection will be closed')
       return { subscribed: true as const }
     },
     login: (params) => {
       const { method, apiKey } = parseLoginParams(params)
       return deps.logins.start(method, apiKey)
     },
-    awaitLogin: (params) => {
+    awaitLogin: (params, conn) => {
       const { loginId, timeoutMs } = parseAwaitParams(params)
-      const result = deps.logins.wait(loginId, timeoutMs)
+      // The wait ends with the connection: nobody could read its answer.
+      const result = deps.logins.wait(loginId, timeoutMs, conn.closed)
       if (result === null) throw invalidParams('loginId', 'no login with this loginId')
       return result
     },
