@@ -53,8 +53,13 @@ export const DEFAULT_LIMITS: Readonly<TransportLimits> = Object.freeze({
 /** Listen backlog: absorbs a burst of 1000 connects while the accept loop catches up. */
 export const LISTEN_BACKLOG = 2048
 
-/** Lines taken per turn of the event loop before the loop gets to read sockets again. */
-const LINES_PER_TURN = 64
+/** Requests started per turn of the event loop before the loop gets to read sockets again. */
+const REQUESTS_PER_TURN = 256
+/**
+ * Requests a connection may start per visit of the round-robin, on average (deficit round-robin):
+ * a batch of 256 then waits 16 visits, in which others' single requests go first.
+ */
+const QUANTUM = 16
 
 export interface Connection {
   readonly id: number
@@ -86,6 +91,8 @@ interface ConnState extends Connection {
   pending: Buffer | null
   /** In the round-robin queue. */
   queued: boolean
+  /** Requests it may start before waiting its turn again (deficit round-robin; at most QUANTUM). */
+  credit: number
   /**
    * The partial line, in one buffer that grows by doubling: a list of received chunks would cost
    * an object per chunk (a client trickling one byte per write would pin ~60 bytes of heap per
@@ -174,6 +181,7 @@ export class Transport {
       socket,
       pending: null,
       queued: false,
+      credit: QUANTUM,
       part: null,
       partBytes: 0,
       out: 0,
@@ -257,14 +265,28 @@ export class Transport {
     }
   }
 
-  /** One line from each connection with input, in turn, up to LINES_PER_TURN; then the loop reads sockets again. */
+  /**
+   * One line from each connection with input, in turn (a connection whose last batch used up its
+   * credit waits some turns), up to REQUESTS_PER_TURN; then the loop reads sockets again.
+   */
   private pump(): void {
     this.scheduled = false
-    for (let budget = LINES_PER_TURN; budget > 0 && this.ready.length > 0; budget--) {
+    let started = 0
+    while (started < REQUESTS_PER_TURN && this.ready.length > 0) {
+      // Requests that finish at once (most) are done by the next turn: only those still running
+      // then count against the cap on requests running across connections. Near it, end the turn.
+      if (started > 0 && this.inFlightTotal + this.limits.maxInFlightPerConnection > this.limits.maxInFlightTotal) break
       const c = this.ready.shift()!
       c.queued = false
       if (c.closing || c.paused || c.pending === null) continue
-      this.step(c)
+      if (c.credit <= 0) {
+        c.credit += QUANTUM
+        this.enqueue(c)
+        continue
+      }
+      const cost = this.step(c)
+      c.credit -= cost
+      started += cost
       if (c.closing || c.paused) continue
       if (c.pending !== null) this.enqueue(c)
       else c.socket.resume()
@@ -275,27 +297,33 @@ export class Transport {
     }
   }
 
-  /** Takes the next line of `c.pending` (or keeps its unfinished end as the partial line). */
-  private step(c: ConnState): void {
+  /**
+   * Takes the next line of `c.pending` (or keeps its unfinished end as the partial line); the
+   * number of requests that started.
+   */
+  private step(c: ConnState): number {
     const chunk = c.pending!
     const nl = chunk.indexOf(10)
     if (nl === -1) {
       c.pending = null
       this.bufferedIn -= chunk.length
       this.appendPart(c, chunk)
-      return
+      return 0
     }
     c.pending = nl + 1 < chunk.length ? chunk.subarray(nl + 1) : null
     this.bufferedIn -= nl + 1
     const piece = chunk.subarray(0, nl)
-    if (c.partBytes + piece.length > this.limits.maxLineBytes) return this.lineTooLong(c)
+    if (c.partBytes + piece.length > this.limits.maxLineBytes) {
+      this.lineTooLong(c)
+      return 0
+    }
     let line: Buffer
     if (c.part === null) line = piece
     else {
       line = Buffer.concat([c.part.subarray(0, c.partBytes), piece])
       this.releasePart(c)
     }
-    this.onLine(c, line)
+    return this.onLine(c, line)
   }
 
   private appendPart(c: ConnState, rest: Buffer): void {
@@ -362,24 +390,25 @@ export class Transport {
     this.release(c)
   }
 
-  private onLine(c: ConnState, line: Buffer): void {
-    if (line.length === 0 || (line.length === 1 && line[0] === 13)) return
+  /** Parses and dispatches one line; the number of requests it started (an answered fault counts one). */
+  private onLine(c: ConnState, line: Buffer): number {
+    if (line.length === 0 || (line.length === 1 && line[0] === 13)) return 0
     let message: unknown
     try {
       message = JSON.parse(utf8.decode(line))
     } catch {
       this.write(c, frame(createJSONRPCErrorResponse(null, ErrorCode.ParseError, 'Parse error')))
-      return
+      return 1
     }
     // A batch is as many requests as it has members, for the in-flight caps.
     const requests = Math.max(Array.isArray(message) ? message.length : 1, 1)
     if (requests > this.limits.maxInFlightPerConnection) {
       this.write(c, frame(createJSONRPCErrorResponse(null, ErrorCode.InvalidRequest, `Invalid Request: batch larger than ${this.limits.maxInFlightPerConnection}`)))
-      return
+      return 1
     }
     if (this.inFlightTotal + requests > this.limits.maxInFlightTotal) {
       this.shedRequests(requests, c)
-      if (c.closing) return
+      if (c.closing) return 0
     }
     this.track(c, requests)
     this.receive(message, c).then(
@@ -396,6 +425,7 @@ export class Transport {
         this.events.onReceiveError(error)
       },
     )
+    return requests
   }
 
   /** Over the global in-flight cap: drop the connections running the most until `requests` more fit. */
