@@ -74,6 +74,14 @@ t.test('1,100 connections all subscribing: 512 are subscribed, the rest told so 
   t.equal((await login.call('login', { method: 'apikey', apiKey: other }, 20_000)).result?.status, 'succeeded', 'an API-key login')
   await pollUntil('loginCompleted at the subscribers', () => notified.every((w) => w.notifications.some((n) => n.method === 'loginCompleted')), 20_000)
   t.pass('subscribers are notified')
+  // Every slot taken (the subscribers and plain connections): the CLI says why it was refused.
+  const fill = await open(t, d, MAX_CONNECTIONS - MAX_SUBSCRIBERS - 1)
+  await pollUntil('every slot taken', () => fdCount(d.pid) >= baseFds + MAX_CONNECTIONS - 1, 20_000)
+  const full = await runCli(['token'], { socket: d.socket })
+  t.not(full.code, 0, 'codex-auth token fails with every slot taken')
+  t.match(full.stderr, /Server busy: 1024 connections open/, 'and says the daemon is busy, not EPIPE')
+  t.notMatch(full.stderr, /EPIPE/)
+  fill.forEach((w) => w.close())
   const after = memoryOf(d.pid)
   reliabilityComment(t, {
     file: 'reliability-memory-slots',

@@ -60,6 +60,14 @@ const REQUESTS_PER_TURN = 256
  * a batch of 256 then waits 16 visits, in which others' single requests go first.
  */
 const QUANTUM = 16
+/**
+ * A connection closed for a limit is told why, then kept this long (its input read and dropped)
+ * before it is destroyed: a client that writes its request at once then reads the reason rather
+ * than failing its write with EPIPE; one that never closes its side is not kept longer.
+ */
+const LINGER_MS = 1000
+/** Connections refused at accept that may linger at once; beyond it they are destroyed at once. */
+const MAX_LINGERING_REFUSALS = 64
 
 export interface Connection {
   readonly id: number
@@ -129,6 +137,7 @@ export class Transport {
   private bufferedOut = 0
   private inFlightTotal = 0
   private subscribers = 0
+  private lingeringRefusals = 0
   private nextId = 1
 
   constructor(
@@ -164,9 +173,16 @@ export class Transport {
     if (this.conns.size >= this.limits.maxConnections) {
       // Said, not only closed: a client then reports the limit rather than a bare EPIPE.
       this.events.onLimit('max_connections', 0)
-      socket.once('finish', () => socket.destroy())
       const busy = createJSONRPCErrorResponse(null, ErrorCode.ServerBusy, `Server busy: ${this.limits.maxConnections} connections open`, { reason: ErrorReason[ErrorCode.ServerBusy] })
       socket.end(frame(busy))
+      if (this.lingeringRefusals >= MAX_LINGERING_REFUSALS) {
+        socket.once('finish', () => socket.destroy())
+        return
+      }
+      this.lingeringRefusals++
+      socket.once('close', () => this.lingeringRefusals--)
+      socket.on('data', () => {})
+      socket.setTimeout(LINGER_MS, () => socket.destroy())
       return
     }
     const abort = new AbortController()
@@ -195,10 +211,10 @@ export class Transport {
     socket.setNoDelay?.(true)
     socket.setTimeout(this.limits.idleTimeoutMs)
     socket.on('timeout', () => {
-      // Idle: nothing running or waiting its turn, and not waiting for notifications (or already
-      // closing for a fault). Destroy rather than end(): a peer that never closes its side would
+      // Idle: nothing running or waiting its turn, and not waiting for notifications; or closed
+      // for a limit and lingering (LINGER_MS). Destroy rather than end(): a peer that never closes its side would
       // otherwise keep the connection, and its partial line, forever.
-      if (c.inFlight > 0 || c.pending !== null || (c.subscribed && !c.closing)) return
+      if (!c.closing && (c.inFlight > 0 || c.pending !== null || c.subscribed)) return
       socket.destroy()
     })
     socket.on('data', (chunk: Buffer) => this.onData(c, chunk))
@@ -380,7 +396,14 @@ export class Transport {
     this.releasePart(c)
     if (c.pending !== null) this.bufferedIn -= c.pending.length
     c.pending = null
-    c.socket.end(frame(createJSONRPCErrorResponse(null, code, message)))
+    this.endWith(c, frame(createJSONRPCErrorResponse(null, code, message)))
+  }
+
+  /** Ends our side after `last`, and destroys the connection LINGER_MS later if the peer has not closed its own. */
+  private endWith(c: ConnState, last?: Buffer): void {
+    c.socket.setTimeout(LINGER_MS)
+    if (last === undefined) c.socket.end()
+    else c.socket.end(last)
   }
 
   /** Close at once, unsent replies discarded. */
@@ -417,7 +440,7 @@ export class Transport {
         if (reply !== null) this.write(c, frame(reply))
         if (c.endAfterReply && !c.closing) {
           c.closing = true
-          c.socket.end()
+          this.endWith(c)
         }
       },
       (error: unknown) => {
