@@ -212,8 +212,8 @@ export class Transport {
     socket.setTimeout(this.limits.idleTimeoutMs)
     socket.on('timeout', () => {
       // Idle: nothing running or waiting its turn, and not waiting for notifications; or closed
-      // for a limit and lingering (LINGER_MS). Destroy rather than end(): a peer that never closes its side would
-      // otherwise keep the connection, and its partial line, forever.
+      // for a limit and lingering (LINGER_MS). Destroy rather than end(): a peer that never
+      // closes its side would otherwise keep the connection, and its partial line, forever.
       if (!c.closing && (c.inFlight > 0 || c.pending !== null || c.subscribed)) return
       socket.destroy()
     })
