@@ -7,7 +7,7 @@ import net from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { startDaemon, stopAtTeardown, type RunningDaemon } from './support/daemon.js'
 import { onLines } from './support/lines.js'
-import { Wire, fdCount, memoryOf, reliabilityComment, waitIdle } from './support/reliability.js'
+import { Wire, fdCount, latencyProbe, limitLogs as countLimitLogs, memoryOf, reliabilityComment, waitIdle } from './support/reliability.js'
 import { until } from './support/until.js'
 
 const API_KEY = `sk-fake-flood-${randomBytes(12).toString('hex')}`
@@ -24,43 +24,7 @@ async function daemon(t: Test, env: Record<string, string> = {}): Promise<Runnin
   return stopAtTeardown(t, await startDaemon({ env: { OPENAI_API_KEY: API_KEY, ...env } }))
 }
 
-const limitLogs = (d: RunningDaemon, kind: string): number =>
-  d.logs.filter((l) => l.includes('"connection limit reached"') && l.includes(`"kind":"${kind}"`)).length
-
-/** A normal client calling getAuth in a loop until stopped; its latencies in ms. */
-function latencyProbe(t: Test, d: RunningDaemon) {
-  const samples: number[] = []
-  const errors: string[] = []
-  let stop = false
-  const done = (async () => {
-    const c = await Wire.connect(d.socket)
-    t.teardown(() => c.close())
-    while (!stop) {
-      const t0 = performance.now()
-      try {
-        const r = await c.call('getAuth', { minValiditySeconds: 60 })
-        if (r.result?.token !== API_KEY) errors.push(`getAuth answered ${r.error?.code ?? 'another token'}`)
-      } catch (e) {
-        errors.push((e as Error).message)
-        break
-      }
-      samples.push(performance.now() - t0)
-      await new Promise((r) => setTimeout(r, 5))
-    }
-    c.close()
-  })()
-  return {
-    samples,
-    errors,
-    async finish() {
-      stop = true
-      await done
-      const sorted = [...samples].sort((a, b) => a - b)
-      const at = (q: number): number => Math.round((sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN) * 10) / 10
-      return { calls: samples.length, p50Ms: at(0.5), p99Ms: at(0.99), maxMs: at(1) }
-    },
-  }
-}
+const limitLogs = (d: RunningDaemon, kind: string): number => countLimitLogs(d.logs, kind)
 
 t.test('1,000 concurrent connections, each with a status call: all answered', async (t) => {
   const d = await daemon(t)
@@ -143,7 +107,7 @@ t.test('connections over the limit (1024) are closed at accept; the others keep 
 t.test('readers that never read are dropped at their output cap; memory stays bounded', async (t) => {
   const d = await daemon(t)
   const before = memoryOf(d.pid)
-  const probe = latencyProbe(t, d)
+  const probe = latencyProbe(t, d, API_KEY)
   // Unbounded, these would hold 8 x 200 x ~200 KiB = ~320 MiB of answers; the cap holds 4 MiB each.
   const READERS = 8
   const LINES = 200
@@ -207,7 +171,7 @@ t.test('half lines that stall: the global buffer cap and the idle timeout apply;
   const d = await daemon(t, { CODEX_AUTHD_IDLE_TIMEOUT_MS: String(IDLE_MS) })
   const baseFds = fdCount(d.pid)
   const before = memoryOf(d.pid)
-  const ingestProbe = latencyProbe(t, d)
+  const ingestProbe = latencyProbe(t, d, API_KEY)
   // 80 clients x 900 KB of one unfinished line = 72 MB, over the 64 MiB cap. Half of them never
   // close their side (allowHalfOpen): the idle timeout must close them all the same.
   const STALLERS = 80
@@ -228,7 +192,7 @@ t.test('half lines that stall: the global buffer cap and the idle timeout apply;
   await until('the buffer cap to be reached', () => limitLogs(d, 'buffer_cap') > 0)
   await waitIdle(d.pid)
   const ingest = await ingestProbe.finish()
-  const probe = latencyProbe(t, d)
+  const probe = latencyProbe(t, d, API_KEY)
   // Those over the cap are told so at once and closed; the rest are held until idle.
   const busy = limitLogs(d, 'buffer_cap')
   const during = memoryOf(d.pid)

@@ -211,6 +211,8 @@ class Connection {
   private size = 0
   closed = false
   closeReason: string | null = null
+  /** What the daemon said before closing for a limit (an error answering no call). */
+  private notice: string | null = null
   subscribed = false
   /** Hold the event loop open even when idle (a subscription is active). */
   keepAlive = false
@@ -321,8 +323,9 @@ class Connection {
     this.shutdown(reason)
   }
 
-  private shutdown(reason: string): void {
+  private shutdown(why: string): void {
     if (this.closed) return
+    const reason = this.notice !== null ? `codex-authd closed the connection: ${this.notice.slice(0, 200)}` : why
     this.closed = true
     this.closeReason = reason
     this.chunks = []
@@ -369,6 +372,8 @@ class Connection {
     for (const m of Array.isArray(msg) ? msg : [msg]) {
       if (typeof m !== 'object' || m === null) continue
       const o = m as { method?: unknown; id?: unknown; params?: unknown }
+      const error = (o as { error?: { message?: unknown } }).error
+      if (o.id === null && typeof error?.message === 'string') this.notice = error.message
       if (typeof o.method !== 'string') this.client.receive(m)
       else if (o.id === undefined || o.id === null) this.onNotification(o.method, o.params)
     }

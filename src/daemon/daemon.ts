@@ -138,7 +138,7 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
     (message, conn) => rpc.receive(message, conn),
     {
       onReceiveError: (error) => log.error({ err: errorSummary(error) }, 'message failed'),
-      onLimit: (kind, connId) => log.warn({ kind, connId }, 'connection limit reached'),
+      onLimit: (kind, connId, held) => log.warn({ kind, connId, held }, 'connection limit reached'),
       identify: (socket) => {
         try {
           return peerCredentials(socket)
@@ -330,7 +330,7 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
   }
   const logins: MethodDeps['logins'] = {
     start: (method, apiKey) => served.logins.start(method, apiKey),
-    wait: (loginId, timeoutMs) => served.logins.wait(loginId, timeoutMs),
+    wait: (loginId, timeoutMs, cancel) => served.logins.wait(loginId, timeoutMs, cancel),
     cancel: (loginId) => served.logins.cancel(loginId),
     logout: (revoke) => served.logins.logout(revoke),
   }

@@ -7,7 +7,7 @@ import type { Logger } from '../log.js'
 import type { LoginManager } from '../login/manager.js'
 import type { Refresher } from '../refresh/refresher.js'
 import type { Snapshot } from '../state/cache.js'
-import { invalidParams } from '../rpc/errors.js'
+import { RpcError, invalidParams } from '../rpc/errors.js'
 import type { AuditLog } from './audit.js'
 import { toRpcError } from './errors.js'
 import {
@@ -74,7 +74,8 @@ export function methodTable(deps: MethodDeps): MethodTable {
       }),
     subscribe: (params, conn) => {
       paramsObject(params)
-      conn.subscribed = true
+      // Subscribers are exempt from the idle timeout: capped, so they never hold every slot.
+      if (!conn.subscribe()) throw new RpcError(ErrorCode.ServerBusy, 'Server busy: too many subscribed connections; this connection will be closed')
       return { subscribed: true as const }
     },
     login: (params, conn) =>
@@ -83,9 +84,10 @@ export function methodTable(deps: MethodDeps): MethodTable {
         setDetail(method)
         return deps.logins.start(method, apiKey)
       }),
-    awaitLogin: (params) => {
+    awaitLogin: (params, conn) => {
       const { loginId, timeoutMs } = parseAwaitParams(params)
-      const result = deps.logins.wait(loginId, timeoutMs)
+      // The wait ends with the connection: nobody could read its answer.
+      const result = deps.logins.wait(loginId, timeoutMs, conn.closed)
       if (result === null) throw invalidParams('loginId', 'no login with this loginId')
       return result
     },

@@ -100,9 +100,13 @@ export class LoginManager {
 
   constructor(private readonly deps: LoginDeps) {}
 
-  /** awaitLogin: the result once the login ends, or `pending` after timeoutMs; null for an unknown loginId. */
-  wait(loginId: string, timeoutMs: number | null): Promise<LoginResult> | null {
-    return this.sessions.get(loginId)?.wait(timeoutMs) ?? null
+  /**
+   * awaitLogin: the result once the login ends, or `pending` after timeoutMs or once `cancel`
+   * aborts (the caller's connection closed: its wait is dropped at once, not kept until the login
+   * ends); null for an unknown loginId.
+   */
+  wait(loginId: string, timeoutMs: number | null, cancel?: AbortSignal): Promise<LoginResult> | null {
+    return this.sessions.get(loginId)?.wait(timeoutMs, cancel) ?? null
   }
 
   /** cancelLogin: true when this call ended the login. */

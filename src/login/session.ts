@@ -31,6 +31,12 @@ export class LoginSession {
   readonly abort = new AbortController()
   readonly done: Promise<LoginResult>
   private resolveDone!: (r: LoginResult) => void
+  /**
+   * awaitLogin callers, each removed when it is answered (the end, its timeout, or its connection
+   * gone): not reactions on `done`, which could not be taken back and would pile up until the
+   * login ends (15 minutes) however many callers had left.
+   */
+  private readonly waiters = new Set<() => void>()
 
   constructor(method: LoginMethod, id: string = randomUUID()) {
     this.id = id
@@ -62,13 +68,27 @@ export class LoginSession {
     this.busy = false
     this.abort.abort()
     this.resolveDone(this.result())
+    for (const answer of [...this.waiters]) answer()
     return true
   }
 
-  /** The result once the login ends, or `pending` after timeoutMs (null: wait for the end). */
-  wait(timeoutMs: number | null): Promise<LoginResult> {
-    if (this.status !== 'pending') return Promise.resolve(this.result())
-    if (timeoutMs === null) return this.done
-    return orTimeout(this.done, timeoutMs, this.result())
+  /**
+   * The result once the login ends, or as it is (`pending`) after timeoutMs (null: wait for the
+   * end) or as soon as `cancel` aborts (the caller is gone: nothing of the wait is kept).
+   */
+  wait(timeoutMs: number | null, cancel?: AbortSignal): Promise<LoginResult> {
+    if (this.status !== 'pending' || cancel?.aborted) return Promise.resolve(this.result())
+    return new Promise((resolve) => {
+      let timer: NodeJS.Timeout | null = null
+      const answer = (): void => {
+        this.waiters.delete(answer)
+        if (timer !== null) clearTimeout(timer)
+        cancel?.removeEventListener('abort', answer)
+        resolve(this.result())
+      }
+      this.waiters.add(answer)
+      if (timeoutMs !== null) timer = setTimeout(answer, timeoutMs)
+      cancel?.addEventListener('abort', answer, { once: true })
+    })
   }
 }

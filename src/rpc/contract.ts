@@ -188,6 +188,7 @@ export const ErrorCode = {
   LoginFailed: -32004,
   ForbiddenByPolicy: -32005,
   StoreUnreadable: -32006,
+  ServerBusy: -32007,
 } as const
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode]
 
@@ -199,6 +200,7 @@ export const ErrorReason = {
   [-32004]: 'login_failed',
   [-32005]: 'forbidden_by_policy',
   [-32006]: 'store_unreadable',
+  [-32007]: 'server_busy',
 } as const
 
 export type RefreshFailureKind = 'expired' | 'reused' | 'revoked' | 'rejected' | 'transient'

@@ -376,3 +376,75 @@ export async function launchDaemon(
     },
   }
 }
+
+// ------------------------------------------------------------------------------------------------
+// A normal client during an attack
+
+export interface Latency {
+  calls: number
+  p50Ms: number
+  p99Ms: number
+  maxMs: number
+}
+
+export interface LatencyProbe {
+  samples: number[]
+  /** What went wrong for the normal client (a wrong answer, no answer, its connection closed). */
+  errors: string[]
+  /** Stops the loop; the latencies of its calls. */
+  finish(): Promise<Latency>
+}
+
+/**
+ * A normal client calling getAuth on `socket` in a loop until finished, expecting `token`; its
+ * latencies in ms. Stops at its first failure (recorded in `errors`).
+ */
+export function latencyProbe(t: { teardown(fn: () => unknown): void }, d: { socket: string }, token: string, timeoutMs = 5_000): LatencyProbe {
+  const samples: number[] = []
+  const errors: string[] = []
+  let stop = false
+  const done = (async () => {
+    let c: Wire
+    try {
+      c = await Wire.connect(d.socket)
+    } catch (e) {
+      errors.push(`connect: ${(e as NodeJS.ErrnoException).code ?? 'error'}`)
+      return
+    }
+    t.teardown(() => c.close())
+    while (!stop) {
+      const t0 = performance.now()
+      try {
+        const r = await c.call('getAuth', { minValiditySeconds: 60 }, timeoutMs)
+        if (r.result?.token !== token) errors.push(`getAuth answered ${r.error?.code ?? 'another token'}`)
+      } catch (e) {
+        errors.push((e as Error).message)
+        break
+      }
+      samples.push(performance.now() - t0)
+      await new Promise((r) => setTimeout(r, 5))
+    }
+    c.close()
+  })()
+  return {
+    samples,
+    errors,
+    async finish() {
+      stop = true
+      await done
+      return latencyOf(samples)
+    },
+  }
+}
+
+/** p50, p99 and max of latencies in ms, to 0.1 ms. */
+export function latencyOf(samples: number[]): Latency {
+  const sorted = [...samples].sort((a, b) => a - b)
+  const at = (q: number): number => Math.round((sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN) * 10) / 10
+  return { calls: samples.length, p50Ms: at(0.5), p99Ms: at(0.99), maxMs: at(1) }
+}
+
+/** `connection limit reached` log lines of `kind` so far. */
+export function limitLogs(logs: string[], kind: string): number {
+  return logs.filter((l) => l.includes('"connection limit reached"') && l.includes(`"kind":"${kind}"`)).length
+}
