@@ -36,6 +36,8 @@ export interface BrokerView {
   permanentKind: string | null
   /** Until when the refresher backs off the current refresh token (ms), or null. */
   backoffUntil: number | null
+  /** The refresher's loop guard: no spend that is not a recovery before this (ms), or null. */
+  loopGuardUntil: number | null
   now: number
 }
 
@@ -148,6 +150,9 @@ function forCurrent(reason: RefreshReason, view: BrokerView, current: IssuedToke
     return { kind: 'answer', tokens: current, from: 'current' }
   }
   if (view.backoffUntil !== null && view.backoffUntil > now) return { kind: 'unavailable', why: 'backoff' }
+  // Refreshed moments ago and still not fresh: the endpoint hands out short-lived tokens; another
+  // spend now would not do better, and Codex would loop on it.
+  if (reason !== 'unauthorized_recovery' && view.loopGuardUntil !== null && view.loopGuardUntil > now) return { kind: 'unavailable', why: 'not_fresh' }
   return { kind: 'spend' }
 }
 

@@ -15,6 +15,9 @@ import {
   MAX_LINE_BYTES,
   PROTOCOL_VERSION,
   type AuthGrant,
+  type BrokerAnswer,
+  type BrokerRefreshParams,
+  type BrokerRevokeParams,
   type AwaitLoginParams,
   type CancelLoginParams,
   type GetAuthParams,
@@ -372,6 +375,14 @@ export class AuthdClient {
   }
   refresh(): Promise<AuthGrant> {
     return this.call('refresh', undefined)
+  }
+  /** The refresh broker (docs/broker.md): Codex's refresh request, answered as the token endpoint would. */
+  brokerRefresh(params: BrokerRefreshParams): Promise<BrokerAnswer> {
+    return this.call('brokerRefresh', params)
+  }
+  /** The refresh broker: Codex's revoke request (the daemon's logout for the current token). */
+  brokerRevoke(params: BrokerRevokeParams): Promise<BrokerAnswer> {
+    return this.call('brokerRevoke', params)
   }
   /** The version handshake: the daemon's version and protocol (this client's are PROTOCOL_VERSION and VERSION). */
   async hello(): Promise<HelloResult> {

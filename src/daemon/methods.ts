@@ -7,10 +7,13 @@ import type { Logger } from '../log.js'
 import type { LoginManager } from '../login/manager.js'
 import type { Refresher } from '../refresh/refresher.js'
 import type { Snapshot } from '../state/cache.js'
+import { badRequest, type Broker } from '../broker/broker.js'
 import { invalidParams } from '../rpc/errors.js'
 import {
   paramsObject,
   parseAwaitParams,
+  parseBrokerRefreshParams,
+  parseBrokerRevokeParams,
   parseCancelParams,
   parseGetAuthParams,
   parseHelloParams,
@@ -26,6 +29,9 @@ export interface MethodDeps {
   home(): { given: string; target: string | null }
   refresher: Pick<Refresher, 'ensureFresh' | 'forceRefresh' | 'status'>
   logins: Pick<LoginManager, 'start' | 'wait' | 'cancel' | 'logout'>
+  broker: Pick<Broker, 'refresh' | 'revoke' | 'counters'>
+  /** Refresh-token spends of the served home, by reason (status counters). */
+  spendsByReason(): Record<string, number>
   log: Logger
 }
 
@@ -51,7 +57,7 @@ export function methodTable(deps: MethodDeps): MethodTable {
     },
     status: (params) => {
       paramsObject(params)
-      return buildStatus(deps.snapshot(), deps.daemon, deps.refresher.status(), deps.home())
+      return buildStatus(deps.snapshot(), deps.daemon, deps.refresher.status(), deps.home(), { refreshTokenSpends: deps.spendsByReason(), broker: deps.broker.counters() })
     },
     refresh: async (params) => {
       paramsObject(params)
@@ -81,6 +87,13 @@ export function methodTable(deps: MethodDeps): MethodTable {
       const { revoke } = parseLogoutParams(params)
       return deps.logins.logout(revoke)
     },
+    // The refresh broker (docs/broker.md): Codex's own requests, forwarded by `codex-auth exec`.
+    brokerRefresh: (params) => {
+      const body = parseBrokerRefreshParams(params)
+      if (body.grant_type !== 'refresh_token') return badRequest('Unsupported grant type', 'unsupported_grant_type')
+      return deps.broker.refresh(body)
+    },
+    brokerRevoke: (params) => deps.broker.revoke(parseBrokerRevokeParams(params)),
     hello: (params) => {
       const { client, protocol } = parseHelloParams(params)
       const fields = { client: client.name, clientVersion: client.version, clientProtocol: protocol, protocol: PROTOCOL_VERSION }
