@@ -34,7 +34,16 @@ const common = {
 }
 
 const jobs = [
-  { entryPoints: ['src/client/cli.ts'], outfile: 'dist/codex-auth.cjs', banner: shebang, bin: true },
+  {
+    entryPoints: ['src/client/cli.ts'],
+    outfile: 'dist/codex-auth.cjs',
+    banner: shebang,
+    // The exec listener probes the home's owner lock (src/os/flock.ts), loading koffi only then.
+    external: ['koffi'],
+    define: { ...common.define, 'import.meta.url': 'importMetaUrl' },
+    inject: ['scripts/import-meta-url.mjs'],
+    bin: true,
+  },
   { entryPoints: ['src/client/index.ts'], outfile: 'dist/client.cjs' },
 ]
 if (existsSync(join(root, 'src/daemon/main.ts'))) {
@@ -43,7 +52,7 @@ if (existsSync(join(root, 'src/daemon/main.ts'))) {
     outfile: 'dist/codex-authd.cjs',
     banner: shebang,
     // koffi is native (it loads the prebuilt .node for this platform): the one package dist/
-    // requires from node_modules at run time, so it stays a `dependency`. src/store/flock.ts
+    // requires from node_modules at run time, so it stays a `dependency`. src/os/flock.ts
     // resolves it with createRequire(import.meta.url), which a CommonJS bundle gets from here.
     external: ['koffi'],
     define: { ...common.define, 'import.meta.url': 'importMetaUrl' },
