@@ -24,14 +24,18 @@ export interface BrokerDeps {
   refresher(): BrokerRefresher | null
   /** Re-read auth.json (the state's reload). */
   reload(): Promise<void>
-  /** The daemon's logout path: revoke upstream once, remove the credential. */
-  logout(): Promise<{ wasLoggedIn: boolean; revoked: boolean }>
+  /** Revoke these tokens at the issuer (the logout path's revocation); true when the issuer confirmed. */
+  revoke(tokens: TokenData): Promise<boolean>
+  /** The logout path without its revocation: remove the credential under Codex's locks. */
+  remove(): Promise<unknown>
   log: Logger
   now?: () => number
   /** Multiplies the recovery guard's delays (a test knob: CODEX_AUTHD_RECOVERY_SCALE); default 1. */
   recoveryScale?: number
   /** How long a request waits for a spend to be journaled before it answers 503 (default 20 s). */
   settleWaitMs?: number
+  /** After a revoke, how long Codex has to remove auth.json itself before the daemon does (default 5 s). */
+  removeGraceMs?: number
 }
 
 /** The answers a broker request can get, as counted in `status` (docs/broker.md#counters). */
@@ -80,15 +84,29 @@ export class Broker {
       this.deps.log.info({ answer: 'revoke_unknown' }, 'broker revoke request')
       return { status: 200, body: {} }
     }
+    // Revoked upstream once, here; the file is Codex's to remove right after our answer (it then
+    // says "Successfully logged out"; had we removed it first, "Not logged in"). If it has not
+    // within the grace, the daemon removes it: the revocation is never left half done.
+    const tokens = this.deps.refresher()!.brokerState().current!
+    const revoked = await this.deps.revoke(tokens)
+    this.count(this.answers, 'revoked')
+    this.deps.log.info({ answer: 'revoked', revoked }, 'broker revoke request')
+    void this.removeUnlessGone(tokens.refreshToken)
+    return { status: 200, body: {} }
+  }
+
+  private async removeUnlessGone(refreshToken: string): Promise<void> {
+    const deadline = this.now() + (this.deps.removeGraceMs ?? 5_000)
+    const stillThere = (): boolean => this.deps.refresher()?.brokerState().current?.refreshToken === refreshToken
+    while (this.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100))
+      await this.deps.reload().catch(() => {})
+      if (!stillThere()) return
+    }
     try {
-      const r = await this.deps.logout()
-      this.count(this.answers, 'revoked')
-      this.deps.log.info({ answer: 'revoked', revoked: r.revoked }, 'broker revoke request')
-      return { status: 200, body: {} }
+      if (stillThere()) await this.deps.remove()
     } catch (e) {
-      this.count(this.answers, 'unavailable')
-      this.deps.log.warn({ answer: 'unavailable', err: { type: (e as Error)?.name } }, 'broker revoke request')
-      return unavailable('The credential could not be removed just now')
+      this.deps.log.warn({ err: { type: (e as Error)?.name } }, 'a revoked credential could not be removed')
     }
   }
 

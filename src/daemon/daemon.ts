@@ -20,6 +20,7 @@ import type { Problem } from '../types.js'
 import { toRpcError } from './errors.js'
 import { methodTable, type MethodDeps } from './methods.js'
 import { Broker } from '../broker/broker.js'
+import { revokeTokens } from '../login/oauth.js'
 import { HomeLockError, ServedHome, UnservedHome, type HomeContext, type HomeDeps, type HomeView } from './served-home.js'
 import { recoveryScaleFromEnv, type DaemonOptions } from './options.js'
 import { buildStatus, type DaemonInfo } from './views.js'
@@ -139,7 +140,8 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
   const broker = new Broker({
     refresher: () => (served.serving && served.refresherStarted ? served.refresher : null),
     reload: () => served.reload(),
-    logout: () => served.logins.logout(true),
+    revoke: (tokens) => revokeTokens(homeDeps.issuer, ctx.env, tokens),
+    remove: () => served.logins.logout(false),
     log,
     recoveryScale: recoveryScaleFromEnv(ctx.env),
   })
