@@ -156,6 +156,21 @@ t.test('the daemon gone mid-session: nobody owns the home -> pass-through to the
   t.same(findSecrets(child.stderr.join('')), [])
 })
 
+t.test('the daemon restarted during a session: the next request goes to the new daemon', async (t) => {
+  const { p, minted, home } = await loggedIn(t, { authorizationCode: HOUR, refreshToken: 24 * HOUR })
+  const first = await daemon(t, home, p)
+  const child = await execChild(t, first.socket, home, p.tokenUrl)
+  await first.stop()
+  const second = await daemon(t, home, p, { socket: first.socket })
+  const a = await child.send({ body: refreshBody(minted.refreshToken) })
+  t.equal(a.status, 200, 'answered by the new daemon')
+  const file = await rotatedInFile('the rotation in auth.json', home, minted.refreshToken)
+  t.ok(JSON.parse(a.text!).refresh_token === file.refreshToken, 'with the refresh token it committed')
+  t.equal(refreshCalls(p), 1, 'one spend')
+  t.equal((await status(await connect(t, second))).counters.broker.answers.spent, 1, 'through the broker, not around it')
+  t.equal(await child.exit(), 0)
+})
+
 t.test('codex logout\'s revoke through the listener: the daemon\'s logout', async (t) => {
   const { p, minted, home } = await loggedIn(t, { authorizationCode: HOUR, refreshToken: 24 * HOUR })
   const d = await daemon(t, home, p)
