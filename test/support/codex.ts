@@ -100,6 +100,8 @@ export interface BackendStub {
   readonly requests: StubRequest[]
   /** Token ids (tokenId) answered 401, as a backend that no longer accepts them (the 401 path). */
   readonly rejected: Set<string>
+  /** Answer 401 to every authenticated request (a backend that rejects every token). */
+  rejectAll: boolean
   /** Called for each request the stub answered 401. */
   on401: ((r: StubRequest) => void) | null
   close(): Promise<void>
@@ -123,12 +125,12 @@ export function tokenId(token: string): string {
 export async function startBackendStub(): Promise<BackendStub> {
   const requests: StubRequest[] = []
   const rejected = new Set<string>()
-  const stub = { on401: null as ((r: StubRequest) => void) | null }
+  const stub = { on401: null as ((r: StubRequest) => void) | null, rejectAll: false }
   const server = http.createServer((req, res) => {
     const auth = String(req.headers.authorization ?? '')
     const bearer = /^Bearer (.+)$/i.exec(auth)?.[1] ?? null
     const bearerId = bearer === null ? null : tokenId(bearer)
-    const status = bearerId !== null && rejected.has(bearerId) ? 401 : 400
+    const status = bearerId !== null && (stub.rejectAll || rejected.has(bearerId)) ? 401 : 400
     const r: StubRequest = {
       method: req.method ?? '',
       path: (req.url ?? '').split('?')[0] ?? '',
@@ -164,6 +166,12 @@ export async function startBackendStub(): Promise<BackendStub> {
     },
     set on401(f) {
       stub.on401 = f
+    },
+    get rejectAll() {
+      return stub.rejectAll
+    },
+    set rejectAll(v) {
+      stub.rejectAll = v
     },
     close: () =>
       new Promise<void>((resolve) => {
