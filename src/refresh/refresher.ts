@@ -393,6 +393,7 @@ export class Refresher {
       })
       .finally(() => {
         this.inFlight = null
+        this.nextReason = null // a run that spent nothing leaves no reason for the next
         // Pending tokens whose commit was held back while this refresh ran (startCommit).
         if (this.o.state.current.pending !== null && this.commitTimer === null) this.startCommit()
         this.reschedule()
