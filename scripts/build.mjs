@@ -36,7 +36,8 @@ const common = {
 // koffi is native (it loads the prebuilt .node for this platform): the one package dist/ requires
 // from node_modules at run time, so it stays a `dependency`. src/os/libc.ts resolves it with
 // createRequire(import.meta.url), which a CommonJS bundle gets from the injected file. The client
-// needs it too (the peer check of src/os/peercred.ts), loaded only when used.
+// needs it too (the peer check of src/os/peercred.ts, and the exec listener's probe of the home's
+// owner lock through src/os/flock.ts), loaded only when used.
 const withKoffi = {
   external: ['koffi'],
   define: { ...common.define, 'import.meta.url': 'importMetaUrl' },

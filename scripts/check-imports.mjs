@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 
 /** Top-level folders (or files) of src/, by what they may import from src/. */
-const DOMAIN = ['codex', 'login', 'net', 'refresh', 'state', 'store']
+const DOMAIN = ['broker', 'codex', 'login', 'net', 'refresh', 'state', 'store']
 const RULES = [
   {
     name: 'the domain does not depend on the wire, the daemon or the client',

@@ -32,6 +32,7 @@ function baseStatus(over: Partial<Status> = {}): Status {
     settings: { codexHome: '/h', codexHomeTarget: '/h', preferredAuthMethod: 'chatgpt', forcedLoginMethod: null, credentialsStore: 'file' },
     problems: [],
     daemon: { version: '0', pid: 1, startedAt: '', socket: '/s', activated: false },
+    counters: { refreshTokenSpends: {}, broker: { requestsByReason: {}, answers: {} } },
     ...over,
   }
 }

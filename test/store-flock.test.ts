@@ -1,7 +1,7 @@
 import t from 'tap'
 import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { acquireLock, LockTimeoutError } from '../src/store/flock.js'
+import { acquireLock, LockTimeoutError } from '../src/os/flock.js'
 import { tempDir } from './support/daemon.js'
 import { flockN, holdWithFlock, ticks, track } from './support/flock.js'
 

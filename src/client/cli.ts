@@ -30,6 +30,9 @@ import {
 } from './cli-util.js'
 import { jsonForTerminal } from '../text.js'
 import { VERSION } from '../version.js'
+import { givenCodexHome } from '../paths.js'
+import { homeOwned } from '../os/home-owner.js'
+import { codexEndpoints, startBrokerListener, type BrokerListener, type Forwarded } from './broker-listener.js'
 
 
 /** child_process is loaded only by the commands that start a process: it costs start-up time. */
@@ -201,11 +204,54 @@ async function cmdExec(a: ParsedArgs): Promise<number> {
     failureExit(e) // prints the reason
     return CliExit.ExecSetupFailed
   }
-  const env = childEnv(process.env, grant)
+  // The refresh broker (docs/broker.md): Codex's own refreshes go to the daemon through it.
+  let broker: BrokerListener | null = null
+  try {
+    broker = await startBrokerListener({
+      upstream: codexEndpoints(process.env),
+      forward: (kind, body) => forwardToDaemon(a, kind, body),
+      homeOwned: () => homeOwned(givenCodexHome(process.env, a.codexHome)),
+      note: err,
+    })
+  } catch (e) {
+    err(`codex-auth: the refresh broker could not start (${e instanceof Error ? e.message : String(e)}); ${cmd} refreshes its tokens by itself`)
+  }
+  const env = { ...childEnv(process.env, grant), ...(broker?.env ?? {}) }
+  const code = await runChild(cmd, found.file, a.argv.slice(1), env)
+  await broker?.close()
+  return code
+}
+
+/** One broker request to the daemon, on a connection of its own (the daemon may restart between two). */
+async function forwardToDaemon(a: ParsedArgs, kind: 'refresh' | 'revoke', body: Record<string, unknown>): Promise<Forwarded> {
+  let client: AuthdClient
+  try {
+    client = await open(a)
+  } catch (e) {
+    if (e instanceof DaemonUnreachableError) return 'unreachable'
+    throw e
+  }
+  try {
+    // The daemon checks every field (-32602 otherwise): the body goes as Codex sent it.
+    return kind === 'refresh' ? await client.brokerRefresh(body as never) : await client.brokerRevoke(body as never)
+  } catch (e) {
+    if (e instanceof AuthdError && e.code === ErrorCode.InvalidParams) {
+      return { status: 400, body: { error: { message: 'The request is missing a field or has one of the wrong type', type: 'invalid_request_error', param: null, code: 'invalid_request' } } }
+    }
+    if (e instanceof AuthdError && e.code === ErrorCode.MethodNotFound) return 'unsupported'
+    // Sent, and then the connection or the daemon failed: a spend may have happened, so never
+    // around the daemon; Codex tries again later.
+    return { status: 503, body: { error: { message: 'codex-authd did not answer', type: 'server_error', param: null, code: 'temporarily_unavailable' } } }
+  } finally {
+    client.close()
+  }
+}
+
+function runChild(cmd: string, file: string, args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   return new Promise<number>((resolve) => {
     let child: ReturnType<typeof spawnType>
     try {
-      child = spawn()(found.file, a.argv.slice(1), { stdio: 'inherit', env, argv0: cmd })
+      child = spawn()(file, args, { stdio: 'inherit', env, argv0: cmd })
     } catch (e) {
       err(`codex-auth: cannot run ${cmd}: ${e instanceof Error ? e.message : String(e)}`)
       return resolve(CliExit.ExecSetupFailed)

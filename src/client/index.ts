@@ -19,6 +19,9 @@ import {
   type AuditParams,
   type AuditResult,
   type AuthGrant,
+  type BrokerAnswer,
+  type BrokerRefreshParams,
+  type BrokerRevokeParams,
   type AwaitLoginParams,
   type CancelLoginParams,
   type GetAuthParams,
@@ -459,6 +462,14 @@ export class AuthdClient {
   /** Who was handed tokens, refreshed, logged in or out, oldest first (docs/contract.md#audit). */
   audit(params?: AuditParams): Promise<AuditResult> {
     return this.call('audit', params)
+  }
+  /** The refresh broker (docs/broker.md): Codex's refresh request, answered as the token endpoint would. */
+  brokerRefresh(params: BrokerRefreshParams): Promise<BrokerAnswer> {
+    return this.call('brokerRefresh', params)
+  }
+  /** The refresh broker: Codex's revoke request (the daemon's logout for the current token). */
+  brokerRevoke(params: BrokerRevokeParams): Promise<BrokerAnswer> {
+    return this.call('brokerRevoke', params)
   }
   /** The version handshake: the daemon's version and protocol (this client's are PROTOCOL_VERSION and VERSION). */
   async hello(): Promise<HelloResult> {

@@ -30,8 +30,10 @@ import { peerCredentials } from '../os/peercred.js'
 import { AuditLog } from './audit.js'
 import { toRpcError } from './errors.js'
 import { methodTable, type MethodDeps } from './methods.js'
+import { Broker } from '../broker/broker.js'
+import { revokeTokens } from '../login/oauth.js'
 import { HomeLockError, ServedHome, UnservedHome, type HomeContext, type HomeDeps, type HomeView } from './served-home.js'
-import type { DaemonOptions } from './options.js'
+import { recoveryScaleFromEnv, type DaemonOptions } from './options.js'
 import { buildStatus, type DaemonInfo } from './views.js'
 
 export class StartError extends Error {
@@ -154,7 +156,17 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
 
   // The home served now; a relink replaces it (follow() below).
   let served: HomeView
-  const statusNow = (): Status => buildStatus(served.snapshot(), daemon, served.refresher.status(), { given, target: served.target })
+  // The refresh broker (docs/broker.md): one per daemon; it asks the home served at each request.
+  const broker = new Broker({
+    refresher: () => (served.serving && served.refresherStarted ? served.refresher : null),
+    reload: () => served.reload(),
+    revoke: (tokens) => revokeTokens(homeDeps.issuer, ctx.env, tokens),
+    remove: () => served.logins.logout(false),
+    log,
+    recoveryScale: recoveryScaleFromEnv(ctx.env),
+  })
+  const counters = (): Status['counters'] => ({ refreshTokenSpends: served.refresher.spendsByReason(), broker: broker.counters() })
+  const statusNow = (): Status => buildStatus(served.snapshot(), daemon, served.refresher.status(), { given, target: served.target }, counters())
   let loggedProblems = new Set<string>()
   const logProblems = (problems: Problem[]): void => {
     const now = new Set<string>()
@@ -335,7 +347,17 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
     logout: (revoke) => served.logins.logout(revoke),
   }
   for (const [name, handler] of Object.entries(
-    methodTable({ snapshot: () => served.snapshot(), daemon, home: () => ({ given, target: served.target }), refresher, logins, log, audit: new AuditLog() }),
+    methodTable({
+      snapshot: () => served.snapshot(),
+      daemon,
+      home: () => ({ given, target: served.target }),
+      refresher,
+      logins,
+      broker,
+      spendsByReason: () => served.refresher.spendsByReason(),
+      log,
+      audit: new AuditLog(),
+    }),
   )) {
     rpc.addMethod(name, handler as MethodHandler)
   }

@@ -1,7 +1,8 @@
 // The method table of docs/contract.md: every method the daemon serves, in one place. Each entry checks
 // its params (daemon/params.ts), calls the part that does the work and shapes the answer
 // (daemon/views.ts). Failures are thrown as the domain's errors; daemon/errors.ts maps them.
-import { ErrorCode, PROTOCOL_VERSION, type AuditedMethod, type Methods, type MethodName } from '../rpc/contract.js'
+import { ErrorCode, PROTOCOL_VERSION, type AuditedMethod, type BrokerAnswer, type Methods, type MethodName } from '../rpc/contract.js'
+import { clip } from '../text.js'
 import type { Connection } from '../rpc/transport.js'
 import type { Logger } from '../log.js'
 import type { LoginManager } from '../login/manager.js'
@@ -10,10 +11,13 @@ import type { Snapshot } from '../state/cache.js'
 import { RpcError, invalidParams } from '../rpc/errors.js'
 import type { AuditLog } from './audit.js'
 import { toRpcError } from './errors.js'
+import { badRequest, type Broker } from '../broker/broker.js'
 import {
   paramsObject,
   parseAuditParams,
   parseAwaitParams,
+  parseBrokerRefreshParams,
+  parseBrokerRevokeParams,
   parseCancelParams,
   parseGetAuthParams,
   parseHelloParams,
@@ -29,6 +33,9 @@ export interface MethodDeps {
   home(): { given: string; target: string | null }
   refresher: Pick<Refresher, 'ensureFresh' | 'forceRefresh' | 'status'>
   logins: Pick<LoginManager, 'start' | 'wait' | 'cancel' | 'logout'>
+  broker: Pick<Broker, 'refresh' | 'revoke' | 'counters'>
+  /** Refresh-token spends of the served home, by reason (status counters). */
+  spendsByReason(): Record<string, number>
   log: Logger
   audit: AuditLog
 }
@@ -47,13 +54,25 @@ function outcomeOf(e: unknown): string {
   return rpc.code === ErrorCode.InvalidParams ? 'invalid_params' : `error ${rpc.code}`
 }
 
+/** The audit's outcome for a broker answer: `ok`, or its HTTP status and OpenAI error code. */
+function brokerOutcome(answer: BrokerAnswer): string {
+  if (answer.status === 200) return 'ok'
+  const code = (answer.body.error as { code?: unknown } | undefined)?.code
+  return typeof code === 'string' ? `http ${answer.status} ${clip(code)}` : `http ${answer.status}`
+}
+
 export function methodTable(deps: MethodDeps): MethodTable {
   /** Runs `work` and records who asked and how it ended (daemon/audit.ts); `detail` is set by `work` once it has read its params. */
-  const audited = async <T>(method: AuditedMethod, conn: Connection, work: (setDetail: (d: string) => void) => T | Promise<T>): Promise<T> => {
+  const audited = async <T>(
+    method: AuditedMethod,
+    conn: Connection,
+    work: (setDetail: (d: string) => void) => T | Promise<T>,
+    outcomeOfResult: (result: T) => string = () => 'ok',
+  ): Promise<T> => {
     let detail: string | null = null
     try {
       const result = await work((d) => (detail = d))
-      deps.audit.record(method, conn.peer, detail, 'ok')
+      deps.audit.record(method, conn.peer, detail, outcomeOfResult(result))
       return result
     } catch (e) {
       deps.audit.record(method, conn.peer, detail, outcomeOf(e))
@@ -64,7 +83,7 @@ export function methodTable(deps: MethodDeps): MethodTable {
     getAuth: (params, conn) => audited('getAuth', conn, () => getAuth(params)),
     status: (params) => {
       paramsObject(params)
-      return buildStatus(deps.snapshot(), deps.daemon, deps.refresher.status(), deps.home())
+      return buildStatus(deps.snapshot(), deps.daemon, deps.refresher.status(), deps.home(), { refreshTokenSpends: deps.spendsByReason(), broker: deps.broker.counters() })
     },
     refresh: (params, conn) =>
       audited('refresh', conn, async () => {
@@ -101,6 +120,21 @@ export function methodTable(deps: MethodDeps): MethodTable {
         setDetail(revoke ? 'revoke' : 'no-revoke')
         return deps.logins.logout(revoke)
       }),
+    // The refresh broker (docs/broker.md): Codex's own requests, forwarded by `codex-auth exec`.
+    // Audited like refresh and logout: a user who wonders which tool spent or revoked can find out.
+    brokerRefresh: (params, conn) =>
+      audited(
+        'brokerRefresh',
+        conn,
+        (setDetail) => {
+          const body = parseBrokerRefreshParams(params)
+          setDetail(clip(body.refresh_reason ?? 'no reason'))
+          if (body.grant_type !== 'refresh_token') return badRequest('Unsupported grant type', 'unsupported_grant_type')
+          return deps.broker.refresh(body)
+        },
+        brokerOutcome,
+      ),
+    brokerRevoke: (params, conn) => audited('brokerRevoke', conn, () => deps.broker.revoke(parseBrokerRevokeParams(params)), brokerOutcome),
     hello: (params) => {
       const { client, protocol } = parseHelloParams(params)
       const fields = { client: client.name, clientVersion: client.version, clientProtocol: protocol, protocol: PROTOCOL_VERSION }

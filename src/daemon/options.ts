@@ -128,3 +128,12 @@ function parsePorts(s: string): number[] {
   }
   return ports
 }
+
+/**
+ * Hidden, for tests: CODEX_AUTHD_RECOVERY_SCALE multiplies the broker's spacing of recovery
+ * spends (docs/broker.md#a-backend-that-rejects-every-token); default 1.
+ */
+export function recoveryScaleFromEnv(env: NodeJS.ProcessEnv): number {
+  const scale = Number(env.CODEX_AUTHD_RECOVERY_SCALE ?? NaN)
+  return Number.isFinite(scale) && scale > 0 ? scale : 1
+}

@@ -1,7 +1,14 @@
 // Params of the methods (docs/contract.md), checked strictly before any method runs: every wrong type
 // answers -32602 naming the field in `data.field`. Values a param may hold (an API key) are never
 // quoted back.
-import { GET_AUTH_DEFAULT_MIN_VALIDITY, GET_AUTH_MAX_MIN_VALIDITY, type HelloParams, type LoginMethod } from '../rpc/contract.js'
+import {
+  GET_AUTH_DEFAULT_MIN_VALIDITY,
+  GET_AUTH_MAX_MIN_VALIDITY,
+  type BrokerRefreshParams,
+  type BrokerRevokeParams,
+  type HelloParams,
+  type LoginMethod,
+} from '../rpc/contract.js'
 import { invalidParams } from '../rpc/errors.js'
 
 /** Params must be an object or absent; positional arrays are not part of the contract. */
@@ -91,4 +98,41 @@ export function parseAuditParams(params: unknown): { limit: number | null } {
   if (v === undefined) return { limit: null }
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw invalidParams('limit', 'limit must be a whole number from 1')
   return { limit: v }
+}
+
+/** Longest token a broker request may carry: real ones are a few KiB at most. */
+const MAX_BROKER_TOKEN = 16 * 1024
+
+function brokerString(p: Record<string, unknown>, field: string, required: boolean): string | undefined {
+  const v = p[field]
+  if (v === undefined && !required) return undefined
+  // Never quote the value: it is (or may be) a token.
+  if (typeof v !== 'string' || (required && v === '') || v.length > MAX_BROKER_TOKEN) {
+    throw invalidParams(field, `${field} must be ${required ? 'a non-empty' : 'a'} string of at most ${MAX_BROKER_TOKEN} characters`)
+  }
+  return v
+}
+
+/** brokerRefresh: Codex's refresh body (docs/broker.md); unknown fields are ignored, as a token endpoint does. */
+export function parseBrokerRefreshParams(params: unknown): BrokerRefreshParams {
+  const p = paramsObject(params)
+  const out: BrokerRefreshParams = {
+    client_id: brokerString(p, 'client_id', true)!,
+    grant_type: brokerString(p, 'grant_type', true)!,
+    refresh_token: brokerString(p, 'refresh_token', true)!,
+  }
+  const reason = brokerString(p, 'refresh_reason', false)
+  if (reason !== undefined) out.refresh_reason = reason
+  return out
+}
+
+/** brokerRevoke: Codex's revoke body. */
+export function parseBrokerRevokeParams(params: unknown): BrokerRevokeParams {
+  const p = paramsObject(params)
+  const out: BrokerRevokeParams = { token: brokerString(p, 'token', true)! }
+  const hint = brokerString(p, 'token_type_hint', false)
+  const client = brokerString(p, 'client_id', false)
+  if (hint !== undefined) out.token_type_hint = hint
+  if (client !== undefined) out.client_id = client
+  return out
 }

@@ -8,10 +8,10 @@ import { resolveSettings } from '../codex/config.js'
 import type { Logger } from '../log.js'
 import { LoginManager } from '../login/manager.js'
 import type { IssuerConfig } from '../net/issuer.js'
-import { Refresher, type RefresherOptions, type RefreshStatus } from '../refresh/refresher.js'
+import { Refresher, type BrokerState, type RefresherOptions, type RefreshStatus } from '../refresh/refresher.js'
 import { AuthState, type Snapshot } from '../state/cache.js'
 import { resolveAuthTarget } from '../store/authstore.js'
-import type { LockHandle } from '../store/flock.js'
+import type { LockHandle } from '../os/flock.js'
 import { credentialLockPath, OwnedElsewhereError, takeCredentialLock, takeHomeLock } from '../store/ownership.js'
 import type { Problem } from '../types.js'
 import type { DaemonOptions } from './options.js'
@@ -61,7 +61,7 @@ export interface HomeView {
   readonly ready: Promise<void>
   /** `ready` has resolved. */
   readonly refresherStarted: boolean
-  readonly refresher: { ensureFresh(min: number): Promise<void>; forceRefresh(): Promise<void>; status(): RefreshStatus }
+  readonly refresher: Pick<Refresher, 'ensureFresh' | 'forceRefresh' | 'status' | 'brokerState' | 'brokerSpend' | 'spendsByReason'>
   readonly logins: Pick<LoginManager, 'start' | 'wait' | 'cancel' | 'logout'>
   reload(): Promise<void>
   /** Stop serving; `keep` is a lock handed to the next home, not to be released. */
@@ -232,6 +232,10 @@ export class UnservedHome implements HomeView {
     ensureFresh: async (): Promise<void> => {},
     forceRefresh: async (): Promise<void> => {},
     status: (): RefreshStatus => ({ state: 'idle', lastError: null, nextAttemptAt: null, nextRefreshAt: null }),
+    // Nothing to spend: the broker answers every token 401 after its re-read (docs/broker.md).
+    brokerState: (): BrokerState => ({ current: null, spends: new Map(), permanentKind: null, backoffUntil: null, loopGuardUntil: null }),
+    brokerSpend: async (): Promise<void> => {},
+    spendsByReason: (): Record<string, number> => ({}),
   }
   readonly logins: HomeView['logins']
 

@@ -68,7 +68,13 @@ export function grantFrom(snap: Snapshot): AuthGrant {
   }
 }
 
-export function buildStatus(snap: Snapshot, daemon: DaemonInfo, refresh: RefreshStatus, home: { given: string; target: string | null }): Status {
+export function buildStatus(
+  snap: Snapshot,
+  daemon: DaemonInfo,
+  refresh: RefreshStatus,
+  home: { given: string; target: string | null },
+  counters: Status['counters'],
+): Status {
   const r = snap.resolved
   const loggedIn = r.kind === 'apikey' || r.kind === 'chatgpt'
   return {
@@ -97,5 +103,6 @@ export function buildStatus(snap: Snapshot, daemon: DaemonInfo, refresh: Refresh
     },
     problems: snap.problems.map((p) => ({ code: p.code, message: p.message, file: p.file, line: p.line, column: p.column })),
     daemon: { ...daemon },
+    counters,
   }
 }

@@ -69,6 +69,30 @@ interface TokenFields {
 
 type TokenResult = { ok: true; tokens: TokenFields } | { ok: false; answer: TokenAnswer }
 
+/**
+ * One spend of a refresh token, kept for the refresh broker (docs/broker.md): a Codex that presents
+ * a token whose spend is running or done is answered from it. `settled` resolves once the result
+ * is journaled or written to auth.json (the broker answers only then), or the spend ended without one.
+ */
+export type SpendEntry =
+  | { state: 'in_flight'; settled: Promise<void> }
+  | { state: 'done'; tokens: TokenData; settled: Promise<void> }
+  | { state: 'failed'; failure: RefreshFailure; settled: Promise<void> }
+
+/** What the broker decides on (docs/broker.md#decisions); the refresh tokens never leave the daemon but in an answer. */
+export interface BrokerState {
+  /** The tokens a refresh would spend next (a pending result's, else the file's); null: none this daemon can refresh. */
+  current: TokenData | null
+  spends: ReadonlyMap<string, SpendEntry>
+  permanentKind: string | null
+  backoffUntil: number | null
+  /** The loop guard: no automatic refresh before this (ms), or null. */
+  loopGuardUntil: number | null
+}
+
+/** How many spends are remembered for the broker: enough for every Codex still holding a recent token. */
+const KEEP_SPENDS = 8
+
 const NO_TOKENS: RefreshFailure = {
   kind: 'transient',
   permanent: false,
@@ -99,6 +123,13 @@ export class Refresher {
   private rawAnswer: { status: number; text: string } | null = null
   /** A journal found at start could not be settled yet (auth.json unreadable): tried again on each change. */
   private journalUnsettled = false
+  /** The last few spends, by spent refresh token (for the broker), and how each is settled. */
+  private readonly spendLog = new Map<string, SpendEntry>()
+  private readonly settleSpend = new Map<string, () => void>()
+  /** Refresh-token spends by `refresh_reason` (status counters, docs/broker.md#counters). */
+  private readonly spendCounts: Record<string, number> = {}
+  /** The reason the next spend sends (the broker's request's), else the refresher's own. */
+  private nextReason: string | null = null
 
   constructor(options: RefresherOptions) {
     this.o = {
@@ -233,6 +264,54 @@ export class Refresher {
     if (!outcome.ok && 'failure' in outcome) throw new RefreshError(outcome.failure)
   }
 
+  // ---- the broker (docs/broker.md) -----------------------------------------------------------
+
+  /** What the broker decides on, now. */
+  brokerState(): BrokerState {
+    const cand = this.candidate()
+    const now = this.o.now()
+    return {
+      current: cand?.tokens ?? null,
+      spends: this.spendLog,
+      permanentKind: cand !== null && this.permanent?.refreshToken === cand.tokens.refreshToken ? this.permanent.failure.kind : null,
+      backoffUntil: cand !== null && this.backoff?.refreshToken === cand.tokens.refreshToken && this.backoff.until > now ? this.backoff.until : null,
+      loopGuardUntil: this.lastDoneMs !== null ? this.lastDoneMs + 30_000 : null,
+    }
+  }
+
+  /**
+   * A spend of the current refresh token the broker decided on: joins the one in flight, or starts
+   * one sending `reason`, skipping backoff and the loop guard (the broker checked its own guards).
+   * What became of it is in brokerState().spends.
+   */
+  async brokerSpend(reason: string): Promise<void> {
+    if (this.candidate() === null) return
+    if (this.inFlight === null) this.nextReason = reason
+    await this.startRefresh(true)
+  }
+
+  /** Refresh-token spends so far, by the reason sent. */
+  spendsByReason(): Record<string, number> {
+    return { ...this.spendCounts }
+  }
+
+  private noteSpend(spent: string, entry: SpendEntry): void {
+    this.spendLog.delete(spent)
+    this.spendLog.set(spent, entry)
+    while (this.spendLog.size > KEEP_SPENDS) {
+      const oldest = this.spendLog.keys().next().value as string
+      this.spendLog.delete(oldest)
+      this.settleSpend.get(oldest)?.()
+      this.settleSpend.delete(oldest)
+    }
+  }
+
+  /** The spend of `spent` is settled (journaled, written, or ended without a result). */
+  private spendSettled(spent: string): void {
+    this.settleSpend.get(spent)?.()
+    this.settleSpend.delete(spent)
+  }
+
   // ---- decisions ----------------------------------------------------------------------------
 
   /** The ChatGPT tokens to keep fresh: those in auth.json (even while an API key is served). */
@@ -314,6 +393,7 @@ export class Refresher {
       })
       .finally(() => {
         this.inFlight = null
+        this.nextReason = null // a run that spent nothing leaves no reason for the next
         // Pending tokens whose commit was held back while this refresh ran (startCommit).
         if (this.o.state.current.pending !== null && this.commitTimer === null) this.startCommit()
         this.reschedule()
@@ -340,23 +420,35 @@ export class Refresher {
     // (2) Spend the refresh token. No lock is held: Codex waits on auth.lock without a timeout.
     const spent = cand.tokens.refreshToken
     const claims = decodeAccessTokenClaims(cand.tokens.accessToken)
-    const reason = claims.exp !== null ? 'proactive_expiry' : 'scheduled'
+    const reason = this.nextReason ?? (claims.exp !== null ? 'proactive_expiry' : 'scheduled')
+    this.nextReason = null
+    const settled = new Promise<void>((resolve) => this.settleSpend.set(spent, resolve))
+    this.noteSpend(spent, { state: 'in_flight', settled })
+    this.spendCounts[reason] = (this.spendCounts[reason] ?? 0) + 1
     const sentAt = performance.now()
     const result = await this.requestTokens(spent, reason)
     const receivedAt = performance.now()
+    const failed = (failure: RefreshFailure): Outcome => {
+      this.noteSpend(spent, { state: 'failed', failure, settled })
+      this.spendSettled(spent)
+      return { ok: false, failure: this.fail(spent, failure, this.o.now()) }
+    }
     if (!result.ok) {
       const failure = classifyFailure(result.answer)
       // Someone else (a Codex) spent it just before us: its rotation lands in the file moments later.
       if ((failure.kind === 'reused' || failure.kind === 'revoked') && (await this.awaitOtherWriter(cand.held))) {
         this.lastError = null
         this.o.log.info({ kind: failure.kind }, 'refresh token was spent by another writer; adopted its tokens')
+        // Not a spend of ours: a Codex holding it is answered after a re-read (docs/broker.md).
+        this.spendLog.delete(spent)
+        this.spendSettled(spent)
         return { ok: false, skipped: 'adopted' }
       }
-      return { ok: false, failure: this.fail(spent, failure, this.o.now()) }
+      return failed(failure)
     }
     const now = this.o.now()
     const fields = result.tokens
-    if (fields.access_token === undefined && fields.refresh_token === undefined) return { ok: false, failure: this.fail(spent, NO_TOKENS, now) }
+    if (fields.access_token === undefined && fields.refresh_token === undefined) return failed(NO_TOKENS)
 
     // (3) Journal first, durably, before any lock is waited for (docs/refresh.md#the-journal);
     // then pending: served at once; reloads that still show the file's token cannot replace it.
@@ -369,17 +461,22 @@ export class Refresher {
     // token's is, and the commit (the only thing that waits for locks) waits for the journal.
     const pending: PendingTokens = { fileRefreshToken: cand.held.refreshToken, accountId: cand.held.accountId, auth: next, stuck: false, journal: { state: 'writing' } }
     this.o.state.setPending(pending)
+    this.noteSpend(spent, { state: 'done', tokens: next.tokens!, settled })
 
     // (4)-(6) Journal, then commit, in the background; callers are served the pending tokens meanwhile.
-    this.committing = this.journalThenCommit(pending, now, sentAt, receivedAt).finally(() => {
+    this.committing = this.journalThenCommit(pending, now, sentAt, receivedAt, spent).finally(() => {
       this.committing = null
+      this.spendSettled(spent) // whatever became of it: a broker request waits no longer
     })
     return { ok: true }
   }
 
   /** `sentAt`, `receivedAt`: performance.now() around the token request. */
-  private async journalThenCommit(pending: PendingTokens, receivedAtMs: number, sentAt: number, receivedAt: number): Promise<void> {
+  private async journalThenCommit(pending: PendingTokens, receivedAtMs: number, sentAt: number, receivedAt: number, spent: string): Promise<void> {
     const path = await this.journal(pending, receivedAtMs)
+    // The broker answers once the result survives a crash (docs/broker.md#the-reply-contract);
+    // without a journal it waits for the commit (the finally in run()).
+    if (path !== null) this.spendSettled(spent)
     // The window in which a kill loses the rotation: the round trip, then the journal write.
     const journalMs = Math.round(performance.now() - receivedAt)
     this.o.log.info(

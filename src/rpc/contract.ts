@@ -49,6 +49,46 @@ export interface Status {
   }
   problems: StatusProblem[]
   daemon: { version: string; pid: number; startedAt: string; socket: string; activated: boolean }
+  /**
+   * Since this daemon started (added 2026-11-29, docs/broker.md#counters): refresh-token spends by the
+   * `refresh_reason` sent (the served home's), and broker requests by reason and by answer.
+   */
+  counters: { refreshTokenSpends: Record<string, number>; broker: BrokerCounters }
+}
+
+/** Broker requests: `requestsByReason` keys are `refresh:<reason>` and `revoke`; `answers` keys are the answer names of docs/broker.md. */
+export interface BrokerCounters {
+  requestsByReason: Record<string, number>
+  answers: Record<string, number>
+}
+
+/**
+ * `brokerRefresh` (docs/broker.md): Codex's refresh request body, exactly as Codex 0.171 sends it to
+ * CODEX_REFRESH_TOKEN_URL_OVERRIDE. The refresh token crosses the socket inbound: the caller proves
+ * it holds it.
+ */
+export interface BrokerRefreshParams {
+  client_id: string
+  grant_type: string
+  refresh_reason?: string
+  refresh_token: string
+}
+
+/** `brokerRevoke`: Codex's revoke request body (sent to CODEX_REVOKE_TOKEN_URL_OVERRIDE). */
+export interface BrokerRevokeParams {
+  token: string
+  token_type_hint?: string
+  client_id?: string
+}
+
+/**
+ * What the listener answers Codex, verbatim: the HTTP status and JSON body. A 200 to `brokerRefresh`
+ * carries `{id_token, access_token, refresh_token}`: the one place a refresh token leaves the daemon,
+ * and only to the caller that presented the token it replaced.
+ */
+export interface BrokerAnswer {
+  status: number
+  body: Record<string, unknown>
 }
 
 export type LoginMethod = 'browser' | 'device' | 'apikey'
@@ -123,14 +163,14 @@ export interface HelloResult {
 }
 
 /** The methods the audit records (docs/contract.md#audit). */
-export type AuditedMethod = 'getAuth' | 'refresh' | 'login' | 'logout'
+export type AuditedMethod = 'getAuth' | 'refresh' | 'login' | 'logout' | 'brokerRefresh' | 'brokerRevoke'
 
 /** One audit record: who asked for what, and how it ended. Never holds a secret. */
 export interface AuditEntry {
   /** When the answer was given (ISO 8601, UTC). */
   time: string
   method: AuditedMethod
-  /** `login`: the method asked for (`browser`, `device`, `apikey`); `logout`: `revoke` or `no-revoke`; else null. */
+  /** `login`: the method asked for (`browser`, `device`, `apikey`); `logout`: `revoke` or `no-revoke`; `brokerRefresh`: Codex's `refresh_reason` (cut to 80 characters); else null. */
   detail: string | null
   /** `ok`, or the error's `data.reason` (`not_logged_in`, `refresh_failed`, ...), or `invalid_params`, `internal_error`. */
   outcome: string
@@ -163,6 +203,8 @@ export interface Methods {
   subscribe: [undefined, { subscribed: true }]
   hello: [HelloParams, HelloResult]
   audit: [AuditParams | undefined, AuditResult]
+  brokerRefresh: [BrokerRefreshParams, BrokerAnswer]
+  brokerRevoke: [BrokerRevokeParams, BrokerAnswer]
 }
 export type MethodName = keyof Methods
 

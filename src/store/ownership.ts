@@ -3,7 +3,7 @@
 // held for the daemon's lifetime; the lock file carries a note naming the holder, for the refusal.
 import fs from 'node:fs'
 import path from 'node:path'
-import { acquireLock, type LockHandle } from './flock.js'
+import { acquireLock, type LockHandle } from '../os/flock.js'
 
 /** Another daemon already owns this home or this credential file (the daemon exits 3). */
 export class OwnedElsewhereError extends Error {

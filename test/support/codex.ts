@@ -90,12 +90,20 @@ export interface StubRequest {
   /** the bearer token's `jti` (or sha256 prefix for non-JWTs); null without Authorization */
   bearerId: string | null
   at: number
+  /** the status the stub answered */
+  status: number
 }
 
 export interface BackendStub {
   readonly port: number
   readonly url: string
   readonly requests: StubRequest[]
+  /** Token ids (tokenId) answered 401, as a backend that no longer accepts them (the 401 path). */
+  readonly rejected: Set<string>
+  /** Answer 401 to every authenticated request (a backend that rejects every token). */
+  rejectAll: boolean
+  /** Called for each request the stub answered 401. */
+  on401: ((r: StubRequest) => void) | null
   close(): Promise<void>
 }
 
@@ -116,20 +124,30 @@ export function tokenId(token: string): string {
 /** Everything Codex asks of chatgpt_base_url / openai_base_url gets 400 JSON (docs/testing.md#the-real-codex-cli). */
 export async function startBackendStub(): Promise<BackendStub> {
   const requests: StubRequest[] = []
+  const rejected = new Set<string>()
+  const stub = { on401: null as ((r: StubRequest) => void) | null, rejectAll: false }
   const server = http.createServer((req, res) => {
     const auth = String(req.headers.authorization ?? '')
     const bearer = /^Bearer (.+)$/i.exec(auth)?.[1] ?? null
-    requests.push({
+    const bearerId = bearer === null ? null : tokenId(bearer)
+    const status = bearerId !== null && (stub.rejectAll || rejected.has(bearerId)) ? 401 : 400
+    const r: StubRequest = {
       method: req.method ?? '',
       path: (req.url ?? '').split('?')[0] ?? '',
       userAgent: String(req.headers['user-agent'] ?? ''),
-      bearerId: bearer === null ? null : tokenId(bearer),
+      bearerId,
       at: Date.now(),
-    })
+      status,
+    }
+    requests.push(r)
+    if (status === 401) stub.on401?.(r)
     req.resume()
     req.on('end', () => {
-      const body = JSON.stringify({ error: { message: 'test stub: no backend here', type: 'invalid_request_error', code: 'stub' } })
-      res.writeHead(400, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) })
+      const body =
+        status === 401
+          ? JSON.stringify({ error: { message: 'test stub: token rejected', type: 'invalid_request_error', code: 'token_expired' } })
+          : JSON.stringify({ error: { message: 'test stub: no backend here', type: 'invalid_request_error', code: 'stub' } })
+      res.writeHead(status, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) })
       res.end(body)
     })
   })
@@ -142,6 +160,19 @@ export async function startBackendStub(): Promise<BackendStub> {
     port,
     url: `http://127.0.0.1:${port}`,
     requests,
+    rejected,
+    get on401() {
+      return stub.on401
+    },
+    set on401(f) {
+      stub.on401 = f
+    },
+    get rejectAll() {
+      return stub.rejectAll
+    },
+    set rejectAll(v) {
+      stub.rejectAll = v
+    },
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve())
@@ -257,6 +288,8 @@ export interface CodexRunOptions {
   timeoutSec?: number
   /** leave CODEX_REVOKE_TOKEN_URL_OVERRIDE unset (Codex then derives it from the refresh override) */
   noRevokeOverride?: boolean
+  /** a command Codex runs under, inside the namespace (e.g. `node codex-auth.cjs exec --`) */
+  wrap?: string[]
 }
 
 export interface CodexWorld {
@@ -319,6 +352,7 @@ export async function startCodexWorld(provider: TestProvider): Promise<CodexWorl
         '-k',
         '5',
         String(opts.timeoutSec ?? 40),
+        ...(opts.wrap ?? []),
         codexBin(),
         ...args,
       ]

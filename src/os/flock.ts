@@ -4,8 +4,8 @@
 import { constants as fsc } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { errnoError, libc } from '../os/libc.js'
-import { describeHolder, flockHolder, type LockHolder } from '../os/lockholder.js'
+import { errnoError, libc } from './libc.js'
+import { describeHolder, flockHolder, type LockHolder } from './lockholder.js'
 
 const DEFAULT_INTERVAL_MS = 10
 
