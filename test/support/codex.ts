@@ -113,23 +113,32 @@ export function tokenId(token: string): string {
   return `sha256:${createHash('sha256').update(token).digest('hex').slice(0, 12)}`
 }
 
-/** Everything Codex asks of chatgpt_base_url / openai_base_url gets 400 JSON (docs/testing.md#the-real-codex-cli). */
-export async function startBackendStub(): Promise<BackendStub> {
+/** A stand-in's own answer to one backend request, instead of the usual 400. */
+export type StubAnswer = (req: StubRequest) => { status: number; body: unknown } | null
+
+/**
+ * Everything Codex asks of chatgpt_base_url / openai_base_url gets 400 JSON (docs/testing.md#the-real-codex-cli),
+ * unless `answer` gives another answer for it (e.g. a 401 that sends Codex down its refresh path).
+ */
+export async function startBackendStub(answer?: StubAnswer): Promise<BackendStub> {
   const requests: StubRequest[] = []
   const server = http.createServer((req, res) => {
     const auth = String(req.headers.authorization ?? '')
     const bearer = /^Bearer (.+)$/i.exec(auth)?.[1] ?? null
-    requests.push({
+    const seen: StubRequest = {
       method: req.method ?? '',
       path: (req.url ?? '').split('?')[0] ?? '',
       userAgent: String(req.headers['user-agent'] ?? ''),
       bearerId: bearer === null ? null : tokenId(bearer),
       at: Date.now(),
-    })
+    }
+    requests.push(seen)
     req.resume()
     req.on('end', () => {
-      const body = JSON.stringify({ error: { message: 'test stub: no backend here', type: 'invalid_request_error', code: 'stub' } })
-      res.writeHead(400, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) })
+      const own = answer?.(seen) ?? null
+      const status = own?.status ?? 400
+      const body = JSON.stringify(own !== null ? own.body : { error: { message: 'test stub: no backend here', type: 'invalid_request_error', code: 'stub' } })
+      res.writeHead(status, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) })
       res.end(body)
     })
   })
@@ -269,9 +278,9 @@ export interface CodexWorld {
   close(): Promise<void>
 }
 
-export async function startCodexWorld(provider: TestProvider): Promise<CodexWorld> {
+export async function startCodexWorld(provider: TestProvider, stubAnswer?: StubAnswer): Promise<CodexWorld> {
   const dir = tempDir('cad-cx-')
-  const stub = await startBackendStub()
+  const stub = await startBackendStub(stubAnswer)
   const bridge = await startBridge([provider.port, stub.port], dir)
   const relay = path.join(dir, 'relay.mjs')
   fs.writeFileSync(relay, RELAY_SOURCE)
