@@ -9,6 +9,7 @@
 //
 // Prints a table and one JSON line. Usage:
 //   node bench/refresh-storm.mjs [--calls 1000] [--connections 50] [--rounds 3] [--token-delay 0]
+//                                [--preload file.cjs]   (required by each daemon, e.g. a CPU profiler)
 import { build } from 'esbuild'
 import fs from 'node:fs'
 import path from 'node:path'
