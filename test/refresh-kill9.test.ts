@@ -18,8 +18,9 @@
 // A journaled kill is followed by the daemon's start path, which must commit the journal: every
 // RESTART_EVERY-th time (per lane) a real daemon process, otherwise the same code in-process (the
 // state and the refresher's start), so that 200 iterations cost about 210 daemon starts, not 290.
-// Measured: 412 s on a 2-core machine at load 13-27 (241 s of CPU, 12 of it compiling this
-// file's imports); on a quiet one the CPU bounds it at about 2 minutes.
+// Measured on a shared 2-core machine: 174 s at load 4-6, 412 s at load 13-27; about 245 s of CPU
+// either way (some 12 s of it compiling this file's imports), so even alone on 2 cores it needs
+// about 2 minutes: each iteration costs a daemon start and its refresh.
 //
 // Reproduce a schedule with KILL9_SEED=<seed>; KILL9_ITERATIONS changes the count (default 200).
 import t, { type Test } from 'tap'
