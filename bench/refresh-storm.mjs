@@ -9,6 +9,7 @@
 //
 // Prints a table and one JSON line. Usage:
 //   node bench/refresh-storm.mjs [--calls 1000] [--connections 50] [--rounds 3] [--token-delay 0]
+//                                [--preload file.cjs]   (required by each daemon, e.g. a CPU profiler)
 import { build } from 'esbuild'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -22,6 +23,8 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '50' },
     rounds: { type: 'string', default: '3' },
     'token-delay': { type: 'string', default: '0' },
+    /** a CommonJS file the daemon preloads (--require), e.g. one that starts a CPU profile */
+    'preload': { type: 'string' },
   },
 })
 const CALLS = Number(values.calls)
@@ -29,6 +32,7 @@ const CONNECTIONS = Number(values.connections)
 const ROUNDS = Number(values.rounds)
 const TOKEN_DELAY_MS = Number(values['token-delay'])
 const PER_CONNECTION = Math.ceil(CALLS / CONNECTIONS)
+const PRELOAD = values.preload ? path.resolve(values.preload) : null
 
 // ---- the provider harness, bundled next to node_modules so that its bare imports resolve
 const outDir = path.join(ROOT, 'node_modules', '.cache', 'codex-authd-bench')
@@ -67,7 +71,8 @@ async function daemonWith(provider, tokens) {
   const home = tempDir('cab-home-')
   const socket = path.join(tempDir('cab-s-'), 's.sock')
   renameInto(path.join(home, 'auth.json'), authText(tokens))
-  return launchDaemon({ home, socket, args: ['--issuer', provider.issuer, '--issuer-kind', 'openai'], waitMs: 30_000 })
+  const env = PRELOAD !== null ? { NODE_OPTIONS: `--require ${PRELOAD}` } : {}
+  return launchDaemon({ home, socket, env, args: ['--issuer', provider.issuer, '--issuer-kind', 'openai'], waitMs: 30_000 })
 }
 
 /** One storm: CALLS getAuth calls over CONNECTIONS connections, all written at once. */
@@ -95,7 +100,15 @@ async function storm(socket, params) {
 
 const refreshCalls = (p) => p.countCalls({ endpoint: 'token', grantType: 'refresh_token' })
 
-const provider = await startProvider({ ttl: { authorizationCode: 3600, refreshToken: 3600 } })
+// The token endpoint's own latency, as the provider sees it (arrival to answer): what a due storm
+// cannot avoid waiting for; the rest of its wall over the fresh storm's is the daemon's.
+const endpointMs = []
+const provider = await startProvider({
+  ttl: { authorizationCode: 3600, refreshToken: 3600 },
+  onAnswer: (a) => {
+    if (a.call.endpoint === 'token' && a.call.grantType === 'refresh_token') endpointMs.push(Date.now() - a.call.at)
+  },
+})
 provider.tokenDelayMs = TOKEN_DELAY_MS
 const results = { fresh: [], due: [] }
 try {
@@ -107,11 +120,13 @@ try {
       const d = await daemonWith(provider, tokens)
       try {
         const before = refreshCalls(provider)
+        const endpointBefore = endpointMs.length
         const params = kind === 'due' ? { minValiditySeconds: 1200 } : undefined
         const r = await storm(d.socket, params)
         const calls = refreshCalls(provider) - before
         const changed = ![...r.tokens].includes(tokens.accessToken)
-        results[kind].push({ ...r, calls, changed })
+        const endpoint = endpointMs.slice(endpointBefore).reduce((a, b) => a + b, 0)
+        results[kind].push({ ...r, calls, changed, endpoint })
         if (r.errors > 0) throw new Error(`${kind}: ${r.errors} getAuth calls failed`)
         if (r.tokens.size !== 1) throw new Error(`${kind}: ${r.tokens.size} different tokens served`)
         if (kind === 'due' && (calls !== 1 || !changed)) throw new Error(`due: ${calls} token-endpoint calls, token changed: ${changed}`)
@@ -139,6 +154,10 @@ function summary(rs) {
 }
 const fresh = summary(results.fresh)
 const due = summary(results.due)
+// What the daemon adds to a due storm beyond the token endpoint's own latency: each due round's
+// wall minus its refresh call's latency, minus the fresh storms' median wall.
+const endpoint = percentile(results.due.map((r) => r.endpoint).sort((a, b) => a - b), 50)
+const overheadMs = percentile(results.due.map((r) => r.wall - r.endpoint).sort((a, b) => a - b), 50) - fresh.wallMs
 printTable(
   `refresh storm: ${CALLS} concurrent getAuth over ${CONNECTIONS} connections, ${ROUNDS} rounds (median wall; latency over all rounds)`,
   ['token', 'wall ms', 'p50 ms', 'p99 ms', 'max ms', 'token-endpoint calls', 'distinct tokens'],
@@ -148,6 +167,7 @@ printTable(
     ['ratio', fmt(due.wallMs / fresh.wallMs, 2), fmt(due.p50Ms / fresh.p50Ms, 2), fmt(due.p99Ms / fresh.p99Ms, 2), '', '', ''],
   ],
 )
+console.log(`token endpoint latency (median of the due rounds): ${fmt(endpoint, 1)} ms; due wall beyond it and the fresh wall: ${fmt(overheadMs, 1)} ms`)
 console.log(
   JSON.stringify({
     bench: 'refresh-storm',
@@ -158,6 +178,8 @@ console.log(
     fresh,
     due,
     wallRatio: due.wallMs / fresh.wallMs,
+    endpointMs: endpoint,
+    overheadMs,
     oneRefreshPerStorm: results.due.every((r) => r.calls === 1),
   }),
 )

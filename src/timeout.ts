@@ -1,14 +1,19 @@
 // A promise raced against a timer, for the places that wait a bounded time for work they cannot
 // cancel (a refresh in flight, a revocation, a login's end).
-import { setTimeout as sleep } from 'node:timers/promises'
 
-/** What `work` gives, or `onTimeout` if `ms` pass first. The timer is cleared either way. */
+/**
+ * What `work` gives, or `onTimeout` if `ms` pass first. The timer is cleared either way. A plain
+ * timer, not an aborted timers/promises sleep: each abort builds an AbortError with a stack, and
+ * a thousand getAuth calls waiting for one refresh each clear their own timer.
+ */
 export async function orTimeout<T, F>(work: Promise<T>, ms: number, onTimeout: F): Promise<T | F> {
-  const timer = new AbortController()
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<F>((resolve) => {
+    timer = setTimeout(resolve, ms, onTimeout)
+  })
   try {
-    // The aborted timer rejects, but the race has already settled and handles it.
-    return await Promise.race([work, sleep(ms, onTimeout, { signal: timer.signal })])
+    return await Promise.race([work, timeout])
   } finally {
-    timer.abort()
+    clearTimeout(timer)
   }
 }

@@ -1,6 +1,6 @@
 // Outbound HTTP for refresh, login and revocation. Honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY as
 // Codex does (Node's fetch does not by itself; undici's EnvHttpProxyAgent does: docs/architecture.md#library-choices).
-// undici is loaded on first use, so an idle daemon never pays for it.
+// undici is loaded on first use (or by preloadHttp), so a daemon with nothing to refresh never pays for it.
 import type { Dispatcher } from 'undici'
 
 let dispatcher: Promise<Dispatcher> | null = null
@@ -11,6 +11,15 @@ function load(): Promise<[Dispatcher, typeof import('undici').fetch]> {
   dispatcher ??= mod.then((u) => new u.EnvHttpProxyAgent())
   undiciFetch ??= mod.then((u) => u.fetch)
   return Promise.all([dispatcher, undiciFetch])
+}
+
+/**
+ * Load undici now, off the path of a request: the refresher calls it once it holds tokens it
+ * will refresh, so that the first refresh does not pay for loading the HTTP client while
+ * callers wait for it (docs/refresh.md#one-in-flight). Never throws.
+ */
+export function preloadHttp(): void {
+  load().catch(() => {})
 }
 
 export type HttpAnswer =

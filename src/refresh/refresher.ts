@@ -3,11 +3,11 @@
 import { formatLastRefresh } from '../codex/authfile.js'
 import { decodeAccessTokenClaims, decodeIdTokenClaims, isCodexValidIdToken } from '../codex/jwt.js'
 import type { Logger } from '../log.js'
-import { post } from '../net/http.js'
+import { post, preloadHttp } from '../net/http.js'
 import { oidcConfiguration, openAiEndpoints, originator, type IssuerConfig } from '../net/issuer.js'
 import type { ErrorInfo, RefreshState } from '../rpc/contract.js'
 import type { AuthState, PendingTokens } from '../state/cache.js'
-import { AuthWriteError, commitAuth, readAuth, readAuthAfterWriters, sha256Hex, stillHolds, type HeldToken } from '../store/authstore.js'
+import { AuthWriteError, commitAuth, readAuth, readAuthAfterWriters, sha256Hex, stillHolds, stillSameFile, type CommitResult, type HeldToken } from '../store/authstore.js'
 import { deleteJournals, readJournals, writeJournal, type JournalPlaces } from '../store/journal.js'
 import { orTimeout } from '../timeout.js'
 import type { AccessTokenClaims, AuthFile, TokenData } from '../types.js'
@@ -103,6 +103,8 @@ const NO_TOKENS: RefreshFailure = {
 export class Refresher {
   private readonly o: Required<Omit<RefresherOptions, 'now' | 'random'>> & { now: () => number; random: () => number }
   private inFlight: Promise<Outcome> | null = null
+  /** The bounded wait getAuth callers of the refresh in flight share (waitForRefresh). */
+  private sharedWait: { attempt: Promise<Outcome>; endsAt: number; outcome: Promise<Outcome | 'timeout'> } | null = null
   private committing: Promise<void> | null = null
   private permanent: { refreshToken: string; failure: RefreshFailure } | null = null
   private backoff: { refreshToken: string; attempt: number; until: number; failure: RefreshFailure } | null = null
@@ -121,6 +123,7 @@ export class Refresher {
   private stopped = false
   private oidc: ReturnType<typeof oidcConfiguration> | null = null
   private rawAnswer: { status: number; text: string } | null = null
+  private httpPreloaded = false
   /** A journal found at start could not be settled yet (auth.json unreadable): tried again on each change. */
   private journalUnsettled = false
   /** The last few spends, by spent refresh token (for the broker), and how each is settled. */
@@ -220,15 +223,29 @@ export class Refresher {
     if (!needs) return
 
     let outcome: Outcome | 'timeout' | 'loop_guard' | null = null
-    if (this.inFlight !== null) outcome = await orTimeout(this.inFlight, this.o.getAuthWaitMs, 'timeout' as const)
+    if (this.inFlight !== null) outcome = await this.waitForRefresh(this.inFlight)
     else {
       const blocked = this.blocked(cand, now, false)
-      if (blocked === null) outcome = await orTimeout(this.startRefresh(false), this.o.getAuthWaitMs, 'timeout' as const)
+      if (blocked === null) outcome = await this.waitForRefresh(this.startRefresh(false))
       else if (blocked === 'loop_guard') outcome = 'loop_guard' // a fresh refresh cannot do better now
     }
     if (validMs() >= minMs) return
     if (mayRetry && typeof outcome === 'object' && outcome !== null && !outcome.ok && 'skipped' in outcome && outcome.skipped === 'adopted') return 'adopted'
     throw new RefreshError(this.failureFor(outcome, validMs(), minValiditySeconds))
+  }
+
+  /**
+   * A getAuth caller's bounded wait for the refresh in flight (docs/refresh.md#getauth-and-refresh).
+   * Callers arriving within the same second share one timer, so a storm of them costs one timer,
+   * not one each: every caller waits between getAuthWaitMs − 1 s and getAuthWaitMs.
+   */
+  private waitForRefresh(attempt: Promise<Outcome>): Promise<Outcome | 'timeout'> {
+    const now = this.o.now()
+    const w = this.sharedWait
+    if (w !== null && w.attempt === attempt && w.endsAt - now >= this.o.getAuthWaitMs - 1000) return w.outcome
+    const outcome = orTimeout(attempt, this.o.getAuthWaitMs, 'timeout' as const)
+    this.sharedWait = { attempt, endsAt: now + this.o.getAuthWaitMs, outcome }
+    return outcome
   }
 
   /** Why a token that is not good enough cannot be refreshed here at all (docs/refresh.md#which-tokens). */
@@ -394,6 +411,7 @@ export class Refresher {
       .finally(() => {
         this.inFlight = null
         this.nextReason = null // a run that spent nothing leaves no reason for the next
+        this.sharedWait = null
         // Pending tokens whose commit was held back while this refresh ran (startCommit).
         if (this.o.state.current.pending !== null && this.commitTimer === null) this.startCommit()
         this.reschedule()
@@ -408,8 +426,11 @@ export class Refresher {
     if (cand === null) return { ok: false, skipped: 'no_tokens' }
     if (!force && this.blocked(cand, this.o.now(), false) === 'permanent') return { ok: false, failure: this.permanent!.failure }
 
-    // (1) Re-read without a lock: someone else may have refreshed or logged in already.
-    const disk = await readAuth(this.o.home)
+    // (1) Re-read without a lock: someone else may have refreshed or logged in already. When
+    // auth.json is still the version the state last read (one stat), that read is current: no
+    // read, and no trip through the thread pool while a storm of callers waits.
+    const last = this.o.state.current.read
+    const disk = stillSameFile(this.o.home, last) ? last : await readAuth(this.o.home)
     if (disk.state === 'unreadable') return { ok: false, skipped: 'unreadable' }
     if (!stillHolds(disk, cand.held)) {
       this.o.log.info('auth.json changed before refresh; adopting it')
@@ -586,22 +607,23 @@ export class Refresher {
 
   /** Steps 4-5: true when the pending tokens are settled (written, or dropped for someone else's). */
   private async commitOnce(pending: PendingTokens): Promise<boolean> {
-    let outcome
+    let res: CommitResult | { outcome: 'write_error' }
     try {
-      const res = await commitAuth(this.o.home, {
+      res = await commitAuth(this.o.home, {
         lockTimeoutMs: this.o.lockTimeoutMs,
         precondition: (cur) => stillHolds(cur, { refreshToken: pending.fileRefreshToken, accountId: pending.accountId }),
         update: (cur) => (cur === null ? null : mergeRefreshed(cur, pending.auth)),
+        // The watcher's event for our own rename must not read the file back.
+        onWrite: (written) => this.o.state.expectOwnWrite(written, pending),
       })
-      outcome = res.outcome
     } catch (e) {
       if (!(e instanceof AuthWriteError)) throw e
-      outcome = 'write_error' as const
+      res = { outcome: 'write_error' }
     }
-    if (outcome === 'written') {
-      // The reload sees the new refresh token and drops the pending copy itself.
-      await this.o.state.reload()
-      if (this.o.state.current.pending === pending) this.o.state.setPending(null)
+    const outcome = res.outcome
+    if (res.outcome === 'written') {
+      // What we wrote is the file now: the state takes it without reading it back.
+      await this.o.state.wrote(res.written, pending)
       this.o.log.info('refreshed tokens written to auth.json')
       await this.settleJournal()
       return true
@@ -664,21 +686,22 @@ export class Refresher {
     if (newest === undefined) return
     const { record, path } = newest
     const held: HeldToken = { refreshTokenSha256: record.fileRefreshTokenSha256, accountId: record.accountId }
-    let outcome: string
+    let res: CommitResult | { outcome: 'write_error' }
     try {
-      const res = await commitAuth(this.o.home, {
+      res = await commitAuth(this.o.home, {
         lockTimeoutMs: this.o.lockTimeoutMs,
         precondition: (cur) => stillHolds(cur, held),
         update: (cur) => (cur === null ? null : mergeRefreshed(cur, record.auth)),
+        onWrite: (written) => this.o.state.expectOwnWrite(written, null),
       })
-      outcome = res.outcome
     } catch (e) {
       if (!(e instanceof AuthWriteError)) throw e
-      outcome = 'write_error'
+      res = { outcome: 'write_error' }
     }
+    const outcome = res.outcome
     this.o.log.info({ outcome, journal: path }, 'journaled refresh result handled')
     if (outcome === 'written' || outcome === 'precondition_failed' || outcome === 'deleted') {
-      if (outcome === 'written') await this.o.state.reload()
+      if (res.outcome === 'written') await this.o.state.wrote(res.written, null)
       await deleteJournals(this.journalPlaces)
       return
     }
@@ -723,6 +746,12 @@ export class Refresher {
     if (cand === null) return
     const now = this.o.now()
     if (this.permanent?.refreshToken === cand.tokens.refreshToken) return
+    // These tokens will be refreshed (within the hour for OpenAI's): load the HTTP client now
+    // rather than while callers wait for the refresh.
+    if (!this.httpPreloaded) {
+      this.httpPreloaded = true
+      preloadHttp()
+    }
     const due = this.dueAt(cand, now)
     if (due === null) return
     const wake = this.backoff !== null ? Math.max(due, this.backoff.until) : due

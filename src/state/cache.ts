@@ -6,7 +6,7 @@ import path from 'node:path'
 import { EventEmitter } from 'node:events'
 import { resolveSettings, type ConfigOverride } from '../codex/config.js'
 import { resolveAuth } from '../codex/resolve.js'
-import { readAuth, stillHolds, type AuthRead } from '../store/authstore.js'
+import { readAuth, stillHolds, type AuthRead, type OwnWrite } from '../store/authstore.js'
 import { danglingLinkTarget, readSmallTextFile } from '../store/textfile.js'
 import { homeExposure } from './exposure.js'
 import { HomeWatcher } from './watcher.js'
@@ -76,6 +76,16 @@ export class AuthState extends EventEmitter<StateEvents> {
   private snap: Snapshot
   private fingerprint = ''
   private reads = 0
+  /** Reads that read and parsed auth.json's bytes (not recognised as our own write). */
+  private authParses = 0
+  /**
+   * What this process last wrote to auth.json (a refresh's commit): a read that finds that very
+   * version (by fileIdentity) takes it from here instead of parsing the file again, so that the
+   * watcher's event for our own write costs a stat, not a read (docs/watching.md).
+   */
+  private ownWrite: (OwnWrite & { settles: PendingTokens | null }) | null = null
+  /** Bumped by expectOwnWrite() and wrote(): a read that overlapped either may be stale and is done again. */
+  private ownWrites = 0
   private running: Promise<void> | null = null
   private again = false
   private trailing: NodeJS.Timeout | null = null
@@ -133,8 +143,8 @@ export class AuthState extends EventEmitter<StateEvents> {
    * Wake-up accounting, for tests and benchmarks (never reset): fs.watch callbacks (each one a
    * wake-up), those dropped by name, and reads of auth.json and config.toml.
    */
-  get watchStats(): { callbacks: number; ignored: number; reads: number } {
-    return { ...this.watcher.stats, reads: this.reads }
+  get watchStats(): { callbacks: number; ignored: number; reads: number; authParses: number } {
+    return { ...this.watcher.stats, reads: this.reads, authParses: this.authParses }
   }
 
   /** Re-read now (coalesced: a reload asked for while one runs makes one more run). */
@@ -154,6 +164,30 @@ export class AuthState extends EventEmitter<StateEvents> {
       }
     })()
     return this.running
+  }
+
+  /**
+   * Our commit is about to rename `written` into place (docs/refresh.md#the-sequence): a read that
+   * finds that version (the watcher's, for our own rename) takes it from here instead of parsing
+   * the file, and `settles` (the pending tokens it commits) then stops being pending without
+   * counting as dropped. Anyone writing after us changes the file's identity and is read as usual.
+   */
+  expectOwnWrite(written: OwnWrite, settles: PendingTokens | null): void {
+    this.ownWrite = { ...written, settles }
+    this.ownWrites++
+    if (this.running) this.again = true // a read under way may show the file before our write
+  }
+
+  /** Our commit landed: what was written is the file's content now, without reading it back. */
+  wrote(written: OwnWrite, settles: PendingTokens | null): Promise<void> {
+    if (this.ownWrite?.read !== written.read) this.expectOwnWrite(written, settles)
+    this.ownWrites++
+    if (this.running) this.again = true
+    // Not loaded yet (a journal committed at start): the first read finds our version.
+    if (this.inputs === null) return this.reload()
+    this.inputs = { ...this.inputs, read: written.read, fileAuth: written.read.auth }
+    this.recompute()
+    return Promise.resolve()
   }
 
   /** The refresher holds new tokens it could not write yet; they are served until committed. */
@@ -186,7 +220,14 @@ export class AuthState extends EventEmitter<StateEvents> {
     this.reads++
     this.watcher.sync()
     const configFile = path.join(this.home, 'config.toml')
-    const [read, configText, exposure] = await Promise.all([readAuth(this.home), readSmallTextFile(configFile, CONFIG_MAX_BYTES), homeExposure(this.home)])
+    const ownWrites = this.ownWrites
+    const [read, configText, exposure] = await Promise.all([readAuth(this.home, this.ownWrite), readSmallTextFile(configFile, CONFIG_MAX_BYTES), homeExposure(this.home)])
+    if (read.state !== 'absent' && read !== this.ownWrite?.read) this.authParses++
+    if (ownWrites !== this.ownWrites) {
+      // We wrote auth.json while this read ran: it may show the file before our write. Once more.
+      this.again = true
+      return
+    }
     const configProblems: Problem[] = [...exposure]
     let text: string | null = null
     if (configText.state === 'ok') text = configText.text
@@ -241,7 +282,10 @@ export class AuthState extends EventEmitter<StateEvents> {
     const { read, fileAuth, settings, configProblems } = this.inputs
     let pending = this.snap.pending
     let served = fileAuth
-    if (pending !== null) {
+    if (pending !== null && pending === this.ownWrite?.settles && read === this.ownWrite.read) {
+      // Our own commit of them is the file now: settled, not dropped.
+      pending = null
+    } else if (pending !== null) {
       if (read.state === 'unreadable') {
         // Keep serving the pending tokens: the file may be mid-write by someone else.
         served = pending.auth

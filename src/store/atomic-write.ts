@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto'
 import { constants as fsc } from 'node:fs'
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
-import { errCode } from './textfile.js'
+import { errCode, fileIdentity } from './textfile.js'
 
 const TEMP_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'
 
@@ -21,15 +21,21 @@ export interface AtomicWriteOptions {
   tempPrefix?: string
   /** fsync the directory after the rename, so that the new name survives a crash too. */
   syncDir?: boolean
+  /**
+   * Called with the new file's fileIdentity just before the rename, so that the caller can
+   * recognise the version it wrote the moment anyone (a watcher) sees it.
+   */
+  beforeRename?: (identity: string) => void
 }
 
 /**
  * Writes `text` to `path` atomically: a temp file created O_EXCL in the same directory, chmod,
  * fsync, rename over `path`, then the temp fd is closed. A symlink at `path` itself would be
  * replaced, so callers pass the resolved target. On any error the temp file is removed, `path`
- * is untouched and the error is thrown as it came.
+ * is untouched and the error is thrown as it came. Returns the new file's fileIdentity, so that
+ * a reader can tell this version from any later one without reading it.
  */
-export async function writeFileAtomic(path: string, text: string, opts: AtomicWriteOptions): Promise<void> {
+export async function writeFileAtomic(path: string, text: string, opts: AtomicWriteOptions): Promise<string> {
   const dir = dirname(path)
   const prefix = opts.tempPrefix ?? `.${basename(path)}-`
   let tmp = ''
@@ -50,9 +56,12 @@ export async function writeFileAtomic(path: string, text: string, opts: AtomicWr
     await fh.chmod(opts.mode)
     await fh.writeFile(text, 'utf8')
     await fh.sync()
+    const identity = fileIdentity(await fh.stat({ bigint: true }))
+    opts.beforeRename?.(identity)
     await rename(tmp, path)
     tmp = ''
     if (opts.syncDir) await syncDirectory(dir)
+    return identity
   } finally {
     if (fh) await fh.close().catch(() => {})
     if (tmp) await unlink(tmp).catch(() => {})

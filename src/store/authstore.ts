@@ -2,15 +2,15 @@
 // in Codex's order (docs/codex-compat.md#locks, #atomic-write; docs/refresh.md#the-sequence;
 // docs/watching.md#files-the-daemon-cannot-use).
 import { createHash } from 'node:crypto'
-import type { Stats } from 'node:fs'
+import { statSync, type Stats } from 'node:fs'
 import { lstat, readlink, unlink } from 'node:fs/promises'
 import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { parseAuthFile, serializeAuthFile } from '../codex/authfile.js'
 import type { AuthFile, Problem } from '../types.js'
 import { acquireLock, LockTimeoutError, type LockHandle } from '../os/flock.js'
 import type { LockHolder } from '../os/lockholder.js'
-import { writeFileAtomic } from './atomic-write.js'
-import { errCode, errText, readSmallTextFile } from './textfile.js'
+import { writeFileAtomic, type AtomicWriteOptions } from './atomic-write.js'
+import { errCode, errText, fileIdentity, readSmallTextFileUnless } from './textfile.js'
 
 /** Files larger than this are reported, never read whole (real auth.json files are ~4 KiB). */
 export const MAX_AUTH_BYTES = 1024 * 1024
@@ -28,6 +28,8 @@ export type AuthRead =
       mode: number
       targetPath: string
       isSymlink: boolean
+      /** The version read (fileIdentity of the target); absent when not known. */
+      identity?: string
     }
   | { state: 'unreadable'; problem: Problem }
 
@@ -53,10 +55,18 @@ export interface CommitOptions {
   /** Must be quick and synchronous: it runs while both locks are held. null = delete. */
   update: (current: AuthFile | null) => AuthFile | null
   signal?: AbortSignal
+  /** Told what is about to be renamed into place (before the rename: a watcher may see it at once). */
+  onWrite?: (written: OwnWrite) => void
+}
+
+/** auth.json as this process last wrote it, and that version's fileIdentity. */
+export interface OwnWrite {
+  read: AuthRead & { state: 'ok' }
+  identity: string
 }
 
 export type CommitResult =
-  | { outcome: 'written'; auth: AuthFile }
+  | { outcome: 'written'; auth: AuthFile; written: OwnWrite }
   | { outcome: 'deleted'; existed: boolean }
   | { outcome: 'precondition_failed'; current: AuthRead }
   | { outcome: 'unreadable'; problem: Problem }
@@ -128,13 +138,14 @@ export async function resolveAuthTarget(home: string): Promise<AuthTarget> {
 /**
  * Reads auth.json without a lock (Codex readers take none). A missing file, including the target
  * of a dangling symlink, is 'absent': Codex reads it as "not logged in" and a write creates the
- * target through the link.
+ * target through the link. When the file is still the version `ownWrite` wrote (same target,
+ * same fileIdentity), that read is returned without reading or parsing the file again.
  */
-export async function readAuth(home: string): Promise<AuthRead> {
-  return readTarget(await resolveAuthTarget(home))
+export async function readAuth(home: string, ownWrite: OwnWrite | null = null): Promise<AuthRead> {
+  return readTarget(await resolveAuthTarget(home), ownWrite)
 }
 
-async function readTarget(target: AuthTarget): Promise<AuthRead> {
+async function readTarget(target: AuthTarget, ownWrite: OwnWrite | null = null): Promise<AuthRead> {
   const { linkPath, targetPath, isSymlink } = target
   const name = isSymlink ? `${linkPath} (symlink to ${targetPath})` : linkPath
   const bad = (reason: string): AuthRead => ({
@@ -148,12 +159,27 @@ async function readTarget(target: AuthTarget): Promise<AuthRead> {
     },
   })
 
-  const file = await readSmallTextFile(targetPath, MAX_AUTH_BYTES)
+  const known = ownWrite !== null && ownWrite.read.targetPath === targetPath && ownWrite.read.isSymlink === isSymlink ? ownWrite.identity : null
+  const file = await readSmallTextFileUnless(targetPath, MAX_AUTH_BYTES, known)
+  if (file.state === 'unchanged') return ownWrite!.read
   if (file.state === 'absent') return { state: 'absent' }
   if (file.state === 'error') return bad(file.reason)
   const parsed = parseAuthFile(file.text, targetPath)
   if (!parsed.ok) return { state: 'unreadable', problem: parsed.problem }
-  return { state: 'ok', auth: parsed.auth, text: file.text, mode: file.mode, targetPath, isSymlink }
+  return { state: 'ok', auth: parsed.auth, text: file.text, mode: file.mode, targetPath, isSymlink, identity: file.identity }
+}
+
+/**
+ * Whether auth.json (through its symlinks) is still the version `read` saw: one synchronous
+ * stat, no read. False when unknown (the read has no identity, the file is gone or unreachable).
+ */
+export function stillSameFile(home: string, read: AuthRead): boolean {
+  if (read.state !== 'ok' || read.identity === undefined || read.identity === '') return false
+  try {
+    return fileIdentity(statSync(authPath(home), { bigint: true })) === read.identity
+  } catch {
+    return false
+  }
 }
 
 /**
@@ -225,8 +251,22 @@ export async function commitAuth(home: string, opts: CommitOptions): Promise<Com
       }
     }
     // The directory is synced too: a refresh journal is deleted once this write is settled.
-    await writePrivateFileAtomic(target.targetPath, serializeAuthFile(next), { tempPrefix: '.auth-', syncDir: true })
-    return { outcome: 'written', auth: next }
+    const text = serializeAuthFile(next)
+    // What a read of the file gives once it is in place, without reading it (we know what we wrote).
+    const writtenAs = (identity: string): OwnWrite => ({
+      read: { state: 'ok', auth: next, text, mode: 0o600, targetPath: target.targetPath, isSymlink: target.isSymlink, identity },
+      identity,
+    })
+    let written: OwnWrite | null = null
+    const identity = await writePrivateFileAtomic(target.targetPath, text, {
+      tempPrefix: '.auth-',
+      syncDir: true,
+      beforeRename: (id) => {
+        written = writtenAs(id)
+        opts.onWrite?.(written)
+      },
+    })
+    return { outcome: 'written', auth: next, written: written ?? writtenAs(identity) }
   } finally {
     // Newest first: auth.json.lock, then auth.lock (the temp fd is closed inside the write).
     for (const lock of held.reverse()) await lock.release().catch(() => {})
@@ -234,12 +274,12 @@ export async function commitAuth(home: string, opts: CommitOptions): Promise<Com
 }
 
 /**
- * writeFileAtomic with mode 0600 (see there). On any error the temp file is removed and
- * AuthWriteError is thrown; `path` is then untouched.
+ * writeFileAtomic with mode 0600 (see there): the new file's fileIdentity. On any error the temp
+ * file is removed and AuthWriteError is thrown; `path` is then untouched.
  */
-export async function writePrivateFileAtomic(path: string, text: string, opts: { tempPrefix?: string; syncDir?: boolean } = {}): Promise<void> {
+export async function writePrivateFileAtomic(path: string, text: string, opts: Omit<AtomicWriteOptions, 'mode'> = {}): Promise<string> {
   try {
-    await writeFileAtomic(path, text, { mode: 0o600, ...opts })
+    return await writeFileAtomic(path, text, { mode: 0o600, ...opts })
   } catch (err) {
     throw new AuthWriteError(path, err)
   }

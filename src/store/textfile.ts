@@ -1,14 +1,38 @@
 // Reading a small text file that someone else controls: never blocks on a FIFO, never reads a
 // huge file whole, never hands back bytes that are not UTF-8. Used for auth.json and config.toml.
-import { constants as fsc, type Stats } from 'node:fs'
+import { constants as fsc, type BigIntStats, type Stats } from 'node:fs'
 import { lstat, open, readlink, stat, type FileHandle } from 'node:fs/promises'
 
 export type TextRead =
   | { state: 'absent' }
-  | { state: 'ok'; text: string; mode: number }
+  | {
+      state: 'ok'
+      text: string
+      mode: number
+      /** The version read (fileIdentity), taken before the bytes were. */
+      identity: string
+    }
   | { state: 'error'; reason: string }
 
+/**
+ * What tells one version of a file's content from another without reading it: device, inode,
+ * size and modification time in nanoseconds. A rename over the file gives another inode; a write
+ * in place changes the modification time (and usually the size). Not the change time: a rename
+ * changes it, and a writer learns the identity of what it writes before renaming it into place.
+ */
+export function fileIdentity(st: BigIntStats): string {
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`
+}
+
 export async function readSmallTextFile(path: string, maxBytes: number): Promise<TextRead> {
+  return (await readSmallTextFileUnless(path, maxBytes, null)) as TextRead
+}
+
+/**
+ * readSmallTextFile, but when the file opened is still the version `known` names (fileIdentity),
+ * 'unchanged' without reading its bytes: the caller already holds them (it wrote them itself).
+ */
+export async function readSmallTextFileUnless(path: string, maxBytes: number, known: string | null): Promise<TextRead | { state: 'unchanged' }> {
   let fh: FileHandle
   try {
     // O_NONBLOCK so that a FIFO planted here never blocks the open; fstat below rejects it.
@@ -23,11 +47,14 @@ export async function readSmallTextFile(path: string, maxBytes: number): Promise
     return { state: 'error', reason: errText(err) }
   }
   try {
-    const st = await fh.stat()
+    const st = await fh.stat({ bigint: true })
     if (!st.isFile()) return { state: 'error', reason: `not a regular file (${fileKind(st)})` }
-    if (st.size > maxBytes) return { state: 'error', reason: `larger than ${maxBytes} bytes (${st.size} bytes)` }
+    const identity = fileIdentity(st)
+    if (known !== null && identity === known) return { state: 'unchanged' }
+    const size = Number(st.size)
+    if (size > maxBytes) return { state: 'error', reason: `larger than ${maxBytes} bytes (${size} bytes)` }
     // Read until EOF but never more than one byte past the cap: the size may change after fstat.
-    let buf = Buffer.alloc(Math.min(maxBytes + 1, Math.max(st.size + 1, 4096)))
+    let buf = Buffer.alloc(Math.min(maxBytes + 1, Math.max(size + 1, 4096)))
     let len = 0
     for (;;) {
       if (len === buf.length) {
@@ -43,7 +70,7 @@ export async function readSmallTextFile(path: string, maxBytes: number): Promise
     try {
       // ignoreBOM keeps a BOM in the text, so the parser judges it as Codex's serde would.
       const text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(buf.subarray(0, len))
-      return { state: 'ok', text, mode: st.mode & 0o7777 }
+      return { state: 'ok', text, mode: Number(st.mode) & 0o7777, identity }
     } catch {
       return { state: 'error', reason: 'not valid UTF-8' }
     }
@@ -79,7 +106,7 @@ export function errText(err: unknown): string {
   return errCode(err) ?? (err instanceof Error ? err.name : 'error')
 }
 
-function fileKind(st: Stats): string {
+function fileKind(st: Stats | BigIntStats): string {
   if (st.isDirectory()) return 'a directory'
   if (st.isFIFO()) return 'a FIFO'
   if (st.isSocket()) return 'a socket'

@@ -121,7 +121,10 @@ export function tokenId(token: string): string {
   return `sha256:${createHash('sha256').update(token).digest('hex').slice(0, 12)}`
 }
 
-/** Everything Codex asks of chatgpt_base_url / openai_base_url gets 400 JSON (docs/testing.md#the-real-codex-cli). */
+/**
+ * Everything Codex asks of chatgpt_base_url / openai_base_url gets 400 JSON (docs/testing.md#the-real-codex-cli),
+ * except 401 for the tokens in `rejected` (or all, with `rejectAll`): that sends Codex down its refresh path.
+ */
 export async function startBackendStub(): Promise<BackendStub> {
   const requests: StubRequest[] = []
   const rejected = new Set<string>()
