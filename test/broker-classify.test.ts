@@ -64,7 +64,9 @@ const rows: Row[] = [
   { name: 'current token, backoff over: spend', req: req('rt-2'), view: view({ backoffUntil: NOW }), want: { kind: 'spend' } },
   { name: 'current token, expiring, backing off: 5xx', req: req('rt-2', 'proactive_expiry'), view: view({ current: tok(2, 1000), backoffUntil: NOW + 5000 }), want: { kind: 'unavailable', why: 'backoff' } },
   { name: 'current token near expiry, refreshed moments ago (loop guard): 5xx', req: req('rt-2', 'proactive_expiry'), view: view({ current: tok(2, 1000), loopGuardUntil: NOW + 1 }), want: { kind: 'unavailable', why: 'not_fresh' } },
-  { name: 'a recovery is not held back by the loop guard', req: req('rt-2'), view: view({ loopGuardUntil: NOW + 1 }), want: { kind: 'spend' } },
+  { name: 'a recovery just after a spend (loop guard): its fresh tokens, once, nothing spent', req: req('rt-2'), view: view({ loopGuardUntil: NOW + 1 }), want: { kind: 'answer', tokens: tok(2), from: 'current', restated: true } },
+  { name: 'a second recovery for those tokens is not held back by the loop guard: spend', req: req('rt-2'), view: view({ loopGuardUntil: NOW + 1 }), guard: { ...emptyGuard(), restated: ['at-2'] }, want: { kind: 'spend' } },
+  { name: 'a recovery just after a spend whose tokens are not fresh: spend', req: req('rt-2'), view: view({ current: tok(2, justUnderWindow), loopGuardUntil: NOW + 1 }), want: { kind: 'spend' } },
   // -- the recovery guard
   { name: 'recovery for an access token that already had its spend: 5xx', req: req('rt-2'), view: view(), guard: { recovered: ['at-2'], run: 1, lastSpendMs: NOW - HOUR }, want: { kind: 'unavailable', why: 'recovery_used' } },
   { name: 'recovery right after a recovery spend (a run): 5xx', req: req('rt-2'), view: view(), guard: { recovered: ['at-1'], run: 1, lastSpendMs: NOW - 1000 }, want: { kind: 'unavailable', why: 'recovery_backoff' } },

@@ -26,7 +26,9 @@ t.test('three Codex processes hitting 401 together: one token-endpoint call, aut
   for (const r of runs) t.ok(endedByItself(r), `codex ended by itself (${r.ms} ms)`, { output: shown(r) })
   const st = (await c.call('status')).result
   t.comment(`broker requests ${JSON.stringify(st.counters.broker.requestsByReason)}; answers ${JSON.stringify(st.counters.broker.answers)}`)
-  t.ok((st.counters.broker.requestsByReason['refresh:unauthorized_recovery'] ?? 0) >= 3, 'every Codex process sent its recovery to the broker', { calls: x.callSummary(), output: runs.map(shown).join('\n') })
+  // Not necessarily all three: a process whose re-read after its first 401 comes after the daemon's
+  // commit retries with the new token and has nothing to recover (seen on a loaded machine).
+  t.ok((st.counters.broker.requestsByReason['refresh:unauthorized_recovery'] ?? 0) >= 1, 'the recoveries went to the broker', { calls: x.callSummary(), output: runs.map(shown).join('\n') })
   t.equal(x.refreshes(), 1, 'one token-endpoint call', { calls: x.callSummary() })
   t.equal(x.codexRefreshes(), 0, 'none of them from Codex itself')
   t.equal(x.reused(), 0, 'no refresh token spent twice')

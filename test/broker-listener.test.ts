@@ -6,6 +6,7 @@
 // No token is printed: answers are parsed here and compared with t.ok(a === b).
 import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
+import net from 'node:net'
 import path from 'node:path'
 import readline from 'node:readline'
 import { acquireLock } from '../src/os/flock.js'
@@ -134,6 +135,55 @@ t.test('exec sets both overrides; a refresh through the listener is the daemon\'
   const s = await status(c)
   t.same(s.counters.refreshTokenSpends, { unauthorized_recovery: 1 })
   t.equal(s.counters.broker.answers.denied, 1, 'the unknown token reached the daemon; the other refusals never did')
+})
+
+t.test('the 33rd concurrent connection is refused, spends nothing, and the listener still serves afterwards', async (t) => {
+  const { p, minted, home } = await loggedIn(t, { authorizationCode: HOUR, refreshToken: 24 * HOUR })
+  const d = await daemon(t, home, p)
+  const c = await connect(t, d)
+  const child = await execChild(t, d.socket, home, p.tokenUrl)
+  const url = new URL(child.ready.refreshUrl)
+  const port = Number(url.port)
+  const open = (): Promise<net.Socket> =>
+    new Promise((resolve, reject) => {
+      const s = net.connect({ host: '127.0.0.1', port }, () => resolve(s))
+      s.once('error', reject)
+    })
+  // 32 connections each in the middle of its headers: held open, nothing forwarded. The child has
+  // sent nothing yet, so these are all the listener's connections. The kernel hands them to the
+  // listener in the order they connected, so the next one is the 33rd whatever the load.
+  const held: net.Socket[] = []
+  t.teardown(() => held.forEach((s) => s.destroy()))
+  for (let i = 0; i < 32; i++) {
+    const s = await open()
+    s.on('error', () => {})
+    s.write(`POST ${url.pathname} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n`)
+    held.push(s)
+  }
+  // The 33rd carries a complete, valid refresh request: served, it would be answered and spent.
+  const body = JSON.stringify(refreshBody(minted.refreshToken))
+  const extra = await open()
+  let received = 0
+  extra.on('data', (b: Buffer) => (received += b.length))
+  extra.on('error', () => {})
+  const closed = new Promise<void>((resolve) => extra.once('close', () => resolve()))
+  extra.write(`POST ${url.pathname} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+  await closed
+  t.equal(received, 0, 'the 33rd connection was closed without an answer')
+  t.ok(held.every((s) => !s.destroyed), 'the 32 are still open')
+  t.equal(refreshCalls(p), 0, 'nothing spent')
+  t.same((await status(c)).counters.broker.requestsByReason, {}, 'nothing reached the daemon')
+
+  for (const s of held) s.destroy()
+  // Served again once the listener has seen those close (each try until then is refused the same way).
+  const a = await until('a request served after the 32 closed', async () => {
+    const r = await child.send({ body: refreshBody(minted.refreshToken) })
+    return r.status === 0 ? null : r
+  })
+  t.equal(a.status, 200, 'the listener still serves')
+  t.equal(refreshCalls(p), 1, 'one spend, for that request')
+  t.equal(await child.exit(), 0)
+  t.same(findSecrets(child.stderr.join('')), [], 'no token or body in exec\'s stderr')
 })
 
 t.test('the daemon gone mid-session: nobody owns the home -> pass-through to the real endpoint; owned -> 503', async (t) => {

@@ -11,7 +11,7 @@ import type { BrokerState, SpendEntry } from '../refresh/refresher.js'
 import type { BrokerAnswer, BrokerCounters, BrokerRefreshParams, BrokerRevokeParams } from '../rpc/contract.js'
 import { orTimeout } from '../timeout.js'
 import type { TokenData } from '../types.js'
-import { classify, emptyGuard, freshEnough, noteRecoverySpend, refreshReason, type BrokerView, type Decision, type IssuedTokens, type SpendRecord } from './classify.js'
+import { classify, emptyGuard, freshEnough, noteRecoverySpend, noteRestated, refreshReason, type BrokerView, type Decision, type IssuedTokens, type SpendRecord } from './classify.js'
 
 /** The served home's refresher, as far as the broker uses it. */
 export interface BrokerRefresher {
@@ -150,6 +150,7 @@ export class Broker {
           reread = true
           continue
         case 'answer': {
+          if (d.restated) this.guard = noteRestated(this.guard, d.tokens.accessToken)
           // Only once the result survives a crash of the daemon (docs/broker.md#the-reply-contract).
           const entry = spendOf(state.spends, d.tokens.refreshToken)
           if (entry !== undefined && !(await this.settled(entry))) return { name: 'unavailable', why: 'settle_timeout', ...unavailable('The token refresh is still being saved') }

@@ -52,6 +52,8 @@ export interface RecoveryGuard {
   /** Consecutive recovery spends: each came less than RECOVERY_RUN_MS after the moment it was allowed. */
   run: number
   lastSpendMs: number | null
+  /** Access tokens handed back once to a recovery that arrived just after the spend that issued them (bounded). */
+  restated?: string[]
 }
 
 export const emptyGuard = (): RecoveryGuard => ({ recovered: [], run: 0, lastSpendMs: null })
@@ -85,7 +87,7 @@ export type Decision =
   /** A spend of `spent` is running: wait for it, then decide again. */
   | { kind: 'await'; spent: string }
   /** Answer with tokens the daemon holds already (nothing spent). */
-  | { kind: 'answer'; tokens: IssuedTokens; from: 'current' | 'spend' }
+  | { kind: 'answer'; tokens: IssuedTokens; from: 'current' | 'spend'; restated?: true }
   /** Not a token the daemon knows: re-read auth.json, then decide again with `reread`. */
   | { kind: 'reread' }
   /** 401 in OpenAI's error shape: Codex treats it as "sign in again". Only for a token that cannot be good. */
@@ -145,6 +147,13 @@ function forCurrent(reason: RefreshReason, view: BrokerView, current: IssuedToke
     if (inRun(guard, now, recoveryScale) && now < guard.lastSpendMs! + recoveryDelayMs(guard.run, recoveryScale)) {
       return { kind: 'unavailable', why: 'recovery_backoff' }
     }
+    // Tokens a spend issued moments ago (within the loop guard): the 401 most likely answered a
+    // request sent with the access token they replaced, by another of Codex's requests whose
+    // recovery has since taken the new refresh token from the answer to the first. Hand them back
+    // once, spending nothing; a second recovery for them is a real rejection and spends.
+    if (view.loopGuardUntil !== null && view.loopGuardUntil > now && freshEnough(current, now) && !(guard.restated ?? []).includes(current.accessToken)) {
+      return { kind: 'answer', tokens: current, from: 'current', restated: true }
+    }
   } else if (freshEnough(current, now)) {
     // Codex saw an old token (it read the file before our refresh landed): the current one serves.
     return { kind: 'answer', tokens: current, from: 'current' }
@@ -159,6 +168,11 @@ function forCurrent(reason: RefreshReason, view: BrokerView, current: IssuedToke
 /** A run goes on until RECOVERY_RUN_MS pass without a recovery spend after the next one was allowed. */
 function inRun(guard: RecoveryGuard, now: number, scale: number): boolean {
   return guard.lastSpendMs !== null && guard.run > 0 && now - guard.lastSpendMs < recoveryDelayMs(guard.run, scale) + RECOVERY_RUN_MS
+}
+
+/** The guard after `accessToken` was handed back to a recovery without a spend (at most once each). */
+export function noteRestated(guard: RecoveryGuard, accessToken: string): RecoveryGuard {
+  return { ...guard, restated: [...(guard.restated ?? []).filter((a) => a !== accessToken), accessToken].slice(-KEEP_RECOVERED) }
 }
 
 /** The guard after a recovery spend replacing `accessToken` was started at `now`. */

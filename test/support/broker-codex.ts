@@ -21,14 +21,18 @@ export interface BrokerCodex {
   reused(): number
   /** What the provider saw, for failure messages: never tokens. */
   callSummary(): string
-  /** A logged-in home whose access token the stand-in rejects, its daemon, a connection, and the exec wrap. */
-  rejectedLogin(t: Test): Promise<{ home: string; minted: Awaited<ReturnType<typeof mintTokens>>; d: Awaited<ReturnType<typeof codexDaemon>>; c: Awaited<ReturnType<typeof connect>>; wrap: string[] }>
+  /**
+   * A logged-in home whose access token the stand-in rejects, its daemon, a connection, and the exec
+   * wrap. `accessTtlSec` sets the minted access token's lifetime (default: the provider's hour).
+   */
+  rejectedLogin(t: Test, opts?: { accessTtlSec?: number; socket?: string }): Promise<{ home: string; minted: Awaited<ReturnType<typeof mintTokens>>; d: Awaited<ReturnType<typeof codexDaemon>>; c: Awaited<ReturnType<typeof connect>>; wrap: string[] }>
   close(): Promise<void>
 }
 
 export async function startBrokerCodex(): Promise<BrokerCodex> {
   const provider = await startProvider({ ttl: { authorizationCode: 3600, refreshToken: 3600 } })
   const world = await startCodexWorld(provider)
+  let mints: Promise<unknown> = Promise.resolve()
   return {
     provider,
     world,
@@ -39,13 +43,24 @@ export async function startBrokerCodex(): Promise<BrokerCodex> {
       provider.calls
         .map((c) => `${c.endpoint} ${c.grantType ?? ''} ${c.refreshReason ?? ''} ${c.userAgent.split(' ')[0]} -> ${c.status}${c.error ? ` ${c.error}` : ''}${c.refreshTokenReuse ? ' REUSED' : ''}`)
         .join('\n'),
-    async rejectedLogin(t) {
+    async rejectedLogin(t, opts = {}) {
       const home = await codexHome(world)
-      const minted = await mintTokens(provider)
+      // setTtl is the provider's: serialise the mints so parallel set-ups cannot mix lifetimes.
+      const mint = mints.then(async () => {
+        if (opts.accessTtlSec === undefined) return mintTokens(provider)
+        provider.setTtl({ authorizationCode: opts.accessTtlSec })
+        try {
+          return await mintTokens(provider)
+        } finally {
+          provider.setTtl({ authorizationCode: 3600 })
+        }
+      })
+      mints = mint.catch(() => undefined)
+      const minted = await mint
       writeAuthJson(home, authFileFor(minted, { lastRefresh: new Date(Date.now() - 5 * 60_000) }))
       world.stub.rejected.add(tokenId(minted.accessToken))
-      provider.resetCalls()
-      const d = await codexDaemon(t, world, home)
+      if (opts.accessTtlSec === undefined) provider.resetCalls()
+      const d = await codexDaemon(t, world, home, opts.socket)
       const c = await connect(t, d)
       return { home, minted, d, c, wrap: [process.execPath, CLI_BIN, '--socket', d.socket, 'exec', '--'] }
     },

@@ -104,6 +104,11 @@ export interface BackendStub {
   rejectAll: boolean
   /** Called for each request the stub answered 401. */
   on401: ((r: StubRequest) => void) | null
+  /**
+   * When set, each 401 answer waits for the promise it returns (a slow backend), so a test can
+   * place an event (the daemon's due time, a restart) before Codex sees its 401.
+   */
+  hold401: ((r: StubRequest) => Promise<void>) | null
   close(): Promise<void>
 }
 
@@ -128,7 +133,11 @@ export function tokenId(token: string): string {
 export async function startBackendStub(): Promise<BackendStub> {
   const requests: StubRequest[] = []
   const rejected = new Set<string>()
-  const stub = { on401: null as ((r: StubRequest) => void) | null, rejectAll: false }
+  const stub = {
+    on401: null as ((r: StubRequest) => void) | null,
+    hold401: null as ((r: StubRequest) => Promise<void>) | null,
+    rejectAll: false,
+  }
   const server = http.createServer((req, res) => {
     const auth = String(req.headers.authorization ?? '')
     const bearer = /^Bearer (.+)$/i.exec(auth)?.[1] ?? null
@@ -144,8 +153,10 @@ export async function startBackendStub(): Promise<BackendStub> {
     }
     requests.push(r)
     if (status === 401) stub.on401?.(r)
+    const held = status === 401 && stub.hold401 !== null ? stub.hold401(r) : Promise.resolve()
     req.resume()
-    req.on('end', () => {
+    req.on('end', async () => {
+      await held.catch(() => {})
       const body =
         status === 401
           ? JSON.stringify({ error: { message: 'test stub: token rejected', type: 'invalid_request_error', code: 'token_expired' } })
@@ -169,6 +180,12 @@ export async function startBackendStub(): Promise<BackendStub> {
     },
     set on401(f) {
       stub.on401 = f
+    },
+    get hold401() {
+      return stub.hold401
+    },
+    set hold401(f) {
+      stub.hold401 = f
     },
     get rejectAll() {
       return stub.rejectAll
@@ -380,9 +397,9 @@ export async function codexHome(world: CodexWorld): Promise<string> {
 }
 
 /** A daemon on `home` refreshing against the world's provider, stopped at teardown. */
-export async function codexDaemon(t: { teardown(fn: () => unknown): void }, world: CodexWorld, home: string): Promise<RunningDaemon> {
+export async function codexDaemon(t: { teardown(fn: () => unknown): void }, world: CodexWorld, home: string, socket?: string): Promise<RunningDaemon> {
   // Always our provider: a daemon with the default issuer would refresh against auth.openai.com.
-  return stopAtTeardown(t, await startDaemon({ home, args: ['--issuer', world.provider.issuer, '--issuer-kind', 'openai'] }))
+  return stopAtTeardown(t, await startDaemon({ home, socket, args: ['--issuer', world.provider.issuer, '--issuer-kind', 'openai'] }))
 }
 
 // ------------------------------------------------------------------ auth.json helpers
