@@ -14,7 +14,6 @@ import { connect, makeHome } from './support/daemon.js'
 import { codexRefresh, mintTokens, startProvider, type EndpointAnswer } from './support/provider.js'
 import { authFileFor, daemon, fileTokens, refreshCalls, shape, status, writeAuthFile } from './support/refresh.js'
 
-t.setTimeout(120_000)
 
 for (const how of ['under auth.lock, held from the rejection on', 'at once, without waiting for the daemon'] as const) {
   t.test(`another writer spent the token first and commits ${how}: the daemon adopts its tokens`, async (t) => {

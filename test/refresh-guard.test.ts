@@ -11,7 +11,6 @@ import { decodeJwtPayload, mintTokens } from './support/provider.js'
 import { authFileFor, daemon, provider, refreshCalls, shape, writeAuthFile } from './support/refresh.js'
 import { until } from './support/until.js'
 
-t.setTimeout(120_000)
 
 const STORES = ['file', 'keyring', 'auto', 'ephemeral'] as const
 

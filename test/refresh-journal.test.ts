@@ -13,7 +13,6 @@ import { mintTokens } from './support/provider.js'
 import { authFileFor, daemonArgs, fileTokens, provider, refreshAnswers, refreshCalls, shape, status, writeAuthFile } from './support/refresh.js'
 import { until } from './support/until.js'
 
-t.setTimeout(120_000)
 
 /** A 64 KiB tmpfs home, unmounted at teardown. */
 function tinyHome(t: { teardown(fn: () => unknown): void }): string {

@@ -13,7 +13,6 @@ import { mintTokens, startProvider } from './support/provider.js'
 import { authFileFor, fileTokens, writeAuthFile } from './support/refresh.js'
 import { until } from './support/until.js'
 
-t.setTimeout(60_000)
 
 t.test('a refresh commit is not read back; a write right after it is', async (t) => {
   const p = await startProvider({ ttl: { authorizationCode: 3600, refreshToken: 3600 } })
