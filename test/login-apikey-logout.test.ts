@@ -6,26 +6,12 @@ import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { serializeAuthFile, formatLastRefresh } from '../src/codex/authfile.js'
-import { codexBin } from './support/codex.js'
+import { codexLoginStatus } from './support/codex.js'
 import { runCli, tempDir } from './support/daemon.js'
 import { authFile, readJson, setup } from './support/login-helpers.js'
 import { codexRefresh, mintTokens, type TestProvider } from './support/provider.js'
 
 const KEY = 'sk-test-abcdefghij12345'
-
-function codexLoginStatus(home: string): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(codexBin(), ['login', 'status'], {
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', CODEX_HOME: home, HOME: tempDir('cad-codex-') },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let out = ''
-    p.stdout.setEncoding('utf8').on('data', (d: string) => (out += d))
-    p.stderr.setEncoding('utf8').on('data', (d: string) => (out += d))
-    p.on('error', reject)
-    p.on('close', (code) => resolve({ code, out }))
-  })
-}
 
 /** A ChatGPT auth.json in Codex's format holding real tokens from the provider. */
 async function writeChatgptAuth(provider: TestProvider, home: string, extra: Record<string, unknown> = {}) {

@@ -4,13 +4,12 @@
 // credential is still served. Tokens from an issuer that would not read back fail the login the
 // same way. The rejected inputs are fixtures, one each (test/fixtures/login/bad-apikey-*.json).
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { parseAuthFile, unwritableValue } from '../src/codex/authfile.js'
 import { persistChatgptLogin } from '../src/login/persist.js'
 import type { AuthFile } from '../src/types.js'
-import { codexBin } from './support/codex.js'
+import { codexLoginStatus } from './support/codex.js'
 import { runCli, tempDir } from './support/daemon.js'
 import { authFile, setup } from './support/login-helpers.js'
 import { chatgptAuth, fakeJwt } from './support/tokens.js'
@@ -88,17 +87,7 @@ t.test('tokens that would not read back fail the login before any lock; the file
 function codexStatus(text: string): Promise<{ code: number | null; out: string }> {
   const home = tempDir('cad-codexhome-')
   fs.writeFileSync(path.join(home, 'auth.json'), text, { mode: 0o600 })
-  return new Promise((resolve, reject) => {
-    const p = spawn(codexBin(), ['login', 'status'], {
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', CODEX_HOME: home, HOME: tempDir('cad-codex-') },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let out = ''
-    p.stdout.setEncoding('utf8').on('data', (d: string) => (out += d))
-    p.stderr.setEncoding('utf8').on('data', (d: string) => (out += d))
-    p.on('error', reject)
-    p.on('close', (code) => resolve({ code, out }))
-  })
+  return codexLoginStatus(home)
 }
 
 t.test('the real Codex CLI refuses what the check refuses', async (t) => {

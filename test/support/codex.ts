@@ -43,6 +43,23 @@ export function codexBin(): string {
   }
   return CODEX_BIN
 }
+/**
+ * `codex login status` with CODEX_HOME=home (no network needed: it only reads auth.json); its exit
+ * code and output, stdout and stderr together.
+ */
+export function codexLoginStatus(home: string): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(codexBin(), ['login', 'status'], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', CODEX_HOME: home, HOME: tempDir('cad-codex-') },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let out = ''
+    p.stdout.setEncoding('utf8').on('data', (d: string) => (out += d))
+    p.stderr.setEncoding('utf8').on('data', (d: string) => (out += d))
+    p.on('error', reject)
+    p.on('close', (code) => resolve({ code, out }))
+  })
+}
 /** A Codex process's own token-endpoint user agent: codex_exec/…, codex_cli_rs/… (never codex-authd/). */
 export const CODEX_UA = /^codex_[a-z_]+\//
 export const DAEMON_UA = /^codex-authd\//
