@@ -9,7 +9,7 @@ import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import { DAEMON_BIN, makeHome, runCli, startDaemon, stopAtTeardown, tempDir } from './support/daemon.js'
-import { asUser, ensureTestUser, publicTempDir, runNodeAs, type TestUser } from './support/reliability.js'
+import { asUser, ensureTestUser, publicScript, publicTempDir, runNodeAs, type TestUser } from './support/reliability.js'
 import { until } from './support/until.js'
 import { judgeSocket, allowedOwnerFrom, type OwnerStat } from '../src/os/socket-owner.js'
 import { peerCredentials } from '../src/os/peercred.js'
@@ -51,10 +51,7 @@ let fakeScript = ''
 
 t.before(() => {
   user = ensureTestUser()
-  const dir = publicTempDir('cad-peer-fake-')
-  fakeScript = path.join(dir, 'fake.cjs')
-  fs.writeFileSync(fakeScript, FAKE_DAEMON)
-  fs.chmodSync(fakeScript, 0o644)
+  fakeScript = publicScript('cad-peer-fake-', 'fake.cjs', FAKE_DAEMON)
 })
 
 /**

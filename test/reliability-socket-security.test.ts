@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { DAEMON_BIN, makeHome, startDaemon, stopAtTeardown, tempDir } from './support/daemon.js'
-import { Wire, ensureTestUser, launchDaemon, publicTempDir, reliabilityComment, runNodeAs, stageBundle, type Ran, type TestUser } from './support/reliability.js'
+import { Wire, ensureTestUser, launchDaemon, publicScript, reliabilityComment, runNodeAs, stageBundle, type Ran, type TestUser } from './support/reliability.js'
 
 const API_KEY = `sk-fake-sock-${randomBytes(12).toString('hex')}`
 const KEY_SHA = createHash('sha256').update(API_KEY).digest('hex')
@@ -50,10 +50,7 @@ let probePath = ''
 
 t.before(() => {
   user = ensureTestUser()
-  const dir = publicTempDir('cad-rel-probe-')
-  probePath = path.join(dir, 'probe.cjs')
-  fs.writeFileSync(probePath, PROBE)
-  fs.chmodSync(probePath, 0o644)
+  probePath = publicScript('cad-rel-probe-', 'probe.cjs', PROBE)
 })
 
 const amRoot = process.getuid?.() === 0

@@ -265,6 +265,14 @@ export function publicTempDir(prefix: string): string {
   return dir
 }
 
+/** `source` written as `name` (0644) in a fresh publicTempDir: a script another user can run. */
+export function publicScript(prefix: string, name: string, source: string): string {
+  const file = path.join(publicTempDir(prefix), name)
+  fs.writeFileSync(file, source)
+  fs.chmodSync(file, 0o644)
+  return file
+}
+
 /**
  * argv prefix that runs a command as `user` with no supplementary groups. NODE_OPTIONS is dropped:
  * tap's process-info hook puts its loader there for every child, and that loader writes to
