@@ -142,6 +142,16 @@ for store in keyring auto; do
   ( unset DBUS_SESSION_BUS_ADDRESS; run "$h" "status-$store-nobus-unset" login status )
 done
 
+echo; echo "== 5b. a symlinked CODEX_HOME: is the account the hash of the link or of its target?"
+h=$(newhome sym keyring); ln -sfn "$h" "$out/sym-link"
+printf 'sk-measureSYMLINK0010\n' | run "$out/sym-link" login-symlink login --with-api-key >/dev/null
+link_acct="cli|$(printf '%s' "$out/sym-link" | sha256sum | cut -c1-16)"
+for a in "$(account_of "$h")" "$link_acct"; do
+  printf '  %s: %s\n' "$a" "$(secret-tool lookup service "$SERVICE" username "$a" >/dev/null 2>&1 && echo found || echo absent)"
+done
+echo "  (the first is sha256 of the target, the second of the link path)"
+CODEX_HOME=$out/sym-link "$codex" logout >/dev/null 2>&1 || true
+
 echo; echo "== 6. @napi-rs/keyring interop (Entry.withTarget(\"default\", ...), store pinned to secret-service)"
 napi_js() { # napi_js STEP-LABEL 'js using entry()' : runs with the entry Codex would use for $acct
   mark "napi-$1"
