@@ -75,6 +75,9 @@ t.test('codex-authd: -V like codex-auth, a client command names the right binary
     t.equal(r.stderr, `codex-authd: '${c}' is not a codex-authd command; did you mean \`codex-auth ${c}\`?\nTry 'codex-authd --help'.\n`)
     t.equal(r.stdout, '')
   }
+  const typo = await runDaemonCommand(['servcie'])
+  t.equal(typo.code, 78)
+  t.match(typo.stderr, /^codex-authd: 'servcie' is not a codex-authd command; did you mean `codex-authd service`\?\n/)
   const other = await runDaemonCommand(['frobnicate'])
   t.equal(other.code, 78)
   t.match(other.stderr, /^codex-authd: unexpected argument 'frobnicate'\nTry 'codex-authd --help'\.\n$/)

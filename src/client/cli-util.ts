@@ -2,7 +2,7 @@
 
 import * as fs from 'node:fs'
 import * as path from 'node:path'
-import { CLIENT_COMMANDS, UsageError, otherBinaryHint, shellQuote } from '../cli-common.js'
+import { CLIENT_COMMANDS, UsageError, nearestWord, otherBinaryHint, shellQuote } from '../cli-common.js'
 import type { AuditResult, AuthGrant, Status } from '../rpc/contract.js'
 import { escapeControls } from '../text.js'
 
@@ -265,7 +265,8 @@ export function parseArgs(args: readonly string[]): ParsedArgs {
       continue
     }
     if (!(CLIENT_COMMANDS as readonly string[]).includes(arg)) {
-      const hint = otherBinaryHint(arg, 'codex-authd')
+      const near = nearestWord(arg, [...CLIENT_COMMANDS, 'help'])
+      const hint = otherBinaryHint(arg, 'codex-authd') ?? (near !== null ? `did you mean \`codex-auth ${near}\`?` : null)
       throw new UsageError(`unknown command '${arg}'${hint ? `; ${hint}` : ''}`)
     }
     command = arg as Command

@@ -1,7 +1,7 @@
 // `codex-authd` command line (docs/contract.md#codex-authd), validated once at start.
 import { parseArgs } from 'node:util'
 import type { LevelWithSilent } from 'pino'
-import { UsageError, otherBinaryHint } from '../cli-common.js'
+import { CLIENT_COMMANDS, DAEMON_COMMANDS, UsageError, nearestWord, otherBinaryHint } from '../cli-common.js'
 import { parseConfigOverride, type ConfigOverride } from '../codex/config.js'
 import type { IssuerKind } from '../net/issuer.js'
 
@@ -79,7 +79,9 @@ export function parseDaemonArgs(argv: string[]): Command {
   const word = parsed.positionals[0]
   if (word !== undefined) {
     // A client command given to the daemon's binary is the likely slip: name the right one.
-    const hint = otherBinaryHint(word, 'codex-auth')
+    const near = nearestWord(word, [...CLIENT_COMMANDS, ...DAEMON_COMMANDS])
+    const hint =
+      otherBinaryHint(word, 'codex-auth') ?? (near === null ? null : `did you mean \`${(DAEMON_COMMANDS as readonly string[]).includes(near) ? 'codex-authd' : 'codex-auth'} ${near}\`?`)
     throw new UsageError(hint ? `'${word}' is not a codex-authd command; ${hint}` : `unexpected argument '${word}'`)
   }
   if (v.help) return { kind: 'help' }
