@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Debian packages the tests drive for real (systemd's socket activation and unit checker,
-# tinyproxy, chromium, util-linux's flock/setpriv/unshare, bsdutils's script, iproute2). Installs
+# tinyproxy, chromium, fish and tcsh (what `codex-auth env --shell` prints is read back by them), util-linux's flock/setpriv/unshare, bsdutils's script, iproute2). Installs
 # the missing ones when running as root (CI and these development machines); otherwise says what
 # is missing.
 set -euo pipefail
@@ -16,6 +16,8 @@ have ip || need+=(iproute2)
 have strace || need+=(strace)
 have tinyproxy || need+=(tinyproxy)
 have chromium || need+=(chromium)
+have fish || need+=(fish)
+have tcsh || need+=(tcsh)
 [ "${#need[@]}" -eq 0 ] && exit 0
 pkgs=$(printf '%s\n' "${need[@]}" | sort -u | tr '\n' ' ')
 if [ "$(id -u)" -ne 0 ]; then

@@ -56,8 +56,16 @@ t.test('parseArgs', async (t) => {
     [['exec', 'cmd', '--', 'a'], { command: 'exec', argv: ['cmd', '--', 'a'] }],
     [['--socket', '/s', 'exec', '--min-validity', '5', '--', 'env'], { command: 'exec', socket: '/s', minValidity: 5, argv: ['env'] }],
     [['--help'], { command: 'help' }],
-    [['status', '-h'], { command: 'help' }],
-    [['help'], { command: 'help' }],
+    [['status', '-h'], { command: 'help', helpFor: 'status' }],
+    [['-h', 'token'], { command: 'help', helpFor: 'token' }],
+    [['help'], { command: 'help', helpFor: null }],
+    [['help', 'exec'], { command: 'help', helpFor: 'exec' }],
+    [['exec', '--help'], { command: 'help', helpFor: 'exec' }],
+    [['-V'], { command: 'version' }],
+    [['env', '--shell', 'fish'], { command: 'env', shell: 'fish' }],
+    [['env', '--shell=csh'], { command: 'env', shell: 'csh' }],
+    [['env'], { command: 'env', shell: 'posix' }],
+    [['completion', 'zsh'], { command: 'completion', completionShell: 'zsh' }],
     [['--version'], { command: 'version' }],
     [['watch'], { command: 'watch' }],
     [['refresh'], { command: 'refresh' }],
@@ -81,6 +89,16 @@ t.test('parseArgs', async (t) => {
     [['--socket=', 'status'], /non-empty/],
     [['--json=yes', 'status'], /takes no value/],
     [['status', '--', 'x'], /only allowed after exec/],
+    [['service'], /did you mean `codex-authd service`\?/],
+    [['stauts'], /unknown command 'stauts'; did you mean `codex-auth status`\?/],
+    [['tokne'], /did you mean `codex-auth token`\?/],
+    [['logot'], /did you mean `codex-auth logout`\?/],
+    [['xyzzy'], /^unknown command 'xyzzy'$/],
+    [['env', '--shell', 'pwsh'], /--shell takes posix, fish, csh, not 'pwsh'/],
+    [['token', '--shell', 'fish'], /unknown option --shell for token/],
+    [['completion'], /completion needs a shell/],
+    [['completion', 'ksh'], /completion takes bash, zsh, fish/],
+    [['completion', 'bash', 'zsh'], /unexpected argument 'zsh'/],
   ]
   for (const [args, re] of bad) t.throws(() => parseArgs(args), { name: 'UsageError', message: re }, args.join(' ') || '(none)')
   t.type((() => { try { parseArgs(['exec']) } catch (e) { return e } })(), UsageError)
@@ -190,12 +208,12 @@ t.test('bundle: help, version, usage errors (64)', async (t) => {
   for (const [i, args] of usage.entries()) {
     const r = results[i]!
     t.equal(r.code, 64, `${args.join(' ') || '(none)'} -> 64`)
-    t.match(r.stderr, /^codex-auth: .*\nTry 'codex-auth --help'/)
+    t.match(r.stderr, /^codex-auth: .*\nTry 'codex-auth (\w+ )?--help'/)
     t.equal(r.stdout, '')
   }
   const empty = await runCli(['login', '--with-api-key'], { socket: nobody(), input: ' \n' })
   t.equal(empty.code, 64, 'empty key on stdin')
-  t.match(empty.stderr, /No API key provided via stdin\./)
+  t.match(empty.stderr, /no API key provided via stdin\nTry 'codex-auth login --help'/)
 })
 
 t.test('bundle: --with-api-key refuses a TTY (64)', async (t) => {
@@ -211,7 +229,8 @@ t.test('bundle: --with-api-key refuses a TTY (64)', async (t) => {
 
 t.test('bundle: daemon unreachable (2), exec setup failure (125)', async (t) => {
   const sock = nobody()
-  const cmds = [['status'], ['status', '--json'], ['token'], ['env'], ['refresh'], ['logout'], ['watch'], ['login', '--device']]
+  // (with --json the same failure is a JSON object on stdout: test/cli-help-json.test.ts)
+  const cmds = [['status'], ['token'], ['env'], ['refresh'], ['logout'], ['watch'], ['login', '--device']]
   const results = await Promise.all(cmds.map((args) => runCli(args, { socket: sock })))
   for (const [i, args] of cmds.entries()) {
     const r = results[i]!

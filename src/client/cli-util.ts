@@ -2,14 +2,23 @@
 
 import * as fs from 'node:fs'
 import * as path from 'node:path'
-import { UsageError, shellQuote } from '../cli-common.js'
+import { CLIENT_COMMANDS, UsageError, nearestWord, otherBinaryHint, shellQuote } from '../cli-common.js'
 import type { AuditResult, AuthGrant, Status } from '../rpc/contract.js'
 import { escapeControls } from '../text.js'
 
-export type Command = 'status' | 'token' | 'env' | 'exec' | 'login' | 'logout' | 'refresh' | 'watch' | 'audit' | 'help' | 'version'
+export type Command = (typeof CLIENT_COMMANDS)[number] | 'help' | 'version'
+
+/** What `env` prints for: POSIX sh (bash, zsh, dash...), fish, or csh/tcsh. */
+export type EnvShell = 'posix' | 'fish' | 'csh'
+export const ENV_SHELLS: readonly EnvShell[] = ['posix', 'fish', 'csh']
+/** The shells `completion` writes a script for. */
+export type CompletionShell = 'bash' | 'zsh' | 'fish'
+export const COMPLETION_SHELLS: readonly CompletionShell[] = ['bash', 'zsh', 'fish']
 
 export interface ParsedArgs {
   command: Command
+  /** `help`: the command whose usage to print (`codex-auth token --help`, `codex-auth help token`); null: the global page. */
+  helpFor: Command | null
   socket: string | null
   codexHome: string | null
   json: boolean
@@ -18,25 +27,95 @@ export interface ParsedArgs {
   withApiKey: boolean
   noBrowser: boolean
   noRevoke: boolean
+  /** env: the shell syntax of the lines */
+  shell: EnvShell
+  /** completion: the shell to write the script for */
+  completionShell: CompletionShell | null
   /** exec: CMD and its arguments */
   argv: string[]
 }
-
-const COMMANDS: readonly Command[] = ['status', 'token', 'env', 'exec', 'login', 'logout', 'refresh', 'watch', 'audit']
 
 /** Flags each command accepts besides the global ones. */
 const COMMAND_FLAGS: Record<Command, readonly string[]> = {
   status: [],
   token: ['--min-validity'],
-  env: ['--min-validity'],
+  env: ['--min-validity', '--shell'],
   exec: ['--min-validity'],
   login: ['--device', '--with-api-key', '--no-browser'],
   logout: ['--no-revoke'],
   refresh: [],
   watch: [],
   audit: [],
+  completion: [],
   help: [],
   version: [],
+}
+
+const GLOBAL_OPTIONS = `Options:
+  --socket PATH       the daemon's socket (default: CODEX_AUTHD_SOCK, then the runtime directory)
+  --codex-home DIR    the CODEX_HOME whose daemon to ask (default: CODEX_HOME, then ~/.codex)
+  --json              machine-readable output, errors too (a JSON object with a stable "code")
+  -h, --help          help (after a command: that command's)
+  -V, --version       print the version
+`
+
+const EXIT_STATUS = `Exit status: 0 ok, 1 not logged in, 2 daemon unreachable, 3 daemon-side failure, 4 the socket
+is not yours (CODEX_AUTH_ALLOW_SOCKET_OWNER allows a shared one), 64 usage error;
+exec returns CMD's status (125 when codex-auth fails first, 126/127 when CMD cannot be run/found).
+`
+
+/** Each command's usage line and what it does: the global page lists them, `CMD --help` prints one. */
+const USAGE: Record<(typeof CLIENT_COMMANDS)[number], { synopsis: string; summary: string; details: string }> = {
+  status: {
+    synopsis: 'status',
+    summary: 'how the daemon is logged in (exit 1 when nothing can be served)',
+    details: 'Prints the login method and account, refresh trouble and problems. --json prints the daemon\'s Status object.\n',
+  },
+  token: {
+    synopsis: 'token [--min-validity S]',
+    summary: 'print the bearer token (API key or access token)',
+    details: 'Prints the token and a newline, nothing else. --min-validity S: refresh first unless the token is\nvalid for S more seconds (0 to 3600; default 60). --json prints {mode, token, accountId, expiresAt, ...}.\n',
+  },
+  env: {
+    synopsis: 'env [--min-validity S] [--shell posix|fish|csh]',
+    summary: 'print lines that set CODEX_AUTH_MODE and the credential',
+    details: 'eval "$(codex-auth env)" in sh, bash or zsh; codex-auth env --shell fish | source in fish;\neval `codex-auth env --shell csh` in csh or tcsh. --json prints {"variables": {NAME: value}}.\n',
+  },
+  exec: {
+    synopsis: 'exec [--min-validity S] -- CMD [ARG...]',
+    summary: 'run CMD with the credential in its environment (never argv)',
+    details: "CMD's own token refreshes go to the daemon (docs/broker.md). With --json, codex-auth's own errors\ngo to stderr as JSON (stdout is CMD's).\n",
+  },
+  login: {
+    synopsis: 'login [--device | --with-api-key] [--no-browser]',
+    summary: 'log in (browser by default; the API key is read from stdin)',
+    details: '--device: a URL and a one-time code, for a machine without a browser. --with-api-key: reads the key\nfrom stdin (never argv), e.g. printenv OPENAI_API_KEY | codex-auth login --with-api-key.\n--no-browser: print the URL without opening a browser. Ctrl-C cancels the login.\n',
+  },
+  logout: {
+    synopsis: 'logout [--no-revoke]',
+    summary: 'log out (revoking the refresh token unless --no-revoke)',
+    details: 'Removes the stored credentials; exits 0 whether or not something was logged in.\n',
+  },
+  refresh: { synopsis: 'refresh', summary: 'force a token refresh', details: 'Refreshes the ChatGPT tokens now, whatever their expiry.\n' },
+  watch: { synopsis: 'watch', summary: 'print one JSON line per auth change, until killed', details: 'Follows a restarted daemon.\n' },
+  audit: {
+    synopsis: 'audit',
+    summary: 'who was handed tokens, refreshed, logged in or out (pid, uid, program)',
+    details: 'One line per record, oldest first. --json prints the audit result.\n',
+  },
+  completion: {
+    synopsis: 'completion bash|zsh|fish',
+    summary: 'print a shell completion script',
+    details:
+      'bash: source <(codex-auth completion bash), or save it in ~/.local/share/bash-completion/completions/codex-auth.\nzsh: save it as _codex-auth in a directory of $fpath. fish: codex-auth completion fish > ~/.config/fish/completions/codex-auth.fish.\n',
+  },
+}
+
+function commandLines(): string {
+  return CLIENT_COMMANDS.map((c) => {
+    const { synopsis, summary } = USAGE[c]
+    return synopsis.length <= 30 ? `  ${synopsis.padEnd(31)}${summary}\n` : `  ${synopsis}\n  ${' '.repeat(31)}${summary}\n`
+  }).join('')
 }
 
 export const HELP = `Usage: codex-auth [--socket PATH] [--codex-home DIR] [--json] COMMAND
@@ -44,34 +123,36 @@ export const HELP = `Usage: codex-auth [--socket PATH] [--codex-home DIR] [--jso
 Talks to codex-authd, which owns the Codex CLI's credentials. Never starts a daemon.
 
 Commands:
-  status                         how the daemon is logged in (exit 1 when nothing can be served)
-  token [--min-validity S]       print the bearer token (API key or access token)
-  env [--min-validity S]         print export lines for CODEX_AUTH_MODE and the credential
-  exec [--min-validity S] -- CMD [ARG...]
-                                 run CMD with the credential in its environment (never argv)
-  login [--device | --with-api-key] [--no-browser]
-                                 log in (browser by default; the API key is read from stdin)
-  logout [--no-revoke]           log out (revoking the refresh token unless --no-revoke)
-  refresh                        force a token refresh
-  watch                          print one JSON line per auth change, until killed
-  audit                          who was handed tokens, refreshed, logged in or out (pid, uid, program)
+${commandLines()}
+${GLOBAL_OPTIONS}
+${EXIT_STATUS}`
 
-Options:
-  --socket PATH       the daemon's socket (default: CODEX_AUTHD_SOCK, then the runtime directory)
-  --codex-home DIR    the CODEX_HOME whose daemon to ask (default: CODEX_HOME, then ~/.codex)
-  --json              machine-readable output
-  -h, --help          this help
-  --version           print the version
+/** `codex-auth CMD --help`: that command's usage, what it does, the global options and the exit status. */
+export function commandHelp(command: Command | null): string {
+  if (command === null || command === 'help' || command === 'version') return HELP
+  const u = USAGE[command]
+  return `Usage: codex-auth [--socket PATH] [--codex-home DIR] [--json] ${u.synopsis}\n\n${u.summary[0]?.toUpperCase()}${u.summary.slice(1)}.\n\n${u.details}\n${GLOBAL_OPTIONS}\n${EXIT_STATUS}`
+}
 
-Exit status: 0 ok, 1 not logged in, 2 daemon unreachable, 3 daemon-side failure, 4 the socket
-is not yours (CODEX_AUTH_ALLOW_SOCKET_OWNER allows a shared one), 64 usage error;
-exec returns CMD's status (125 when codex-auth fails first, 126/127 when CMD cannot be run/found).
-`
+/**
+ * Whether `--json` was given, for reporting a command line that does not parse: the options up
+ * to exec's CMD (or `--`), never CMD's own arguments.
+ */
+export function jsonRequested(args: readonly string[]): boolean {
+  let exec = false
+  for (const arg of args) {
+    if (arg === '--' || (exec && !arg.startsWith('-'))) return false
+    if (arg === '--json') return true
+    if (arg === 'exec') exec = true
+  }
+  return false
+}
 
 /** Parses argv (without node and the script). Throws UsageError. */
 export function parseArgs(args: readonly string[]): ParsedArgs {
   const out: ParsedArgs = {
     command: 'help',
+    helpFor: null,
     socket: null,
     codexHome: null,
     json: false,
@@ -80,8 +161,11 @@ export function parseArgs(args: readonly string[]): ParsedArgs {
     withApiKey: false,
     noBrowser: false,
     noRevoke: false,
+    shell: 'posix',
+    completionShell: null,
     argv: [],
   }
+  let help = false
   let command: Command | null = null
   let i = 0
   const takeValue = (flag: string, inline: string | undefined): string => {
@@ -121,7 +205,9 @@ export function parseArgs(args: readonly string[]): ParsedArgs {
         case '-h':
         case '--help':
           noValue()
-          return { ...out, command: 'help' }
+          // Noted, not returned: `token --help` prints token's usage, even before the command word.
+          help = true
+          continue
         case '--version':
         case '-V':
           noValue()
@@ -155,15 +241,39 @@ export function parseArgs(args: readonly string[]): ParsedArgs {
           noValue()
           out.noRevoke = true
           break
+        case '--shell': {
+          const v = takeValue(name, inline)
+          if (!(ENV_SHELLS as readonly string[]).includes(v)) throw new UsageError(`--shell takes ${ENV_SHELLS.join(', ')}, not '${v}'`, command)
+          out.shell = v as EnvShell
+          break
+        }
       }
       continue
     }
+    if (command === 'completion' && out.completionShell === null && !help) {
+      if (!(COMPLETION_SHELLS as readonly string[]).includes(arg)) throw new UsageError(`completion takes ${COMPLETION_SHELLS.join(', ')}, not '${arg}'`, command)
+      out.completionShell = arg as CompletionShell
+      continue
+    }
+    if (command === 'help' && out.helpFor === null && (CLIENT_COMMANDS as readonly string[]).includes(arg)) {
+      out.helpFor = arg as Command // `codex-auth help token`
+      continue
+    }
     if (command !== null) throw new UsageError(`unexpected argument '${arg}' for ${command}`, command)
-    if (arg === 'help') return { ...out, command: 'help' }
-    if (!(COMMANDS as readonly string[]).includes(arg)) throw new UsageError(`unknown command '${arg}'`)
+    if (arg === 'help') {
+      command = 'help'
+      continue
+    }
+    if (!(CLIENT_COMMANDS as readonly string[]).includes(arg)) {
+      const near = nearestWord(arg, [...CLIENT_COMMANDS, 'help'])
+      const hint = otherBinaryHint(arg, 'codex-authd') ?? (near !== null ? `did you mean \`codex-auth ${near}\`?` : null)
+      throw new UsageError(`unknown command '${arg}'${hint ? `; ${hint}` : ''}`)
+    }
     command = arg as Command
   }
+  if (help || command === 'help') return { ...out, command: 'help', helpFor: command === 'help' ? out.helpFor : command }
   if (command === null) throw new UsageError('no command given')
+  if (command === 'completion' && out.completionShell === null) throw new UsageError(`completion needs a shell: ${COMPLETION_SHELLS.join(', ')}`, command)
   if (command === 'login' && out.device && out.withApiKey) {
     throw new UsageError('choose one login method: --device or --with-api-key', command)
   }
@@ -193,9 +303,27 @@ export function credentialEnv(grant: AuthGrant): Array<[string, string]> {
 /** Every variable that carries a credential; exec removes the inherited ones first. */
 export const CREDENTIAL_VARS = ['CODEX_AUTH_MODE', 'OPENAI_API_KEY', 'CODEX_API_KEY', 'CODEX_AUTH_TOKEN', 'CODEX_AUTH_ACCOUNT_ID'] as const
 
-export function envLines(grant: AuthGrant): string {
+/** One word for fish: single-quoted, where only `\` and `'` are escaped. */
+export function fishQuote(value: string): string {
+  return `'${value.replace(/[\\']/g, (c) => `\\${c}`)}'`
+}
+
+/**
+ * One word for csh/tcsh: single-quoted; `'` as `'\''`, `!` (history, expanded even inside quotes)
+ * as `\!`, a newline as backslash-newline (a bare one ends the command).
+ */
+export function cshQuote(value: string): string {
+  return `'${value.replace(/'/g, `'\\''`).replace(/!/g, '\\!').replace(/\n/g, '\\\n')}'`
+}
+
+/** What `env` prints: one line per variable of credentialEnv, in the shell's syntax. */
+export function envLines(grant: AuthGrant, shell: EnvShell = 'posix'): string {
   return credentialEnv(grant)
-    .map(([k, v]) => `export ${k}=${shellQuote(v)}\n`)
+    .map(([k, v]) => {
+      if (shell === 'fish') return `set -gx ${k} ${fishQuote(v)};\n`
+      if (shell === 'csh') return `setenv ${k} ${cshQuote(v)};\n`
+      return `export ${k}=${shellQuote(v)}\n`
+    })
     .join('')
 }
 
@@ -297,4 +425,75 @@ export function auditLines(r: AuditResult): string[] {
   if (r.entries.length === 0) lines.push('No records yet.')
   else if (dropped > 0) lines.push(`(${dropped} older records not shown; the daemon keeps the last ${r.capacity})`)
   return lines
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shell completion (`codex-auth completion bash|zsh|fish`), written from the command table above
+// ---------------------------------------------------------------------------------------------
+
+const GLOBAL_FLAGS = ['--socket', '--codex-home', '--json', '--help', '--version'] as const
+
+/** bash (zsh loads the same script through bashcompinit). Only command and option names: never a call to the daemon. */
+function bashCompletion(): string {
+  const cases = CLIENT_COMMANDS.map((c) => {
+    const words = [...COMMAND_FLAGS[c], '--json', '--help'].join(' ')
+    if (c === 'exec') return `    exec) if [[ $dashdash == 1 ]]; then COMPREPLY=($(compgen -c -- "$cur")); else COMPREPLY=($(compgen -W "${words} --" -- "$cur")); fi ;;`
+    if (c === 'completion') return `    completion) COMPREPLY=($(compgen -W "${COMPLETION_SHELLS.join(' ')} --help" -- "$cur")) ;;`
+    return `    ${c}) COMPREPLY=($(compgen -W "${words}" -- "$cur")) ;;`
+  })
+  return `# codex-auth completion for bash: source <(codex-auth completion bash)
+_codex_auth() {
+  local cur=\${COMP_WORDS[COMP_CWORD]} prev=\${COMP_WORDS[COMP_CWORD-1]} cmd= dashdash=0 i w
+  case $prev in
+    --socket|--codex-home) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    --shell) COMPREPLY=($(compgen -W "${ENV_SHELLS.join(' ')}" -- "$cur")); return ;;
+    --min-validity) COMPREPLY=(); return ;;
+  esac
+  for ((i = 1; i < COMP_CWORD; i++)); do
+    w=\${COMP_WORDS[i]}
+    if [[ -n $cmd ]]; then [[ $w == -- ]] && dashdash=1; continue; fi
+    case $w in
+      --socket|--codex-home) ((i++)) ;;
+      -*) ;;
+      *) cmd=$w ;;
+    esac
+  done
+  case $cmd in
+    '') COMPREPLY=($(compgen -W "${CLIENT_COMMANDS.join(' ')} help ${GLOBAL_FLAGS.join(' ')}" -- "$cur")) ;;
+    help) COMPREPLY=($(compgen -W "${CLIENT_COMMANDS.join(' ')}" -- "$cur")) ;;
+${cases.join('\n')}
+  esac
+}
+complete -F _codex_auth codex-auth
+`
+}
+
+function fishCompletion(): string {
+  const esc = (s: string) => fishQuote(s)
+  const lines = [
+    '# codex-auth completion for fish: codex-auth completion fish > ~/.config/fish/completions/codex-auth.fish',
+    'complete -c codex-auth -f',
+    'complete -c codex-auth -l socket -r -F -d "the daemon\'s socket"',
+    'complete -c codex-auth -l codex-home -r -F -d "the CODEX_HOME whose daemon to ask"',
+    'complete -c codex-auth -l json -d "machine-readable output"',
+    'complete -c codex-auth -s h -l help -d "help"',
+    'complete -c codex-auth -s V -l version -d "print the version"',
+  ]
+  for (const c of CLIENT_COMMANDS) {
+    lines.push(`complete -c codex-auth -n __fish_use_subcommand -a ${c} -d ${esc(USAGE[c].summary)}`)
+    for (const f of COMMAND_FLAGS[c]) {
+      const takes = f === '--min-validity' ? ' -x' : f === '--shell' ? ` -x -a ${esc(ENV_SHELLS.join(' '))}` : ''
+      lines.push(`complete -c codex-auth -n '__fish_seen_subcommand_from ${c}' -l ${f.slice(2)}${takes}`)
+    }
+  }
+  lines.push(`complete -c codex-auth -n '__fish_seen_subcommand_from completion' -a ${esc(COMPLETION_SHELLS.join(' '))}`)
+  lines.push(`complete -c codex-auth -n '__fish_seen_subcommand_from help' -a ${esc(CLIENT_COMMANDS.join(' '))}`)
+  return lines.join('\n') + '\n'
+}
+
+/** The completion script for `shell`. */
+export function completionScript(shell: CompletionShell): string {
+  if (shell === 'fish') return fishCompletion()
+  if (shell === 'zsh') return `#compdef codex-auth\n# codex-auth completion for zsh: save as _codex-auth in a directory of $fpath\nautoload -U +X bashcompinit && bashcompinit\n${bashCompletion()}`
+  return bashCompletion()
 }

@@ -15,12 +15,15 @@ import {
   type AuthdClient,
 } from './index.js'
 import { CliExit, ErrorCode, type AuthGrant, type LoginResult, type LoginStarted, type Status } from '../rpc/contract.js'
-import { UsageError } from '../cli-common.js'
+import { UsageError, usageLines } from '../cli-common.js'
 import {
-  HELP,
   auditLines,
   childEnv,
+  commandHelp,
+  completionScript,
+  credentialEnv,
   envLines,
+  jsonRequested,
   lookupCommand,
   parseArgs,
   statusDetails,
@@ -90,38 +93,85 @@ function describeDaemonError(e: AuthdError): string {
   }
 }
 
-/** Prints why and returns the exit status for a failure of a non-exec command. */
-function failureExit(e: unknown): number {
-  if (e instanceof UsageError) {
-    err(`codex-auth: ${e.message}`, "Try 'codex-auth --help'.")
-    return CliExit.Usage
-  }
+/** How a failure is printed: words on stderr, a JSON object on stdout (`--json`), or on stderr (`exec --json`). */
+type FailureForm = 'text' | 'json' | 'json-stderr'
+
+/**
+ * A failure as both forms tell it: a stable `code` (docs/contract.md#errors-as-json), the exit
+ * status and the words. The daemon's reasons are its `data.reason`; the client adds its own.
+ */
+interface Failure {
+  code: string
+  exitCode: number
+  /** The text form's line, without the `codex-auth: ` prefix. */
+  message: string
+  /** The daemon's `data` minus `reason` (`kind`, `loginId`, `file`, `line`, `column`, `field`...), or the socket. */
+  details?: Record<string, unknown>
+}
+
+const PROTOCOL_CODES: Record<number, string> = {
+  [ErrorCode.ParseError]: 'parse_error',
+  [ErrorCode.InvalidRequest]: 'invalid_request',
+  [ErrorCode.MethodNotFound]: 'method_not_found',
+  [ErrorCode.InvalidParams]: 'invalid_params',
+  [ErrorCode.InternalError]: 'internal_error',
+}
+
+function classify(e: unknown): Failure {
+  if (e instanceof UsageError) return { code: 'usage', exitCode: CliExit.Usage, message: e.message }
   if (e instanceof DaemonUnreachableError) {
-    err(`codex-auth: ${e.message}`)
-    return CliExit.Unreachable
+    return { code: 'daemon_unreachable', exitCode: CliExit.Unreachable, message: e.message, details: { socket: e.socket, errno: e.errno } }
   }
   if (e instanceof SocketTrustError) {
-    err(`codex-auth: ${e.message}`)
-    return CliExit.SocketUntrusted
+    return { code: 'socket_untrusted', exitCode: CliExit.SocketUntrusted, message: e.message, details: { socket: e.socket, owner: e.owner } }
   }
   if (e instanceof VersionMismatchError) {
-    err(`codex-auth: ${e.message}`)
-    return CliExit.DaemonFailure
+    return {
+      code: 'version_mismatch',
+      exitCode: CliExit.DaemonFailure,
+      message: e.message,
+      details: { daemonVersion: e.daemonVersion, daemonProtocol: e.daemonProtocol, clientVersion: e.clientVersion, clientProtocol: e.clientProtocol },
+    }
   }
   if (e instanceof AuthdError) {
+    const { reason: _reason, ...rest } = (e.data !== null && typeof e.data === 'object' ? e.data : {}) as Record<string, unknown>
+    const details = Object.keys(rest).length > 0 ? { details: rest } : {}
+    const code = e.reason ?? PROTOCOL_CODES[e.code] ?? 'daemon_error'
     if (e.code === ErrorCode.NotLoggedIn) {
-      err(`Not logged in${e.message && e.message !== 'Not logged in' ? ` (${e.message})` : ''}. Run \`codex-auth login\`.`)
-      return CliExit.NotLoggedIn
+      const why = e.message && e.message !== 'Not logged in' ? ` (${e.message})` : ''
+      return { code, exitCode: CliExit.NotLoggedIn, message: `Not logged in${why}. Run \`codex-auth login\`.`, ...details }
     }
-    err(`codex-auth: ${describeDaemonError(e)}`)
-    return CliExit.DaemonFailure
+    return { code, exitCode: CliExit.DaemonFailure, message: describeDaemonError(e), ...details }
   }
-  if (e instanceof ConnectionClosedError || e instanceof AuthdTimeoutError) {
-    err(`codex-auth: ${e.message}`)
-    return CliExit.DaemonFailure
+  if (e instanceof ConnectionClosedError) return { code: 'connection_lost', exitCode: CliExit.DaemonFailure, message: e.message }
+  if (e instanceof AuthdTimeoutError) return { code: 'timeout', exitCode: CliExit.DaemonFailure, message: e.message }
+  return { code: 'client_error', exitCode: CliExit.DaemonFailure, message: e instanceof Error ? e.message : String(e) }
+}
+
+/** Prints a failure in the form asked for and returns its exit status. */
+function report(f: Failure, form: FailureForm, helpFor: string | null = null): number {
+  if (form === 'text') {
+    if (f.code === 'usage') err(...usageLines('codex-auth', f.message, helpFor))
+    // "Not logged in" is a state a person reads, not a program's complaint: no prefix.
+    else err(f.code === 'not_logged_in' ? f.message : `codex-auth: ${f.message}`)
+  } else {
+    const line = jsonForTerminal({ code: f.code, exitCode: f.exitCode, message: f.message, ...(f.details ? { details: f.details } : {}) }) + '\n'
+    if (form === 'json') process.stdout.write(line)
+    else process.stderr.write(line)
   }
-  err(`codex-auth: ${e instanceof Error ? e.message : String(e)}`)
-  return CliExit.DaemonFailure
+  return f.exitCode
+}
+
+/** Prints why and returns the exit status for a failure of a non-exec command. */
+function failureExit(e: unknown, a: { json: boolean; command?: string | null }): number {
+  const helpFor = e instanceof UsageError ? e.command : null
+  return report(classify(e), a.json ? 'json' : 'text', helpFor)
+}
+
+/** exec: codex-auth's own failures exit 125 (the child's statuses keep their meaning); JSON goes to stderr. */
+function execFailure(e: unknown, json: boolean): number {
+  report({ ...classify(e), exitCode: CliExit.ExecSetupFailed }, json ? 'json-stderr' : 'text', 'exec')
+  return CliExit.ExecSetupFailed
 }
 
 function open(a: ParsedArgs, reconnect = false): Promise<AuthdClient> {
@@ -167,7 +217,8 @@ async function cmdToken(a: ParsedArgs): Promise<number> {
   const client = await open(a)
   try {
     const g = await client.getAuth(a.minValidity !== null ? { minValiditySeconds: a.minValidity } : undefined)
-    out(g.token + '\n')
+    if (a.json) json(g)
+    else out(g.token + '\n')
     return CliExit.Ok
   } finally {
     client.close()
@@ -178,7 +229,8 @@ async function cmdEnv(a: ParsedArgs): Promise<number> {
   const client = await open(a)
   try {
     const g = await client.getAuth(a.minValidity !== null ? { minValiditySeconds: a.minValidity } : undefined)
-    out(envLines(g))
+    if (a.json) json({ variables: Object.fromEntries(credentialEnv(g)) })
+    else out(envLines(g, a.shell))
     return CliExit.Ok
   } finally {
     client.close()
@@ -189,8 +241,8 @@ async function cmdExec(a: ParsedArgs): Promise<number> {
   const cmd = a.argv[0] as string
   const found = lookupCommand(cmd, process.env.PATH, process.cwd())
   if (!found.ok) {
-    err(`codex-auth: ${found.reason}`)
-    return found.status
+    const code = found.status === CliExit.ExecNotFound ? 'command_not_found' : 'command_not_executable'
+    return report({ code, exitCode: found.status, message: found.reason }, a.json ? 'json-stderr' : 'text')
   }
   let grant: AuthGrant
   try {
@@ -201,8 +253,7 @@ async function cmdExec(a: ParsedArgs): Promise<number> {
       client.close()
     }
   } catch (e) {
-    failureExit(e) // prints the reason
-    return CliExit.ExecSetupFailed
+    return execFailure(e, a.json)
   }
   // The refresh broker (docs/broker.md): Codex's own refreshes go to the daemon through it.
   let broker: BrokerListener | null = null
@@ -343,10 +394,7 @@ async function cmdLogin(a: ParsedArgs): Promise<number> {
     }
     if (!a.json) err('Reading API key from stdin...')
     const apiKey = (await readStdin()).trim()
-    if (apiKey === '') {
-      err('No API key provided via stdin.')
-      return CliExit.Usage
-    }
+    if (apiKey === '') throw new UsageError('no API key provided via stdin', 'login')
     const client = await open(a)
     try {
       const started = await client.login({ method: 'apikey', apiKey })
@@ -493,20 +541,25 @@ export async function main(args: readonly string[]): Promise<number> {
   try {
     a = parseArgs(args)
   } catch (e) {
-    if (e instanceof UsageError && e.command === 'exec') {
-      err(`codex-auth: ${e.message}`)
-      return CliExit.ExecSetupFailed
-    }
-    return failureExit(e)
+    if (e instanceof UsageError && e.command === 'exec') return execFailure(e, jsonRequested(args))
+    return failureExit(e, { json: jsonRequested(args) })
   }
   try {
     switch (a.command) {
       case 'help':
-        out(HELP)
+        if (a.json) json({ usage: commandHelp(a.helpFor) }, 2)
+        else out(commandHelp(a.helpFor))
         return CliExit.Ok
       case 'version':
-        say(`codex-auth ${VERSION}`)
+        if (a.json) json({ version: VERSION })
+        else say(`codex-auth ${VERSION}`)
         return CliExit.Ok
+      case 'completion': {
+        const shell = a.completionShell ?? 'bash'
+        if (a.json) json({ shell, script: completionScript(shell) })
+        else out(completionScript(shell))
+        return CliExit.Ok
+      }
       case 'status':
         return await cmdStatus(a)
       case 'token':
@@ -527,11 +580,8 @@ export async function main(args: readonly string[]): Promise<number> {
         return await cmdAudit(a)
     }
   } catch (e) {
-    if (a.command === 'exec') {
-      failureExit(e)
-      return CliExit.ExecSetupFailed
-    }
-    return failureExit(e)
+    if (a.command === 'exec') return execFailure(e, a.json)
+    return failureExit(e, a)
   }
 }
 

@@ -1,7 +1,8 @@
 // `codex-authd` entry point: parse, start, handle signals, map failures to exit codes (docs/contract.md#codex-authd).
 import fs from 'node:fs'
 import path from 'node:path'
-import { UsageError } from '../cli-common.js'
+import { UsageError, usageLines } from '../cli-common.js'
+import { escapeControls } from '../text.js'
 import { createLogger } from '../log.js'
 import { DaemonExit } from '../rpc/contract.js'
 import { VERSION } from '../version.js'
@@ -14,7 +15,7 @@ async function main(argv: string[]): Promise<number> {
     command = parseDaemonArgs(argv)
   } catch (e) {
     if (e instanceof UsageError) {
-      process.stderr.write(`codex-authd: ${e.message}\nTry 'codex-authd --help'.\n`)
+      process.stderr.write(usageLines('codex-authd', e.message, e.command).map((l) => `${escapeControls(l)}\n`).join(''))
       return DaemonExit.Config
     }
     throw e

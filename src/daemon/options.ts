@@ -1,7 +1,7 @@
 // `codex-authd` command line (docs/contract.md#codex-authd), validated once at start.
 import { parseArgs } from 'node:util'
 import type { LevelWithSilent } from 'pino'
-import { UsageError } from '../cli-common.js'
+import { CLIENT_COMMANDS, DAEMON_COMMANDS, UsageError, nearestWord, otherBinaryHint } from '../cli-common.js'
 import { parseConfigOverride, type ConfigOverride } from '../codex/config.js'
 import type { IssuerKind } from '../net/issuer.js'
 
@@ -42,11 +42,13 @@ Options:
   --client-id ID          OAuth client id (default ${DEFAULT_CLIENT_ID})
   --login-ports P1,P2     browser-login callback ports (default ${DEFAULT_LOGIN_PORTS.join(',')})
   --log-level LEVEL       fatal|error|warn|info|debug|trace|silent (default info)
-  --version               print the version
-  --help                  print this help
+  -V, --version           print the version
+  -h, --help              print this help
+
+The client commands (status, token, login, ...) are codex-auth's: run \`codex-auth --help\`.
 
 Exit codes: 0 stopped, 1 crashed, 3 another daemon owns this CODEX_HOME,
-4 unusable socket path or directory, 78 invalid CODEX_HOME or arguments.
+4 unusable socket path or directory, 78 invalid CODEX_HOME or arguments (usage).
 `
 
 export function parseDaemonArgs(argv: string[]): Command {
@@ -55,7 +57,7 @@ export function parseDaemonArgs(argv: string[]): Command {
   try {
     parsed = parseArgs({
       args: argv,
-      allowPositionals: false,
+      allowPositionals: true,
       strict: true,
       options: {
         'codex-home': { type: 'string' },
@@ -66,7 +68,7 @@ export function parseDaemonArgs(argv: string[]): Command {
         'client-id': { type: 'string' },
         'login-ports': { type: 'string' },
         'log-level': { type: 'string' },
-        version: { type: 'boolean' },
+        version: { type: 'boolean', short: 'V' },
         help: { type: 'boolean', short: 'h' },
       },
     })
@@ -74,6 +76,14 @@ export function parseDaemonArgs(argv: string[]): Command {
     throw new UsageError((e as Error).message)
   }
   const v = parsed.values
+  const word = parsed.positionals[0]
+  if (word !== undefined) {
+    // A client command given to the daemon's binary is the likely slip: name the right one.
+    const near = nearestWord(word, [...CLIENT_COMMANDS, ...DAEMON_COMMANDS])
+    const hint =
+      otherBinaryHint(word, 'codex-auth') ?? (near === null ? null : `did you mean \`${(DAEMON_COMMANDS as readonly string[]).includes(near) ? 'codex-authd' : 'codex-auth'} ${near}\`?`)
+    throw new UsageError(hint ? `'${word}' is not a codex-authd command; ${hint}` : `unexpected argument '${word}'`)
+  }
   if (v.help) return { kind: 'help' }
   if (v.version) return { kind: 'version' }
 
