@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The Debian packages the tests drive for real (systemd's socket activation and unit checker,
-# tinyproxy, chromium, fish and tcsh (what `codex-auth env --shell` prints is read back by them), util-linux's flock/setpriv/unshare, bsdutils's script, iproute2). Installs
-# the missing ones when running as root (CI and these development machines); otherwise says what
+# The Debian packages the tests drive for real: systemd's socket activation and unit checker,
+# tinyproxy, chromium, fish and tcsh (they read back what `codex-auth env --shell` prints),
+# util-linux's flock/setpriv/unshare, bsdutils's script, iproute2. Installs the missing ones when running as root (CI and these development machines); otherwise says what
 # is missing.
 set -euo pipefail
 need=()
