@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The Debian packages the tests drive for real: systemd's socket activation and unit checker,
 # tinyproxy, chromium, fish and tcsh (they read back what `codex-auth env --shell` prints),
-# util-linux's flock/setpriv/unshare, bsdutils's script, iproute2. Installs the missing ones when running as root (CI and these development machines); otherwise says what
-# is missing.
+# util-linux's flock/setpriv/unshare, bsdutils's script, iproute2. Installs the missing ones
+# when running as root (CI and these development machines); otherwise says what is missing.
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/bin/$1" ] || [ -x "/usr/sbin/$1" ]; }
