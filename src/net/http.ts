@@ -1,6 +1,7 @@
 // Outbound HTTP for refresh, login and revocation. Honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY as
 // Codex does (Node's fetch does not by itself; undici's EnvHttpProxyAgent does: docs/architecture.md#library-choices).
 // undici is loaded on first use (or by preloadHttp), so a daemon with nothing to refresh never pays for it.
+import { randomBytes } from 'node:crypto'
 import fs from 'node:fs/promises'
 import net from 'node:net'
 import os from 'node:os'
@@ -40,15 +41,17 @@ const WARM_ANSWER = 'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconten
  */
 async function warmUp(fetch: typeof import('undici').fetch): Promise<void> {
   const { Agent } = await import('undici')
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'codex-authd-warm-'))
-  const socketPath = path.join(dir, 'http.sock')
+  // On Linux an abstract socket (a random name, no file): nothing is left behind when the daemon
+  // is killed meanwhile. Elsewhere a socket in a private temp directory, removed afterwards.
+  const dir = process.platform === 'linux' ? null : await fs.mkdtemp(path.join(os.tmpdir(), 'codex-authd-warm-'))
+  const socketPath = dir === null ? `\0codex-authd-warm-${randomBytes(16).toString('hex')}` : path.join(dir, 'http.sock')
   const server = net.createServer((s) => {
     let request = ''
     s.on('error', () => {})
     s.on('data', (chunk: Buffer) => {
       request += chunk.toString('latin1')
       if (request.endsWith('\r\n\r\n{}')) s.end(WARM_ANSWER)
-      else if (request.length > 4096) s.destroy() // not our request (the directory is ours alone)
+      else if (request.length > 4096) s.destroy() // not our request
     })
   })
   const agent = new Agent({ connect: { socketPath } })
@@ -61,7 +64,7 @@ async function warmUp(fetch: typeof import('undici').fetch): Promise<void> {
   } finally {
     await agent.close().catch(() => {})
     server.close()
-    await fs.rm(dir, { recursive: true, force: true })
+    if (dir !== null) await fs.rm(dir, { recursive: true, force: true })
   }
 }
 
