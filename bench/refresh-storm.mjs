@@ -9,7 +9,11 @@
 //
 // Prints a table and one JSON line. Usage:
 //   node bench/refresh-storm.mjs [--calls 1000] [--connections 50] [--rounds 3] [--token-delay 0]
-//                                [--preload file.cjs]   (required by each daemon, e.g. a CPU profiler)
+//                                [--settle-ms 1000] [--preload file.cjs]
+// --settle-ms: the pause between a daemon's start and its storm, so that the storm measures a daemon
+// that has finished starting (loading and warming its HTTP client, docs/refresh.md#one-in-flight),
+// as a due refresh normally finds it, rather than racing that work. --preload: a file each daemon
+// requires, e.g. a CPU profiler.
 import { build } from 'esbuild'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -23,6 +27,7 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '50' },
     rounds: { type: 'string', default: '3' },
     'token-delay': { type: 'string', default: '0' },
+    'settle-ms': { type: 'string', default: '1000' },
     /** a CommonJS file the daemon preloads (--require), e.g. one that starts a CPU profile */
     'preload': { type: 'string' },
   },
@@ -31,6 +36,7 @@ const CALLS = Number(values.calls)
 const CONNECTIONS = Number(values.connections)
 const ROUNDS = Number(values.rounds)
 const TOKEN_DELAY_MS = Number(values['token-delay'])
+const SETTLE_MS = Number(values['settle-ms'])
 const PER_CONNECTION = Math.ceil(CALLS / CONNECTIONS)
 const PRELOAD = values.preload ? path.resolve(values.preload) : null
 
@@ -119,6 +125,7 @@ try {
       const tokens = await mintTokens(provider)
       const d = await daemonWith(provider, tokens)
       try {
+        await new Promise((resolve) => setTimeout(resolve, SETTLE_MS))
         const before = refreshCalls(provider)
         const endpointBefore = endpointMs.length
         const params = kind === 'due' ? { minValiditySeconds: 1200 } : undefined
@@ -175,6 +182,7 @@ console.log(
     connections: CONNECTIONS,
     rounds: ROUNDS,
     tokenDelayMs: TOKEN_DELAY_MS,
+    settleMs: SETTLE_MS,
     fresh,
     due,
     wallRatio: due.wallMs / fresh.wallMs,

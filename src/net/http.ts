@@ -1,6 +1,11 @@
 // Outbound HTTP for refresh, login and revocation. Honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY as
 // Codex does (Node's fetch does not by itself; undici's EnvHttpProxyAgent does: docs/architecture.md#library-choices).
 // undici is loaded on first use (or by preloadHttp), so a daemon with nothing to refresh never pays for it.
+import { randomBytes } from 'node:crypto'
+import fs from 'node:fs/promises'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
 import type { Dispatcher } from 'undici'
 
 let dispatcher: Promise<Dispatcher> | null = null
@@ -14,12 +19,53 @@ function load(): Promise<[Dispatcher, typeof import('undici').fetch]> {
 }
 
 /**
- * Load undici now, off the path of a request: the refresher calls it once it holds tokens it
- * will refresh, so that the first refresh does not pay for loading the HTTP client while
- * callers wait for it (docs/refresh.md#one-in-flight). Never throws.
+ * Load undici now, and warm it up, off the path of a request: the refresher calls it once it
+ * holds tokens it will refresh, so that the first refresh does not pay for loading the HTTP
+ * client, or for compiling what its first request runs, while callers wait for it
+ * (docs/refresh.md#one-in-flight). Never throws.
  */
 export function preloadHttp(): void {
-  load().catch(() => {})
+  load()
+    .then(([, fetch]) => warmUp(fetch))
+    .catch(() => {})
+}
+
+/** What the warm-up's private server answers, once the whole request (headers, 2-byte body) is in. */
+const WARM_ANSWER = 'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}'
+
+/**
+ * One `post` to a private Unix socket that this process answers itself. undici's first request
+ * compiles its HTTP parser (a WebAssembly module) and runs fetch's code for the first time: tens
+ * of milliseconds on a busy machine that every caller of the first refresh would otherwise wait
+ * for. No network traffic; best effort (a failure leaves the first refresh as it was).
+ */
+async function warmUp(fetch: typeof import('undici').fetch): Promise<void> {
+  const { Agent } = await import('undici')
+  // On Linux an abstract socket (a random name, no file): nothing is left behind when the daemon
+  // is killed meanwhile. Elsewhere a socket in a private temp directory, removed afterwards.
+  const dir = process.platform === 'linux' ? null : await fs.mkdtemp(path.join(os.tmpdir(), 'codex-authd-warm-'))
+  const socketPath = dir === null ? `\0codex-authd-warm-${randomBytes(16).toString('hex')}` : path.join(dir, 'http.sock')
+  const server = net.createServer((s) => {
+    let request = ''
+    s.on('error', () => {})
+    s.on('data', (chunk: Buffer) => {
+      request += chunk.toString('latin1')
+      if (request.endsWith('\r\n\r\n{}')) s.end(WARM_ANSWER)
+      else if (request.length > 4096) s.destroy() // not our request
+    })
+  })
+  const agent = new Agent({ connect: { socketPath } })
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(socketPath, resolve)
+    })
+    await request(fetch, agent, 'http://localhost/', {}, { timeoutMs: 5_000, encoding: 'json' })
+  } finally {
+    await agent.close().catch(() => {})
+    server.close()
+    if (dir !== null) await fs.rm(dir, { recursive: true, force: true })
+  }
 }
 
 export type HttpAnswer =
@@ -41,6 +87,11 @@ export interface PostOptions {
  */
 export async function post(url: string, body: Record<string, string>, opts: PostOptions): Promise<HttpAnswer> {
   const [agent, fetch] = await load()
+  return request(fetch, agent, url, body, opts)
+}
+
+/** `post` through a given dispatcher (the proxy agent, or the warm-up's). */
+async function request(fetch: typeof import('undici').fetch, agent: Dispatcher, url: string, body: Record<string, string>, opts: PostOptions): Promise<HttpAnswer> {
   const headers: Record<string, string> = {
     accept: 'application/json',
     'content-type': opts.encoding === 'json' ? 'application/json' : 'application/x-www-form-urlencoded',
