@@ -45,7 +45,10 @@ async function warmUp(fetch: typeof import('undici').fetch): Promise<void> {
   // is killed meanwhile. Elsewhere a socket in a private temp directory, removed afterwards.
   const dir = process.platform === 'linux' ? null : await fs.mkdtemp(path.join(os.tmpdir(), 'codex-authd-warm-'))
   const socketPath = dir === null ? `\0codex-authd-warm-${randomBytes(16).toString('hex')}` : path.join(dir, 'http.sock')
+  // Anyone local can reach an abstract socket: one connection at a time, each ended with the warm-up.
+  const accepted = new Set<net.Socket>()
   const server = net.createServer((s) => {
+    accepted.add(s)
     let request = ''
     s.on('error', () => {})
     s.on('data', (chunk: Buffer) => {
@@ -54,6 +57,7 @@ async function warmUp(fetch: typeof import('undici').fetch): Promise<void> {
       else if (request.length > 4096) s.destroy() // not our request
     })
   })
+  server.maxConnections = 1
   const agent = new Agent({ connect: { socketPath } })
   try {
     await new Promise<void>((resolve, reject) => {
@@ -64,6 +68,7 @@ async function warmUp(fetch: typeof import('undici').fetch): Promise<void> {
   } finally {
     await agent.close().catch(() => {})
     server.close()
+    for (const s of accepted) s.destroy()
     if (dir !== null) await fs.rm(dir, { recursive: true, force: true })
   }
 }
