@@ -212,7 +212,8 @@ t.test('a relink to a target another daemon owns: nothing of the old served, sta
   const g = await c.call('getAuth')
   t.equal(g.error?.code, -32001, 'getAuth: -32001')
   t.match(g.error?.message, 'another codex-authd already owns', 'naming why')
-  t.notOk(lockHeld(path.join(b.dir, 'authd.lock')), "B's lock released: this daemon serves nothing")
+  // The old unit closes after the new one is announced (docs/watching.md#a-symlinked-codex_home).
+  await until("B's lock released: this daemon serves nothing", () => !lockHeld(path.join(b.dir, 'authd.lock')))
   const login = await c.call('login', { method: 'apikey', apiKey: 'sk-test-relink-000000000000' })
   t.equal(login.error?.code, -32001, 'no login into a home another daemon owns')
   t.notOk(fs.readFileSync(path.join(a.dir, 'auth.json'), 'utf8').includes('sk-test-relink'), "A's file untouched")
