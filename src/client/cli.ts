@@ -34,8 +34,7 @@ import {
 import { jsonForTerminal } from '../text.js'
 import { VERSION } from '../version.js'
 import { givenCodexHome } from '../paths.js'
-import { homeOwned } from '../os/home-owner.js'
-import { codexEndpoints, startBrokerListener, type BrokerListener, type Forwarded } from './broker-listener.js'
+import type { BrokerListener, Forwarded } from './broker-listener.js'
 
 
 /** child_process is loaded only by the commands that start a process: it costs start-up time. */
@@ -258,6 +257,9 @@ async function cmdExec(a: ParsedArgs): Promise<number> {
   // The refresh broker (docs/broker.md): Codex's own refreshes go to the daemon through it.
   let broker: BrokerListener | null = null
   try {
+    // Loaded here, not at start-up: node:http, node:crypto and the lock code cost every other
+    // command (`token` first) about 6 ms (docs/architecture.md#library-choices).
+    const [{ codexEndpoints, startBrokerListener }, { homeOwned }] = await Promise.all([import('./broker-listener.js'), import('../os/home-owner.js')])
     broker = await startBrokerListener({
       upstream: codexEndpoints(process.env),
       forward: (kind, body) => forwardToDaemon(a, kind, body),

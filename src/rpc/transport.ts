@@ -118,6 +118,8 @@ interface ConnState extends Connection {
   inFlight: number
   /** Not read for having too many requests running. */
   paused: boolean
+  /** socket.pause() was called (and resume() not yet). */
+  readStopped: boolean
   closing: boolean
   /** Closed: its bytes and requests no longer count. */
   gone: boolean
@@ -209,6 +211,7 @@ export class Transport {
       out: 0,
       inFlight: 0,
       paused: false,
+      readStopped: false,
       closing: false,
       gone: false,
       endAfterReply: false,
@@ -269,12 +272,35 @@ export class Transport {
     if (c.closing) return
     // More of a long line, and no whole line waiting: nothing to take turns for.
     if (c.pending === null && chunk.indexOf(10) === -1) return this.appendPart(c, chunk)
-    // One chunk at a time: read again once this one has been processed (pump()).
-    c.socket.pause()
     c.pending = c.pending === null ? chunk : Buffer.concat([c.pending, chunk])
     this.bufferedIn += chunk.length
     if (this.buffered > this.limits.maxBufferedBytes) this.shed(0, c)
-    if (!c.closing) this.enqueue(c)
+    if (c.closing) return
+    if (this.ready.length === 0 && !this.scheduled) {
+      // Nobody is waiting for a turn, so this connection's turn is now: one request costs no extra
+      // loop iteration, and no stop and restart of reading (two epoll_ctl calls) when it used the
+      // whole chunk, the usual case (docs/contract.md, "Lines are taken in turn").
+      c.queued = true
+      this.ready.push(c)
+      this.pump()
+    } else {
+      this.enqueue(c)
+    }
+    // One chunk at a time: lines left over (or too many requests running) wait for pump() or
+    // untrack(), which read again once they are done.
+    if (!c.closing && (c.pending !== null || c.paused)) this.stopReading(c)
+  }
+
+  private stopReading(c: ConnState): void {
+    if (c.readStopped) return
+    c.readStopped = true
+    c.socket.pause()
+  }
+
+  private startReading(c: ConnState): void {
+    if (!c.readStopped) return
+    c.readStopped = false
+    c.socket.resume()
   }
 
   private enqueue(c: ConnState): void {
@@ -311,7 +337,7 @@ export class Transport {
       started += cost
       if (c.closing || c.paused) continue
       if (c.pending !== null) this.enqueue(c)
-      else c.socket.resume()
+      else this.startReading(c)
     }
     if (this.ready.length > 0 && !this.scheduled) {
       this.scheduled = true
@@ -483,7 +509,7 @@ export class Transport {
       c.paused = false
       if (c.closing) return
       if (c.pending !== null) this.enqueue(c)
-      else c.socket.resume()
+      else this.startReading(c)
     }
   }
 
