@@ -22,11 +22,12 @@ function load(): Promise<[Dispatcher, typeof import('undici').fetch]> {
  * Load undici now, and warm it up, off the path of a request: the refresher calls it once it
  * holds tokens it will refresh, so that the first refresh does not pay for loading the HTTP
  * client, or for compiling what its first request runs, while callers wait for it
- * (docs/refresh.md#one-in-flight). Never throws.
+ * (docs/refresh.md#one-in-flight). Never throws; settles once the warm-up has let go of everything,
+ * at once when `signal` aborts (the daemon stopping).
  */
-export function preloadHttp(): void {
-  load()
-    .then(([, fetch]) => warmUp(fetch))
+export function preloadHttp(signal: AbortSignal): Promise<void> {
+  return load()
+    .then(([, fetch]) => (signal.aborted ? undefined : warmUp(fetch, signal)))
     .catch(() => {})
 }
 
@@ -39,7 +40,7 @@ const WARM_ANSWER = 'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconten
  * of milliseconds on a busy machine that every caller of the first refresh would otherwise wait
  * for. No network traffic; best effort (a failure leaves the first refresh as it was).
  */
-async function warmUp(fetch: typeof import('undici').fetch): Promise<void> {
+async function warmUp(fetch: typeof import('undici').fetch, signal: AbortSignal): Promise<void> {
   const { Agent } = await import('undici')
   // On Linux an abstract socket (a random name, no file): nothing is left behind when the daemon
   // is killed meanwhile. Elsewhere a socket in a private temp directory, removed afterwards.
@@ -59,14 +60,24 @@ async function warmUp(fetch: typeof import('undici').fetch): Promise<void> {
   })
   server.maxConnections = 1
   const agent = new Agent({ connect: { socketPath } })
+  // Stopping ends the request at once: its sockets are destroyed, so the post settles now.
+  const stop = (): void => {
+    server.close()
+    for (const s of accepted) s.destroy()
+    agent.destroy().catch(() => {})
+  }
+  signal.addEventListener('abort', stop, { once: true })
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
+      server.once('close', () => reject(new Error('stopped'))) // closed before it listened
+      if (signal.aborted) return stop()
       server.listen(socketPath, resolve)
     })
     await request(fetch, agent, 'http://localhost/', {}, { timeoutMs: 5_000, encoding: 'json' })
   } finally {
-    await agent.close().catch(() => {})
+    signal.removeEventListener('abort', stop)
+    await (signal.aborted ? agent.destroy() : agent.close()).catch(() => {})
     server.close()
     for (const s of accepted) s.destroy()
     if (dir !== null) await fs.rm(dir, { recursive: true, force: true })

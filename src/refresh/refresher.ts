@@ -123,7 +123,9 @@ export class Refresher {
   private stopped = false
   private oidc: ReturnType<typeof oidcConfiguration> | null = null
   private rawAnswer: { status: number; text: string } | null = null
-  private httpPreloaded = false
+  /** The HTTP client's warm-up, started once (null: not yet); stop() ends it and waits for it. */
+  private warmUp: Promise<void> | null = null
+  private readonly stopping = new AbortController()
   /** A journal found at start could not be settled yet (auth.json unreadable): tried again on each change. */
   private journalUnsettled = false
   /** The last few spends, by spent refresh token (for the broker), and how each is settled. */
@@ -169,8 +171,10 @@ export class Refresher {
    */
   async stop(): Promise<void> {
     this.stopped = true
+    this.stopping.abort()
     if (this.timer) clearTimeout(this.timer)
     if (this.commitTimer) clearTimeout(this.commitTimer)
+    await this.warmUp
     await this.inFlight?.catch(() => {})
     await this.committing?.catch(() => {})
     const pending = this.o.state.current.pending
@@ -748,10 +752,7 @@ export class Refresher {
     if (this.permanent?.refreshToken === cand.tokens.refreshToken) return
     // These tokens will be refreshed (within the hour for OpenAI's): load the HTTP client now
     // rather than while callers wait for the refresh.
-    if (!this.httpPreloaded) {
-      this.httpPreloaded = true
-      preloadHttp()
-    }
+    if (this.warmUp === null) this.warmUp = preloadHttp(this.stopping.signal)
     const due = this.dueAt(cand, now)
     if (due === null) return
     const wake = this.backoff !== null ? Math.max(due, this.backoff.until) : due
