@@ -7,7 +7,7 @@ import net from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { startDaemon, stopAtTeardown, type RunningDaemon } from './support/daemon.js'
 import { onLines } from './support/lines.js'
-import { Wire, fdCount, latencyProbe, limitLogs as countLimitLogs, memoryOf, reliabilityComment, waitIdle } from './support/reliability.js'
+import { STALLERS, STALLER_PART, Wire, fdCount, latencyProbe, limitLogs as countLimitLogs, memoryOf, reliabilityComment, startStallers, waitIdle } from './support/reliability.js'
 import { until } from './support/until.js'
 
 const API_KEY = `sk-fake-flood-${randomBytes(12).toString('hex')}`
@@ -174,23 +174,12 @@ t.test('half lines that stall: the global buffer cap and the idle timeout apply;
   const ingestProbe = latencyProbe(t, d, API_KEY)
   // 80 clients x 900 KB of one unfinished line = 72 MB, over the 64 MiB cap. Half of them never
   // close their side (allowHalfOpen): the idle timeout must close them all the same.
-  const STALLERS = 80
-  const PART = 900_000
-  const head = '{"jsonrpc":"2.0","id":1,"method":"status","params":{"pad":"'
-  const chunk = head + 'x'.repeat(PART - head.length)
   const t0 = Date.now()
-  const stallers = await Promise.all(
-    Array.from({ length: STALLERS }, async (_, i) => {
-      const w = await Wire.connect(d.socket, { allowHalfOpen: i % 2 === 1 })
-      t.teardown(() => w.close())
-      await w.write(chunk)
-      return w
-    }),
-  )
+  const stallers = await startStallers(t, d.socket, { halfOpen: (i) => i % 2 === 1 })
   // Written means handed to our kernel: wait until the daemon has read enough to refuse those over
   // the cap (an event; the daemon's CPU going quiet is not one on a loaded machine, where it may
   // just not be scheduled), then let it settle before measuring the stall itself.
-  const overCap = Math.ceil((STALLERS * PART - MAX_BUFFERED) / PART)
+  const overCap = Math.ceil((STALLERS * STALLER_PART - MAX_BUFFERED) / STALLER_PART)
   await until(`${overCap} stallers refused at the buffer cap`, () => limitLogs(d, 'buffer_cap') >= overCap, 60_000)
   await waitIdle(d.pid)
   const ingest = await ingestProbe.finish()

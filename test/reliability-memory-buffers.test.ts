@@ -7,7 +7,7 @@ import t, { type Test } from 'tap'
 import net from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { startDaemon, stopAtTeardown, type RunningDaemon } from './support/daemon.js'
-import { Wire, latencyOf, latencyProbe, limitLogs, memoryOf, reliabilityComment } from './support/reliability.js'
+import { Wire, latencyOf, latencyProbe, limitLogs, memoryOf, reliabilityComment, stallerLine, startStallers } from './support/reliability.js'
 import { until } from './support/until.js'
 
 const API_KEY = `sk-fake-buffers-${randomBytes(12).toString('hex')}`
@@ -73,18 +73,7 @@ t.test('half-line stallers hold the global cap: a normal client splitting its re
   const d = await daemon(t, { CODEX_AUTHD_IDLE_TIMEOUT_MS: '20000' })
   const before = memoryOf(d.pid)
   // 80 clients x 900 KB of one unfinished line = 72 MB, over the 64 MiB cap.
-  const STALLERS = 80
-  const PART = 900_000
-  const head = '{"jsonrpc":"2.0","id":1,"method":"status","params":{"pad":"'
-  const chunk = head + 'x'.repeat(PART - head.length)
-  const stallers = await Promise.all(
-    Array.from({ length: STALLERS }, async () => {
-      const w = await Wire.connect(d.socket)
-      t.teardown(() => w.close())
-      await w.write(chunk)
-      return w
-    }),
-  )
+  const stallers = await startStallers(t, d.socket)
   await until('the buffer cap to be reached', () => limitLogs(d.logs, 'buffer_cap') > 0, 20_000)
   const shedBefore = limitLogs(d.logs, 'buffer_cap')
   // The normal client: each getAuth in two writes, the second after the first has been taken in
@@ -98,7 +87,7 @@ t.test('half-line stallers hold the global cap: a normal client splitting its re
     // A staller refills what was shed, so the cap stays full.
     const refill = await Wire.connect(d.socket)
     t.teardown(() => refill.close())
-    await refill.write(chunk)
+    await refill.write(stallerLine())
     const t0 = performance.now()
     const req = JSON.stringify({ jsonrpc: '2.0', id: `split-${i}`, method: 'getAuth' }) + '\n'
     await c.write(req.slice(0, 20))

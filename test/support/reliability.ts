@@ -453,6 +453,28 @@ export function latencyOf(samples: number[]): Latency {
 }
 
 /** `connection limit reached` log lines of `kind` so far. */
+/** Half-line stallers: each connects and writes one unfinished `status` line of `part` bytes, then waits. */
+export const STALLERS = 80
+export const STALLER_PART = 900_000
+
+/** The unfinished line one staller writes. */
+export function stallerLine(): string {
+  const head = '{"jsonrpc":"2.0","id":1,"method":"status","params":{"pad":"'
+  return head + 'x'.repeat(STALLER_PART - head.length)
+}
+
+export async function startStallers(t: { teardown(fn: () => unknown): void }, socket: string, opts: { halfOpen?: (i: number) => boolean } = {}): Promise<Wire[]> {
+  const chunk = stallerLine()
+  return Promise.all(
+    Array.from({ length: STALLERS }, async (_, i) => {
+      const w = await Wire.connect(socket, { allowHalfOpen: opts.halfOpen?.(i) ?? false })
+      t.teardown(() => w.close())
+      await w.write(chunk)
+      return w
+    }),
+  )
+}
+
 export function limitLogs(logs: string[], kind: string): number {
   return logs.filter((l) => l.includes('"connection limit reached"') && l.includes(`"kind":"${kind}"`)).length
 }
