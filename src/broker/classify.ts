@@ -53,10 +53,10 @@ export interface RecoveryGuard {
   run: number
   lastSpendMs: number | null
   /** Access tokens handed back once to a recovery that arrived just after the spend that issued them (bounded). */
-  restated?: string[]
+  restated: string[]
 }
 
-export const emptyGuard = (): RecoveryGuard => ({ recovered: [], run: 0, lastSpendMs: null })
+export const emptyGuard = (): RecoveryGuard => ({ recovered: [], run: 0, lastSpendMs: null, restated: [] })
 
 /** Codex refreshes by itself when its access token has less than this left (docs/codex-compat.md#refresh-triggers). */
 export const CODEX_WINDOW_MS = 300_000
@@ -151,7 +151,7 @@ function forCurrent(reason: RefreshReason, view: BrokerView, current: IssuedToke
     // request sent with the access token they replaced, by another of Codex's requests whose
     // recovery has since taken the new refresh token from the answer to the first. Hand them back
     // once, spending nothing; a second recovery for them is a real rejection and spends.
-    if (view.loopGuardUntil !== null && view.loopGuardUntil > now && freshEnough(current, now) && !(guard.restated ?? []).includes(current.accessToken)) {
+    if (view.loopGuardUntil !== null && view.loopGuardUntil > now && freshEnough(current, now) && !guard.restated.includes(current.accessToken)) {
       return { kind: 'answer', tokens: current, from: 'current', restated: true }
     }
   } else if (freshEnough(current, now)) {
@@ -172,12 +172,12 @@ function inRun(guard: RecoveryGuard, now: number, scale: number): boolean {
 
 /** The guard after `accessToken` was handed back to a recovery without a spend (at most once each). */
 export function noteRestated(guard: RecoveryGuard, accessToken: string): RecoveryGuard {
-  return { ...guard, restated: [...(guard.restated ?? []).filter((a) => a !== accessToken), accessToken].slice(-KEEP_RECOVERED) }
+  return { ...guard, restated: [...guard.restated.filter((a) => a !== accessToken), accessToken].slice(-KEEP_RECOVERED) }
 }
 
 /** The guard after a recovery spend replacing `accessToken` was started at `now`. */
 export function noteRecoverySpend(guard: RecoveryGuard, accessToken: string, now: number, recoveryScale = 1): RecoveryGuard {
   const continues = inRun(guard, now, recoveryScale)
   const recovered = [...guard.recovered.filter((a) => a !== accessToken), accessToken].slice(-KEEP_RECOVERED)
-  return { recovered, run: continues ? guard.run + 1 : 1, lastSpendMs: now }
+  return { recovered, run: continues ? guard.run + 1 : 1, lastSpendMs: now, restated: guard.restated }
 }
