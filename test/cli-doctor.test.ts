@@ -229,6 +229,16 @@ const ROWS: Row[] = [
     say: { auth_file: { summary: /mode 0644: group or other can read/, fix: /^chmod 600 \/h\/\.codex\/auth\.json$/ }, codex_home: { fix: /^chmod go-w / } },
   },
   {
+    name: 'auth_permissions: about auth.json, said once (auth_file); about auth.lock, listed',
+    change: (f) => {
+      f.auth.stat = { uid: ME, mode: 0o100644, kind: 'file' }
+      const p = (file: string) => ({ code: 'auth_permissions', message: `${file} is readable by group or other`, file, line: null, column: null })
+      if (f.daemon.state === 'answered') f.daemon.status.problems = [p('/h/.codex/auth.json'), p('/h/.codex/auth.lock')]
+    },
+    want: { auth_file: 'warn', 'problem.auth_permissions': 'warn' },
+    say: { 'problem.auth_permissions': { summary: /auth\.lock/ } },
+  },
+  {
     name: 'no auth.json: the key comes from the daemon\'s environment',
     change: (f) => {
       f.auth.stat = null
@@ -562,7 +572,7 @@ t.test('end to end', async (t) => {
     const r = await doctor(t, d.socket)
     t.equal(r.code, 0, 'warnings only')
     t.match(check(t, r, 'auth_file'), { status: 'warn', summary: /mode 0644: group or other can read/, fix: `chmod 600 ${path.join(d.home, 'auth.json')}` })
-    t.match(check(t, r, 'problem.auth_permissions'), { status: 'warn' })
+    t.notOk(r.json.checks.some((c) => c.id === 'problem.auth_permissions'), "the daemon's auth_permissions about auth.json: said once, by auth_file")
   })
 
   await t.test('auth.json broken while the key is still served: doctor fails, status exits 0', async (t) => {

@@ -394,12 +394,19 @@ export const PROBLEM_SEVERITY: Readonly<Record<string, CheckStatus>> = {
   store_ephemeral: 'warn',
 }
 
-/** Problems a check of its own reports already. */
-const FOLDED_PROBLEMS: ReadonlySet<string> = new Set(['auth_unreadable'])
+/**
+ * Whether `auth_file` says this problem already: `auth_unreadable`, and `auth_permissions` about
+ * auth.json itself while auth_file sees the same loose mode (the code also covers CODEX_HOME and
+ * auth.lock, which stay listed).
+ */
+function folded(p: StatusProblem, auth: AuthFacts): boolean {
+  if (p.code === 'auth_unreadable') return true
+  return p.code === 'auth_permissions' && p.file === auth.path && auth.stat !== null && (auth.stat.mode & 0o077) !== 0
+}
 
-function problemChecks(status: Status): Check[] {
+function problemChecks(status: Status, auth: AuthFacts): Check[] {
   return status.problems
-    .filter((p) => !FOLDED_PROBLEMS.has(p.code))
+    .filter((p) => !folded(p, auth))
     .map((p) => ({
       id: `problem.${p.code}`,
       status: !status.loggedIn ? 'fail' : (PROBLEM_SEVERITY[p.code] ?? 'warn'),
@@ -531,7 +538,7 @@ export function diagnose(f: DoctorFacts): DoctorReport {
   checks.push(daemonCheck(f))
   if (status !== null) checks.push(loginCheck(status))
   checks.push(homeCheck(f), authFileCheck(f))
-  if (status !== null) checks.push(storeCheck(status), ...problemChecks(status))
+  if (status !== null) checks.push(storeCheck(status), ...problemChecks(status, f.auth))
   checks.push(...serviceChecks(f), brokerCheck(f), codexCliCheck(f))
   return { checks, ok: checks.every((c) => c.status !== 'fail') }
 }
