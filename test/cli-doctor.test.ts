@@ -8,6 +8,7 @@ import * as net from 'node:net'
 import * as path from 'node:path'
 import { diagnose, reportLines, type Check, type CheckStatus, type DoctorFacts } from '../src/client/doctor.js'
 import { rcFilesFor } from '../src/client/doctor-gather.js'
+import { commandHelp, completionScript, parseArgs } from '../src/client/cli-util.js'
 import type { Status } from '../src/rpc/contract.js'
 import { CODEX_VERIFIED_VERSION } from '../src/version.js'
 import { CODEX_BIN, codexBin } from './support/codex.js'
@@ -412,6 +413,16 @@ t.test('reportLines: status, id, summary, the fix under it, a count', async (t) 
   t.ok(warn > 0, 'the warn line')
   t.match(lines[warn + 1], /^ +fix: chmod 600 \/h\/\.codex\/auth\.json$/, 'its fix under it')
   t.match(lines.at(-1), /^1 failed, 1 warning, \d+ ok: fix the failures first$/)
+})
+
+t.test('registered in the command table: help, completion, did-you-mean', async (t) => {
+  t.match(parseArgs(['doctor', '--json']), { command: 'doctor', json: true })
+  t.match(parseArgs(['help', 'doctor']), { command: 'help', helpFor: 'doctor' })
+  t.match(commandHelp('doctor'), /^Usage: codex-auth .* doctor\n\nCheck the set-up end to end/)
+  t.throws(() => parseArgs(['doctr']), /did you mean `codex-auth doctor`\?/)
+  t.throws(() => parseArgs(['doctor', '--device']), /unknown option --device for doctor/)
+  t.match(completionScript('bash'), /^ {4}doctor\) COMPREPLY=/m)
+  t.match(completionScript('fish'), /-a doctor -d /)
 })
 
 t.test('the verified Codex version is the one the interop tests install', async (t) => {

@@ -73,7 +73,7 @@ interface Options {
   elsewhere: boolean
 }
 
-export interface Target {
+interface Target {
   file: string
   content: string
 }
@@ -87,7 +87,7 @@ export interface InstalledFile {
 }
 
 /** The files `service install` would write for `manager` now, with this node and daemon. Throws when it would refuse. */
-export async function renderServiceFiles(ctx: RenderContext, manager: ServiceManager): Promise<Target[]> {
+async function renderServiceFiles(ctx: RenderContext, manager: ServiceManager): Promise<Target[]> {
   return manager === 'systemd' ? systemdTargets(ctx) : [await launchdTarget(ctx)]
 }
 
