@@ -34,7 +34,7 @@ import {
 } from './doctor.js'
 
 /** Bounds: the daemon's answer, an override URL's, `codex --version` (a Node wrapper starting a binary). */
-export const DOCTOR_TIMEOUTS_MS = { daemon: 5_000, probe: 2_000, codex: 10_000 } as const
+export const DOCTOR_TIMEOUTS_MS = { daemon: 5_000, probe: 5_000, codex: 10_000 } as const
 
 export interface GatherInput {
   socket: string | null
