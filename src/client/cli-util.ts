@@ -46,6 +46,7 @@ const COMMAND_FLAGS: Record<Command, readonly string[]> = {
   refresh: [],
   watch: [],
   audit: [],
+  doctor: [],
   completion: [],
   help: [],
   version: [],
@@ -102,6 +103,12 @@ const USAGE: Record<(typeof CLIENT_COMMANDS)[number], { synopsis: string; summar
     synopsis: 'audit',
     summary: 'who was handed tokens, refreshed, logged in or out (pid, uid, program)',
     details: 'One line per record, oldest first. --json prints the audit result.\n',
+  },
+  doctor: {
+    synopsis: 'doctor',
+    summary: 'check the set-up end to end: socket, daemon, files, service, this shell, Codex',
+    details:
+      'One line per check: ok, warn or fail, with what to run to fix it. Exits 1 when a check fails\n(warnings allowed). --json prints {checks: [{id, status, summary, fix?, details?}], ok}.\n',
   },
   completion: {
     synopsis: 'completion bash|zsh|fish',

@@ -580,6 +580,8 @@ export async function main(args: readonly string[]): Promise<number> {
         return await cmdWatch(a)
       case 'audit':
         return await cmdAudit(a)
+      case 'doctor':
+        return await (await import('./doctor-gather.js')).runDoctor(a)
     }
   } catch (e) {
     if (a.command === 'exec') return execFailure(e, a.json)

@@ -25,6 +25,9 @@ export interface ServiceContext {
 
 export type ServiceManager = 'systemd' | 'launchd'
 
+/** What rendering the service files needs (`service install`, and `codex-auth doctor` comparing them). */
+export type RenderContext = Pick<ServiceContext, 'env' | 'nodePath' | 'daemonPath' | 'packageRoot'>
+
 /** Every file `service install` writes carries this text in its first lines. */
 export const SERVICE_MARKER = 'Written by codex-authd service install'
 export const SYSTEMD_SOCKET_UNIT = 'codex-authd.socket'
@@ -73,6 +76,46 @@ interface Options {
 interface Target {
   file: string
   content: string
+}
+
+/** A file `service install` writes, as found on disk: `foreign` has no marker (edited on purpose, or not ours). */
+export interface InstalledFile {
+  file: string
+  state: 'absent' | 'current' | 'different' | 'foreign'
+  /** `different`: the first line (1-based) where the file and what install would write now differ. */
+  firstDifferentLine: number | null
+}
+
+/** The files `service install` would write for `manager` now, with this node and daemon. Throws when it would refuse. */
+async function renderServiceFiles(ctx: RenderContext, manager: ServiceManager): Promise<Target[]> {
+  return manager === 'systemd' ? systemdTargets(ctx) : [await launchdTarget(ctx)]
+}
+
+/**
+ * Each file `service install` would write for `manager`, compared with what is on disk: whether
+ * the installed units are current (`codex-auth doctor`). Throws as renderServiceFiles does.
+ */
+export async function compareInstalled(ctx: RenderContext, manager: ServiceManager): Promise<InstalledFile[]> {
+  const out: InstalledFile[] = []
+  for (const t of await renderServiceFiles(ctx, manager)) {
+    const st = await lstatOrNull(t.file)
+    if (st === null) {
+      out.push({ file: t.file, state: 'absent', firstDifferentLine: null })
+    } else if (!(await isWrittenByUs(t.file))) {
+      out.push({ file: t.file, state: 'foreign', firstDifferentLine: null })
+    } else {
+      const old = await fs.readFile(t.file, 'utf8')
+      if (old === t.content) out.push({ file: t.file, state: 'current', firstDifferentLine: null })
+      else {
+        const a = old.split('\n')
+        const b = t.content.split('\n')
+        let i = 0
+        while (i < a.length && i < b.length && a[i] === b[i]) i++
+        out.push({ file: t.file, state: 'different', firstDifferentLine: i + 1 })
+      }
+    }
+  }
+  return out
 }
 
 /**
@@ -179,6 +222,11 @@ export function systemdEnvFile(env: NodeJS.ProcessEnv): string {
   return path.join(configHome(env), 'codex-authd', 'env')
 }
 
+/** The link `systemctl --user enable` makes for the socket unit: enabled while it exists. */
+export function systemdEnableLink(env: NodeJS.ProcessEnv): string {
+  return path.join(systemdUserDir(env), 'sockets.target.wants', SYSTEMD_SOCKET_UNIT)
+}
+
 export function launchAgentsDir(env: NodeJS.ProcessEnv): string {
   return path.join(homeDir(env), 'Library', 'LaunchAgents')
 }
@@ -195,7 +243,8 @@ export function launchdLogPath(env: NodeJS.ProcessEnv): string {
 // ---------------------------------------------------------------------------------------------
 // systemd
 
-async function installSystemd(ctx: ServiceContext, opts: Options): Promise<number> {
+/** The systemd units as `service install` writes them now: each file's path and content. */
+async function systemdTargets(ctx: RenderContext): Promise<Target[]> {
   const dir = systemdUserDir(ctx.env)
   const { nodePath, daemonPath } = await checkProgramPaths(ctx)
   const header = await markerLine(ctx, '# ')
@@ -206,7 +255,12 @@ async function installSystemd(ctx: ServiceContext, opts: Options): Promise<numbe
     if (unit === SYSTEMD_SERVICE_UNIT) text = replaceExactlyOnce(text, TEMPLATE_PLACEHOLDERS.systemdExecStart, execStart, unit)
     targets.push({ file: path.join(dir, unit), content: `${header}\n${text}` })
   }
-  await installFiles(ctx, dir, targets, opts.force)
+  return targets
+}
+
+async function installSystemd(ctx: ServiceContext, opts: Options): Promise<number> {
+  const dir = systemdUserDir(ctx.env)
+  await installFiles(ctx, dir, await systemdTargets(ctx), opts.force)
   noteCodexHome(
     ctx,
     `To serve that home, set CODEX_HOME in ${systemdEnvFile(ctx.env)}, and CODEX_AUTHD_SOCK=$XDG_RUNTIME_DIR/codex-authd/default.sock for clients`,
@@ -224,7 +278,7 @@ async function uninstallSystemd(ctx: ServiceContext, opts: Options): Promise<num
   const stop = `systemctl --user disable --now ${SYSTEMD_SOCKET_UNIT} ${SYSTEMD_SERVICE_UNIT}`
   // `systemctl --user enable` links the socket into sockets.target.wants; once the unit file is
   // gone, `systemctl disable` can no longer find it, so ask for it to be disabled first.
-  const wants = path.join(dir, 'sockets.target.wants', SYSTEMD_SOCKET_UNIT)
+  const wants = systemdEnableLink(ctx.env)
   const enabled = (await lstatOrNull(wants)) !== null
   if (enabled && !opts.force) {
     throw new Refusal(
@@ -258,9 +312,9 @@ export function systemdQuote(word: string): string {
 // ---------------------------------------------------------------------------------------------
 // launchd
 
-async function installLaunchd(ctx: ServiceContext, opts: Options): Promise<number> {
-  const dir = launchAgentsDir(ctx.env)
-  const file = path.join(dir, LAUNCHD_PLIST)
+/** The launchd agent as `service install` writes it now: its path and content. */
+async function launchdTarget(ctx: RenderContext): Promise<Target> {
+  const file = path.join(launchAgentsDir(ctx.env), LAUNCHD_PLIST)
   const { nodePath, daemonPath } = await checkProgramPaths(ctx)
   const socket = launchdSocketPath(ctx.env)
   const log = launchdLogPath(ctx.env)
@@ -275,14 +329,21 @@ async function installLaunchd(ctx: ServiceContext, opts: Options): Promise<numbe
   if (!decl) throw new Refusal(`template ${LAUNCHD_PLIST} does not start with an XML declaration`)
   const marker = await markerLine(ctx, '')
   text = `${decl[0]}<!-- ${marker} -->\n${text.slice(decl[0].length)}`
+  return { file, content: text }
+}
 
+async function installLaunchd(ctx: ServiceContext, opts: Options): Promise<number> {
+  const dir = launchAgentsDir(ctx.env)
+  const { file, content } = await launchdTarget(ctx)
+  const socket = launchdSocketPath(ctx.env)
+  const log = launchdLogPath(ctx.env)
   if (Buffer.byteLength(socket) > 103) {
     ctx.stderr(
       `warning: the socket path ${socket} is longer than macOS allows (104 bytes with its NUL); ` +
         'the daemon will refuse it. Set CODEX_AUTHD_SOCK to a shorter path and pass it as --socket.\n',
     )
   }
-  await installFiles(ctx, dir, [{ file, content: text }], opts.force)
+  await installFiles(ctx, dir, [{ file, content }], opts.force)
   // launchd does not create the log's directory.
   await fs.mkdir(path.dirname(log), { recursive: true })
   noteCodexHome(
@@ -315,7 +376,7 @@ function xmlEscape(s: string): string {
 // ---------------------------------------------------------------------------------------------
 // Shared
 
-async function checkProgramPaths(ctx: ServiceContext): Promise<{ nodePath: string; daemonPath: string }> {
+async function checkProgramPaths(ctx: RenderContext): Promise<{ nodePath: string; daemonPath: string }> {
   for (const [what, p] of [
     ['node', ctx.nodePath],
     ['daemon', ctx.daemonPath],
@@ -329,7 +390,7 @@ async function checkProgramPaths(ctx: ServiceContext): Promise<{ nodePath: strin
   return { nodePath: path.resolve(ctx.nodePath), daemonPath: path.resolve(ctx.daemonPath) }
 }
 
-async function markerLine(ctx: ServiceContext, prefix: string): Promise<string> {
+async function markerLine(ctx: RenderContext, prefix: string): Promise<string> {
   let version = ''
   try {
     const pkg = JSON.parse(await fs.readFile(path.join(ctx.packageRoot, 'package.json'), 'utf8')) as { version?: unknown }
@@ -340,7 +401,7 @@ async function markerLine(ctx: ServiceContext, prefix: string): Promise<string> 
   return `${prefix}${SERVICE_MARKER}${version}. Delete this line to keep your edits: install will then refuse to overwrite the file.`
 }
 
-async function readTemplate(ctx: ServiceContext, sub: string, name: string): Promise<string> {
+async function readTemplate(ctx: RenderContext, sub: string, name: string): Promise<string> {
   const file = path.join(ctx.packageRoot, sub, name)
   try {
     return await fs.readFile(file, 'utf8')

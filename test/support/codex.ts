@@ -25,13 +25,15 @@ import path from 'node:path'
 import type { AddressInfo } from 'node:net'
 import { formatLastRefresh, serializeAuthFile } from '../../src/codex/authfile.js'
 import type { AuthFile } from '../../src/types.js'
+import { CODEX_VERIFIED_VERSION } from '../../src/version.js'
 import { makeHome, ROOT, startDaemon, stopAtTeardown, tempDir, type RunningDaemon } from './daemon.js'
 import type { TestProvider, TokenSet } from './provider.js'
 import { registerAuthJsonSecrets, registerSecret } from './secrets.js'
 
 /** The wrapper the package installs (it execve()s the native musl binary). */
 export const CODEX_BIN = path.join(ROOT, '.cache', 'codex-cli', 'node_modules', '.bin', 'codex')
-export const CODEX_VERSION = '0.171.0'
+/** The one constant (src/version.ts): `codex-auth doctor` compares the user's `codex` with it. */
+export const CODEX_VERSION = CODEX_VERIFIED_VERSION
 
 /**
  * CODEX_BIN, or an error that says how to get it. Its absence is a broken test set-up, never a
