@@ -5,10 +5,10 @@
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import { DaemonExit } from '../rpc/contract.js'
+import { DaemonExit, type SocketKind } from '../rpc/contract.js'
 import { HomeError, resolveCodexHome, type CodexHome } from '../codex/home.js'
 import type { Logger } from '../log.js'
-import { resolveSocketPath } from '../paths.js'
+import { resolveSocketPath, restrictedSocketPath } from '../paths.js'
 import {
   SocketPathError,
   inheritedSocketPath,
@@ -16,7 +16,7 @@ import {
   listenOnPath,
   prepareSocketDir,
   removeBoundSocket,
-  takeActivationFd,
+  takeActivationFds,
   type BoundSocket,
 } from '../rpc/socket.js'
 import { RpcServer, type MethodHandler } from '../rpc/server.js'
@@ -29,7 +29,7 @@ import type { Problem } from '../types.js'
 import { peerCredentials } from '../os/peercred.js'
 import { AuditLog } from './audit.js'
 import { toRpcError } from './errors.js'
-import { methodTable, type MethodDeps } from './methods.js'
+import { methodTable, refuseOnRestricted, type MethodDeps } from './methods.js'
 import { Broker } from '../broker/broker.js'
 import { revokeTokens } from '../login/oauth.js'
 import { HomeLockError, ServedHome, UnservedHome, type HomeContext, type HomeDeps, type HomeView } from './served-home.js'
@@ -54,6 +54,8 @@ export interface DaemonContext extends HomeContext {
 export interface RunningDaemon {
   readonly home: string
   readonly socket: string
+  /** The restricted socket (docs/remote.md): the path it listens on, or null when it could not. */
+  readonly restrictedSocket: string | null
   stop(reason: string): Promise<void>
   reloadConfig(): Promise<void>
 }
@@ -103,7 +105,8 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
   }
   const given = codexHome.given
 
-  const activationFd = takeActivationFd(ctx.env, ctx.pid)
+  const activation = takeActivationFds(ctx.env, ctx.pid)
+  const activationFd = activation?.main ?? null
   // Named after the home as given, not where it leads: it stays put across a relink.
   const computed = resolveSocketPath({ flag: options.socket, codexHome: given, env: ctx.env, uid: ctx.uid })
   const computedSocket = computed.path
@@ -111,23 +114,30 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
   const socketInHome = activationFd === null && computed.source === 'home'
   // Under activation the socket is whatever the unit listens on, not necessarily our own rule's.
   const socketPath = activationFd !== null ? (inheritedSocketPath(activationFd) ?? computedSocket) : computedSocket
+  // The restricted socket: the unit's `restricted` fd when it has one, else bound by us beside the
+  // main socket (under activation too: the unit may not have it). Path rule: src/paths.ts.
+  const restrictedFd = activation?.restricted ?? null
+  const restrictedPath = restrictedFd !== null ? (inheritedSocketPath(restrictedFd) ?? restrictedSocketPath(socketPath)) : restrictedSocketPath(socketPath)
 
   const daemon: DaemonInfo = {
     version: ctx.version,
     pid: ctx.pid,
     startedAt: new Date().toISOString(),
     socket: socketPath,
+    restrictedSocket: restrictedPath,
     activated: activationFd !== null,
   }
-  // The listening server, and the socket file it bound. With rule 3 the path goes through a
-  // symlinked home, and after a relink it names another file: the socket is bound at the resolved
+  // The listening servers, and the socket files they bound. With rule 3 the path goes through a
+  // symlinked home, and after a relink it names another file: a socket is bound at the resolved
   // path, and removed at stop only while that path still names the file we bound.
-  let server = net.createServer({ pauseOnConnect: false })
-  let bound: BoundSocket | null = null
-  const bindPath = (): string => {
-    prepareSocketDir(socketPath, ctx.uid)
-    if (!socketInHome) return socketPath
-    const resolved = resolvedSocketPath(socketPath)
+  const listeners: Listener[] = [
+    { kind: 'main', path: socketPath, fd: activationFd, server: net.createServer({ pauseOnConnect: false }), bound: null },
+    { kind: 'restricted', path: restrictedPath, fd: restrictedFd, server: net.createServer({ pauseOnConnect: false }), bound: null },
+  ]
+  const bindPath = (p: string): string => {
+    prepareSocketDir(p, ctx.uid)
+    if (!socketInHome) return p
+    const resolved = resolvedSocketPath(p)
     prepareSocketDir(resolved, ctx.uid) // its length too
     return resolved
   }
@@ -135,6 +145,7 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
   const rpc = new RpcServer({
     mapError: toRpcError,
     onInternalError: (method, error) => log.error({ method, err: errorSummary(error) }, 'method failed'),
+    refuse: (method, conn) => refuseOnRestricted(method, conn.socketKind),
   })
   const transport = new Transport(
     (message, conn) => rpc.receive(message, conn),
@@ -270,24 +281,26 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
     }).catch((e) => log.error({ err: errorSummary(e) }, 'could not follow CODEX_HOME'))
     return following
   }
-  /** Rule 3: bind the same path again, now in the new target, and stop accepting on the old one. */
+  /** Rule 3: bind the same paths again, now in the new target, and stop accepting on the old ones. */
   const moveSocket = async (): Promise<void> => {
-    const moved = net.createServer({ pauseOnConnect: false })
-    let at: BoundSocket
-    try {
-      const where = bindPath()
-      transport.attach(moved)
-      at = await listenOnPath(moved, where)
-    } catch (e) {
-      moved.close()
-      log.error({ socket: socketPath, err: errorSummary(e) }, 'could not move the socket into the new CODEX_HOME; set CODEX_AUTHD_SOCK')
-      return
+    for (const l of listeners) {
+      const moved = net.createServer({ pauseOnConnect: false })
+      let at: BoundSocket
+      try {
+        const where = bindPath(l.path)
+        transport.attach(moved, l.kind)
+        at = await listenOnPath(moved, where)
+      } catch (e) {
+        moved.close()
+        log.error({ socket: l.path, err: errorSummary(e) }, 'could not move the socket into the new CODEX_HOME; set CODEX_AUTHD_SOCK')
+        continue
+      }
+      const [old, oldAt] = [l.server, l.bound]
+      l.server = moved
+      l.bound = at
+      old.close() // open connections stay with the transport
+      removeBoundSocket(oldAt)
     }
-    const [old, oldAt] = [server, bound]
-    server = moved
-    bound = at
-    old.close() // open connections stay with the transport
-    removeBoundSocket(oldAt)
   }
   links.on('change', () => void follow('relinked'))
   links.on('error', (e) => log.error({ err: errorSummary(e) }, 'watcher error'))
@@ -363,28 +376,42 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
   }
   logProblems(served.snapshot().problems)
 
-  transport.attach(server)
-  try {
-    if (activationFd !== null) await listenOnFd(server, activationFd)
-    else {
-      bound = await listenOnPath(server, bindPath())
+  // Each listener on `closers` as soon as it listens: a failure of the second closes the first.
+  for (const l of listeners) {
+    transport.attach(l.server, l.kind)
+    try {
+      if (l.fd !== null) await listenOnFd(l.server, l.fd)
+      else l.bound = await listenOnPath(l.server, bindPath(l.path))
+    } catch (e) {
+      const message = e instanceof SocketPathError ? e.message : `cannot listen on ${l.path}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`
+      if (l.kind === 'main') throw new StartError(message, DaemonExit.SocketUnusable)
+      // Without it the workstation loses nothing: said in the log and in status (daemon.restrictedSocket null).
+      l.server.close()
+      daemon.restrictedSocket = null
+      log.error({ socket: l.path, problem: message }, 'the restricted socket is not served')
+      continue
     }
-  } catch (e) {
-    if (e instanceof SocketPathError) throw new StartError(e.message, DaemonExit.SocketUnusable)
-    throw new StartError(`cannot listen: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, DaemonExit.SocketUnusable)
+    closers.add(`${l.kind} socket`, async () => {
+      listening = false
+      await new Promise<void>((resolve) => {
+        l.server.close(() => resolve())
+        transport.closeAll()
+      })
+      // A socket we bound is ours to remove; one systemd handed us is never unlinked.
+      removeBoundSocket(l.bound)
+    })
   }
   listening = true
-  closers.add('socket', async () => {
-    listening = false
-    await new Promise<void>((resolve) => {
-      server.close(() => resolve())
-      transport.closeAll()
-    })
-    // A socket we bound is ours to remove; one systemd handed us is never unlinked.
-    removeBoundSocket(bound)
-  })
   log.info(
-    { version: ctx.version, home: given, target: served.target, socket: socketPath, activated: activationFd !== null, loggedIn: statusNow().loggedIn },
+    {
+      version: ctx.version,
+      home: given,
+      target: served.target,
+      socket: socketPath,
+      restrictedSocket: daemon.restrictedSocket,
+      activated: activationFd !== null,
+      loggedIn: statusNow().loggedIn,
+    },
     'codex-authd started',
   )
 
@@ -400,6 +427,7 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
   return {
     home: given,
     socket: socketPath,
+    restrictedSocket: daemon.restrictedSocket,
     stop,
     // SIGHUP: look again at where the home leads (a relink of a path we do not watch), then re-read.
     reloadConfig: async () => {
@@ -407,6 +435,16 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
       await served.reload()
     },
   }
+}
+
+/** One listening socket: the main one or the restricted one (docs/remote.md). */
+interface Listener {
+  kind: SocketKind
+  path: string
+  /** An fd systemd handed us for it, or null: we bind `path`. */
+  fd: number | null
+  server: net.Server
+  bound: BoundSocket | null
 }
 
 /** The socket file a path names now, its directory's symlinks resolved (the path itself if that fails). */

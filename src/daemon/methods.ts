@@ -1,7 +1,16 @@
 // The method table of docs/contract.md: every method the daemon serves, in one place. Each entry checks
 // its params (daemon/params.ts), calls the part that does the work and shapes the answer
 // (daemon/views.ts). Failures are thrown as the domain's errors; daemon/errors.ts maps them.
-import { ErrorCode, PROTOCOL_VERSION, type AuditedMethod, type BrokerAnswer, type Methods, type MethodName } from '../rpc/contract.js'
+import {
+  ErrorCode,
+  PROTOCOL_VERSION,
+  RESTRICTED_METHODS,
+  type AuditedMethod,
+  type BrokerAnswer,
+  type Methods,
+  type MethodName,
+  type SocketKind,
+} from '../rpc/contract.js'
 import { clip } from '../text.js'
 import type { Connection } from '../rpc/transport.js'
 import type { Logger } from '../log.js'
@@ -59,6 +68,16 @@ function brokerOutcome(answer: BrokerAnswer): string {
   if (answer.status === 200) return 'ok'
   const code = (answer.body.error as { code?: unknown } | undefined)?.code
   return typeof code === 'string' ? `http ${answer.status} ${clip(code)}` : `http ${answer.status}`
+}
+
+const restrictedAllowed: ReadonlySet<string> = new Set(RESTRICTED_METHODS)
+/**
+ * -32008 for a method of the contract that the restricted socket does not serve
+ * (docs/remote.md#the-restricted-socket-and-placeholders); null: serve it.
+ */
+export function refuseOnRestricted(method: string, socketKind: SocketKind): RpcError | null {
+  if (socketKind !== 'restricted' || restrictedAllowed.has(method)) return null
+  return new RpcError(ErrorCode.Restricted, `${method} is not available on the restricted socket`, { method })
 }
 
 export function methodTable(deps: MethodDeps): MethodTable {

@@ -11,6 +11,8 @@ export interface DaemonInfo {
   pid: number
   startedAt: string
   socket: string
+  /** The restricted socket's path, or null when it is not served (docs/remote.md). */
+  restrictedSocket: string | null
   activated: boolean
 }
 

@@ -48,7 +48,8 @@ export interface Status {
     credentialsStore: string
   }
   problems: StatusProblem[]
-  daemon: { version: string; pid: number; startedAt: string; socket: string; activated: boolean }
+  /** `restrictedSocket` (added 2026-11-30, docs/remote.md): the restricted socket's path, null when not served. */
+  daemon: { version: string; pid: number; startedAt: string; socket: string; restrictedSocket: string | null; activated: boolean }
   /**
    * Since this daemon started (added 2026-11-29, docs/broker.md#counters): refresh-token spends by the
    * `refresh_reason` sent (the served home's), and broker requests by reason and by answer.
@@ -208,6 +209,20 @@ export interface Methods {
 }
 export type MethodName = keyof Methods
 
+/**
+ * Which socket a connection came in on (added 2026-11-30, docs/remote.md): the main socket serves
+ * every method; the restricted one, meant to be forwarded to other machines (`ssh -R`, a
+ * container), only RESTRICTED_METHODS.
+ */
+export type SocketKind = 'main' | 'restricted'
+
+/**
+ * What the restricted socket serves: tokens, status, notifications, the broker's refresh and
+ * revoke (placeholders only there) and placeholderIssue. Any other method of the contract is
+ * -32008 `restricted`, with `data.method`: nothing there can change the workstation's credentials.
+ */
+export const RESTRICTED_METHODS: readonly MethodName[] = Object.freeze(['getAuth', 'status', 'subscribe', 'hello', 'brokerRefresh', 'brokerRevoke'] as MethodName[])
+
 /** Notifications sent to subscribed connections. */
 export interface Notifications {
   authChanged: Status
@@ -231,6 +246,8 @@ export const ErrorCode = {
   ForbiddenByPolicy: -32005,
   StoreUnreadable: -32006,
   ServerBusy: -32007,
+  /** A method the restricted socket does not serve (added 2026-11-30, docs/remote.md). */
+  Restricted: -32008,
 } as const
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode]
 
@@ -243,6 +260,7 @@ export const ErrorReason = {
   [-32005]: 'forbidden_by_policy',
   [-32006]: 'store_unreadable',
   [-32007]: 'server_busy',
+  [-32008]: 'restricted',
 } as const
 
 export type RefreshFailureKind = 'expired' | 'reused' | 'revoked' | 'rejected' | 'transient'

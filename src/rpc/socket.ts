@@ -14,18 +14,35 @@ export class SocketPathError extends Error {
   }
 }
 
+/** The listening sockets systemd (or systemd-socket-activate) handed us. */
+export interface ActivationFds {
+  /** The main socket: the first fd not named `restricted` (fd 3 unless the names say otherwise). */
+  main: number
+  /** The fd named `restricted` (FileDescriptorName=restricted), or null: the daemon binds that socket itself. */
+  restricted: number | null
+}
+
 /**
- * fd 3 when systemd (or systemd-socket-activate) handed us a listening socket. The variables are
- * removed so that children do not think the socket is theirs.
+ * The fds systemd handed us, by LISTEN_FDNAMES (colon-separated, one per fd from 3). The variables
+ * are removed so that children do not think the sockets are theirs.
  */
-export function takeActivationFd(env: NodeJS.ProcessEnv, pid: number): number | null {
+export function takeActivationFds(env: NodeJS.ProcessEnv, pid: number): ActivationFds | null {
   const listenPid = env.LISTEN_PID
   const fds = Number(env.LISTEN_FDS ?? '0')
   if (listenPid === undefined || Number(listenPid) !== pid || !(fds >= 1)) return null
+  const names = (env.LISTEN_FDNAMES ?? '').split(':')
   delete env.LISTEN_PID
   delete env.LISTEN_FDS
   delete env.LISTEN_FDNAMES
-  return 3
+  let main: number | null = null
+  let restricted: number | null = null
+  for (let i = 0; i < Math.min(fds, 16); i++) {
+    if (names[i] === 'restricted') restricted ??= 3 + i
+    else main ??= 3 + i
+  }
+  // Only a restricted fd: serve it as the main one would be wrong; treat it as no activation of ours.
+  if (main === null) return null
+  return { main, restricted }
 }
 
 /**
