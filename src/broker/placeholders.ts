@@ -7,7 +7,7 @@
 // the SHA-256 of a placeholder is kept (and persisted); the string itself exists here only while
 // it is handed out, and for a rotation's short retry grace (in memory, never persisted).
 import { createHash } from 'node:crypto'
-import type { SocketKind } from '../rpc/contract.js'
+import type { PlaceholderState, SocketKind } from '../rpc/contract.js'
 
 /** Every placeholder starts with this: the daemon (and `doctor`) can tell one from a real token. */
 export const PLACEHOLDER_PREFIX = 'codex-authd-ph.'
@@ -26,7 +26,7 @@ export const MAX_ACTIVE = 1000
 /** Records at most, ended ones included: the oldest ended ones go first. */
 export const MAX_RECORDS = 4000
 
-export type PlaceholderState = 'active' | 'rotated' | 'revoked' | 'expired' | 'reused'
+export type { PlaceholderState }
 
 export interface PlaceholderPeer {
   pid: number | null
@@ -151,6 +151,13 @@ export class PlaceholderRegistry {
     if (rec.state === 'revoked' || rec.state === 'reused') return { kind: 'revoked', record: rec }
     if (rec.expiresAt <= now) return { kind: 'expired', record: rec }
     return { kind: 'ok', record: rec }
+  }
+
+  /** The record `token` names on `socket`, whatever its state, with no consequence (for a revoke). */
+  lookup(token: string, socket: SocketKind): PlaceholderRecord | null {
+    if (!isPlaceholder(token)) return null
+    const rec = this.byHash.get(hashPlaceholder(token))
+    return rec !== undefined && rec.socket === socket ? rec : null
   }
 
   /** The placeholder was used and answered: it is replaced by a new one of the same chain (a fresh lifetime). */
