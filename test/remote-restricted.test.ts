@@ -109,6 +109,12 @@ t.test('the restricted socket: beside the main one, 0600; serves tokens and stat
     t.same(res.error?.data, { reason: 'restricted', method })
     t.equal(res.error?.message, `${method} is not available on the restricted socket`)
   }
+  // A notification is refused without an answer (and not run): the next answer is the next request's.
+  r.send({ jsonrpc: '2.0', method: 'logout', params: { revoke: false } })
+  r.send({ jsonrpc: '2.0', id: 'after', method: 'status' })
+  const after = await r.next()
+  t.equal(after.id, 'after', 'a logout notification got no answer')
+  t.equal(after.result?.loggedIn, true, 'and did nothing')
   // In a batch, each member on its own; an unknown name stays -32601.
   r.send([
     { jsonrpc: '2.0', id: 'a', method: 'logout' },
