@@ -367,6 +367,20 @@ t.test('expiry (CODEX_AUTHD_PLACEHOLDER_TTL_MS): refused with Codex\'s "expired"
   t.same(e.secretsInOutput(), [])
 })
 
+t.test('a restricted path over the length limit: the daemon starts anyway, says so, status says null', async (t) => {
+  const dir = tempDir('cad-len-')
+  const sock = path.join(dir, 'x'.repeat(100 - dir.length) + '.sock') // 106 bytes
+  t.ok(Buffer.byteLength(sock) <= 107 && Buffer.byteLength(restrictedOf(sock)) > 107, 'the main path fits, the restricted one does not')
+  const x = await loggedIn(t, { authorizationCode: HOUR, refreshToken: 24 * HOUR })
+  const e = await daemon(t, x.home, x.p, { socket: sock })
+  const line = await e.waitForLog((r) => r.msg === 'the restricted socket is not served')
+  t.match(line, { level: 50, socket: restrictedOf(sock), problem: /107-byte limit/ })
+  const s = await status(await open(t, sock))
+  t.equal(s.daemon.restrictedSocket, null)
+  t.equal(s.loggedIn, true, 'the main socket serves')
+  t.same(fs.readdirSync(dir), [path.basename(sock)], 'nothing else created')
+})
+
 t.test('API-key mode: no placeholder (it stands in for a ChatGPT refresh token only)', async (t) => {
   const h = tempDir('cad-home-')
   fs.writeFileSync(path.join(h, 'auth.json'), JSON.stringify({ OPENAI_API_KEY: 'sk-test-remote-placeholder-0123456789' }), { mode: 0o600 })

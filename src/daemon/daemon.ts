@@ -118,8 +118,8 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
   const socketInHome = activationFd === null && computed.source === 'home'
   // Under activation the socket is whatever the unit listens on, not necessarily our own rule's.
   const socketPath = activationFd !== null ? (inheritedSocketPath(activationFd) ?? computedSocket) : computedSocket
-  // The restricted socket: the unit's `restricted` fd when it has one, else bound by us beside the
-  // main socket (under activation too: the unit may not have it). Path rule: src/paths.ts.
+  // The restricted socket: the inherited one when systemd hands it over (pickActivationFds), else
+  // bound by us beside the main socket (under activation too: an older unit lacks it).
   const restrictedFd = activation?.restricted ?? null
   const restrictedPath = restrictedFd !== null ? (inheritedSocketPath(restrictedFd) ?? restrictedSocketPath(socketPath)) : restrictedSocketPath(socketPath)
 
@@ -134,7 +134,7 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
   // The listening servers, and the socket files they bound. With rule 3 the path goes through a
   // symlinked home, and after a relink it names another file: a socket is bound at the resolved
   // path, and removed at stop only while that path still names the file we bound.
-  const listeners: Listener[] = [
+  let listeners: Listener[] = [
     { kind: 'main', path: socketPath, fd: activationFd, server: net.createServer({ pauseOnConnect: false }), bound: null },
     { kind: 'restricted', path: restrictedPath, fd: restrictedFd, server: net.createServer({ pauseOnConnect: false }), bound: null },
   ]
@@ -416,6 +416,8 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
       removeBoundSocket(l.bound)
     })
   }
+  // One that could not listen is not moved by a relink either.
+  listeners = listeners.filter((l) => l.kind === 'main' || daemon.restrictedSocket !== null)
   listening = true
   log.info(
     {
