@@ -69,6 +69,15 @@ export function computeSocketPath(input: SocketPathInput): SocketPathResult {
   return { path: path.join(input.codexHome, 'run', 'authd.sock'), source: 'home' }
 }
 
+/**
+ * The restricted socket beside the main one (docs/remote.md#the-restricted-socket-and-placeholders):
+ * `.sock` replaced by `.restricted.sock`, else the path with `.restricted` appended. Same
+ * directory, so the same directory rules cover it.
+ */
+export function restrictedSocketPath(mainPath: string): string {
+  return mainPath.endsWith('.sock') ? `${mainPath.slice(0, -'.sock'.length)}.restricted.sock` : `${mainPath}.restricted`
+}
+
 /** The I/O edge of rule 2: a directory owned by `uid` with no group/other permission bits. */
 export function checkRunUserDir(dir: string, uid: number): boolean {
   try {

@@ -33,8 +33,8 @@ function status(over: Partial<Status> = {}): Status {
     refresh: { state: 'idle', lastError: null, nextAttemptAt: null },
     settings: { codexHome: '/h/.codex', codexHomeTarget: '/h/.codex', preferredAuthMethod: 'chatgpt', forcedLoginMethod: null, credentialsStore: 'file' },
     problems: [],
-    daemon: { version: '1.2.3', pid: 42, startedAt: '2026-11-30T00:00:00Z', socket: '/run/user/1000/codex-authd/default.sock', activated: true },
-    counters: { refreshTokenSpends: {}, broker: { requestsByReason: {}, answers: {} } },
+    daemon: { version: '1.2.3', pid: 42, startedAt: '2026-11-30T00:00:00Z', socket: '/run/user/1000/codex-authd/default.sock', restrictedSocket: '/run/user/1000/codex-authd/default.restricted.sock', activated: true },
+    counters: { refreshTokenSpends: {}, broker: { requestsByReason: {}, answers: {} }, placeholderReuse: 0, placeholders: { issued: 0, rotated: 0, refused: 0, active: 0 } },
     ...over,
   }
 }

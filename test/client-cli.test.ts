@@ -31,8 +31,8 @@ function baseStatus(over: Partial<Status> = {}): Status {
     refresh: { state: 'idle', lastError: null, nextAttemptAt: null },
     settings: { codexHome: '/h', codexHomeTarget: '/h', preferredAuthMethod: 'chatgpt', forcedLoginMethod: null, credentialsStore: 'file' },
     problems: [],
-    daemon: { version: '0', pid: 1, startedAt: '', socket: '/s', activated: false },
-    counters: { refreshTokenSpends: {}, broker: { requestsByReason: {}, answers: {} } },
+    daemon: { version: '0', pid: 1, startedAt: '', socket: '/s', restrictedSocket: null, activated: false },
+    counters: { refreshTokenSpends: {}, broker: { requestsByReason: {}, answers: {} }, placeholderReuse: 0, placeholders: { issued: 0, rotated: 0, refused: 0, active: 0 } },
     ...over,
   }
 }
@@ -557,7 +557,7 @@ t.test('scripted: refresh output never carries the token', async (t) => {
 
 t.test('scripted: a daemon older than the client says so, naming both versions (3)', async (t) => {
   const { socket, calls } = await scriptedDaemon(t, (m, send) => {
-    if (m.method === 'status') send(ok(m.id, baseStatus({ daemon: { version: '0.0.1', pid: 1, startedAt: '', socket: '/s', activated: false } })))
+    if (m.method === 'status') send(ok(m.id, baseStatus({ daemon: { version: '0.0.1', pid: 1, startedAt: '', socket: '/s', restrictedSocket: null, activated: false } })))
     else send(fail(m.id, -32601, 'Method not found'))
   })
   const r = await runCli(['refresh'], { socket })

@@ -9,6 +9,7 @@ import {
   defaultCodexHomeFor,
   givenCodexHome,
   resolveSocketPath,
+  restrictedSocketPath,
   SOCKET_PATH_MAX,
   socketIdFor,
   socketPathMax,
@@ -69,6 +70,14 @@ t.test('socketIdFor', async (t) => {
   t.equal(socketIdFor('/b', '/a/.codex'), sha16('/b'))
   t.match(socketIdFor('/b', '/a/.codex'), /^[0-9a-f]{16}$/)
   t.not(socketIdFor('/b/', '/a/.codex'), socketIdFor('/b', '/a/.codex'), 'exact path string (callers normalize: givenCodexHome)')
+})
+
+t.test('restrictedSocketPath: beside the main socket', async (t) => {
+  t.equal(restrictedSocketPath('/run/user/1000/codex-authd/default.sock'), '/run/user/1000/codex-authd/default.restricted.sock')
+  t.equal(restrictedSocketPath('/home/a/.codex/run/authd.sock'), '/home/a/.codex/run/authd.restricted.sock')
+  t.equal(restrictedSocketPath('/tmp/x/agent'), '/tmp/x/agent.restricted', 'a path not ending in .sock gets a suffix')
+  t.equal(restrictedSocketPath('/tmp/x/.sock'), '/tmp/x/.restricted.sock')
+  t.equal(path.dirname(restrictedSocketPath('/a/b/c.sock')), '/a/b', 'same directory: the same directory rules cover it')
 })
 
 t.test('socket path length limits', async (t) => {

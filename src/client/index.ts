@@ -33,6 +33,8 @@ import {
   type LogoutResult,
   type Methods,
   type MethodName,
+  type PlaceholderListResult,
+  type PlaceholderRevokeParams,
   type Status,
 } from '../rpc/contract.js'
 import { VERSION } from '../version.js'
@@ -458,6 +460,14 @@ export class AuthdClient {
   }
   refresh(): Promise<AuthGrant> {
     return this.call('refresh', undefined)
+  }
+  /** The placeholders given to remote machines, oldest first (docs/remote.md); main socket only. */
+  placeholderList(): Promise<PlaceholderListResult> {
+    return this.call('placeholderList', undefined)
+  }
+  /** Revokes a placeholder's chain (docs/remote.md); main socket only. */
+  placeholderRevoke(params: PlaceholderRevokeParams): Promise<{ revoked: boolean }> {
+    return this.call('placeholderRevoke', params)
   }
   /** Who was handed tokens, refreshed, logged in or out, oldest first (docs/contract.md#audit). */
   audit(params?: AuditParams): Promise<AuditResult> {

@@ -5,10 +5,10 @@
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import { DaemonExit } from '../rpc/contract.js'
+import { DaemonExit, type SocketKind } from '../rpc/contract.js'
 import { HomeError, resolveCodexHome, type CodexHome } from '../codex/home.js'
 import type { Logger } from '../log.js'
-import { resolveSocketPath } from '../paths.js'
+import { resolveSocketPath, restrictedSocketPath } from '../paths.js'
 import {
   SocketPathError,
   inheritedSocketPath,
@@ -16,7 +16,8 @@ import {
   listenOnPath,
   prepareSocketDir,
   removeBoundSocket,
-  takeActivationFd,
+  pickActivationFds,
+  takeActivationFds,
   type BoundSocket,
 } from '../rpc/socket.js'
 import { RpcServer, type MethodHandler } from '../rpc/server.js'
@@ -29,11 +30,13 @@ import type { Problem } from '../types.js'
 import { peerCredentials } from '../os/peercred.js'
 import { AuditLog } from './audit.js'
 import { toRpcError } from './errors.js'
-import { methodTable, type MethodDeps } from './methods.js'
+import { methodTable, refuseOnRestricted, type MethodDeps } from './methods.js'
 import { Broker } from '../broker/broker.js'
+import { PlaceholderRegistry } from '../broker/placeholders.js'
+import { PLACEHOLDER_FILE, PlaceholderWriter, loadPlaceholders } from '../broker/placeholder-store.js'
 import { revokeTokens } from '../login/oauth.js'
 import { HomeLockError, ServedHome, UnservedHome, type HomeContext, type HomeDeps, type HomeView } from './served-home.js'
-import { recoveryScaleFromEnv, type DaemonOptions } from './options.js'
+import { placeholderTtlFromEnv, recoveryScaleFromEnv, type DaemonOptions } from './options.js'
 import { buildStatus, type DaemonInfo } from './views.js'
 
 export class StartError extends Error {
@@ -54,6 +57,8 @@ export interface DaemonContext extends HomeContext {
 export interface RunningDaemon {
   readonly home: string
   readonly socket: string
+  /** The restricted socket (docs/remote.md): the path it listens on, or null when it could not. */
+  readonly restrictedSocket: string | null
   stop(reason: string): Promise<void>
   reloadConfig(): Promise<void>
 }
@@ -103,7 +108,9 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
   }
   const given = codexHome.given
 
-  const activationFd = takeActivationFd(ctx.env, ctx.pid)
+  const inherited = takeActivationFds(ctx.env, ctx.pid)
+  const activation = inherited === null ? null : pickActivationFds(inherited, inheritedSocketPath, restrictedSocketPath)
+  const activationFd = activation?.main ?? null
   // Named after the home as given, not where it leads: it stays put across a relink.
   const computed = resolveSocketPath({ flag: options.socket, codexHome: given, env: ctx.env, uid: ctx.uid })
   const computedSocket = computed.path
@@ -111,23 +118,30 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
   const socketInHome = activationFd === null && computed.source === 'home'
   // Under activation the socket is whatever the unit listens on, not necessarily our own rule's.
   const socketPath = activationFd !== null ? (inheritedSocketPath(activationFd) ?? computedSocket) : computedSocket
+  // The restricted socket: the inherited one when systemd hands it over (pickActivationFds), else
+  // bound by us beside the main socket (under activation too: an older unit lacks it).
+  const restrictedFd = activation?.restricted ?? null
+  const restrictedPath = restrictedFd !== null ? (inheritedSocketPath(restrictedFd) ?? restrictedSocketPath(socketPath)) : restrictedSocketPath(socketPath)
 
   const daemon: DaemonInfo = {
     version: ctx.version,
     pid: ctx.pid,
     startedAt: new Date().toISOString(),
     socket: socketPath,
+    restrictedSocket: restrictedPath,
     activated: activationFd !== null,
   }
-  // The listening server, and the socket file it bound. With rule 3 the path goes through a
-  // symlinked home, and after a relink it names another file: the socket is bound at the resolved
+  // The listening servers, and the socket files they bound. With rule 3 the path goes through a
+  // symlinked home, and after a relink it names another file: a socket is bound at the resolved
   // path, and removed at stop only while that path still names the file we bound.
-  let server = net.createServer({ pauseOnConnect: false })
-  let bound: BoundSocket | null = null
-  const bindPath = (): string => {
-    prepareSocketDir(socketPath, ctx.uid)
-    if (!socketInHome) return socketPath
-    const resolved = resolvedSocketPath(socketPath)
+  let listeners: Listener[] = [
+    { kind: 'main', path: socketPath, fd: activationFd, server: net.createServer({ pauseOnConnect: false }), bound: null },
+    { kind: 'restricted', path: restrictedPath, fd: restrictedFd, server: net.createServer({ pauseOnConnect: false }), bound: null },
+  ]
+  const bindPath = (p: string): string => {
+    prepareSocketDir(p, ctx.uid)
+    if (!socketInHome) return p
+    const resolved = resolvedSocketPath(p)
     prepareSocketDir(resolved, ctx.uid) // its length too
     return resolved
   }
@@ -135,6 +149,7 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
   const rpc = new RpcServer({
     mapError: toRpcError,
     onInternalError: (method, error) => log.error({ method, err: errorSummary(error) }, 'method failed'),
+    refuse: (method, conn) => refuseOnRestricted(method, conn.socketKind),
   })
   const transport = new Transport(
     (message, conn) => rpc.receive(message, conn),
@@ -154,6 +169,15 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
     ctx.limits,
   )
 
+  // Placeholders (docs/remote.md): kept in the home as given (through a link, in what it leads to
+  // when written), read once here so that remote machines survive a restart of the daemon.
+  const placeholderFile = path.join(given, PLACEHOLDER_FILE)
+  const loaded = await loadPlaceholders(placeholderFile)
+  if (loaded.problem !== null) log.error({ file: placeholderFile, problem: loaded.problem }, 'placeholders not loaded: every placeholder issued before is refused until issued again')
+  const registry = new PlaceholderRegistry({ ttlMs: placeholderTtlFromEnv(ctx.env) }, loaded.records)
+  const writer = new PlaceholderWriter(placeholderFile, () => registry.records(), (e) => log.error({ file: placeholderFile, err: errorSummary(e) }, 'could not save the placeholders'))
+  const placeholders = { registry, save: () => writer.save() }
+
   // The home served now; a relink replaces it (follow() below).
   let served: HomeView
   // The refresh broker (docs/broker.md): one per daemon; it asks the home served at each request.
@@ -164,8 +188,9 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
     remove: () => served.logins.logout(false),
     log,
     recoveryScale: recoveryScaleFromEnv(ctx.env),
+    placeholders,
   })
-  const counters = (): Status['counters'] => ({ refreshTokenSpends: served.refresher.spendsByReason(), broker: broker.counters() })
+  const counters = (): Status['counters'] => ({ refreshTokenSpends: served.refresher.spendsByReason(), broker: broker.counters(), ...broker.placeholderCounters() })
   const statusNow = (): Status => buildStatus(served.snapshot(), daemon, served.refresher.status(), { given, target: served.target }, counters())
   let loggedProblems = new Set<string>()
   const logProblems = (problems: Problem[]): void => {
@@ -270,24 +295,26 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
     }).catch((e) => log.error({ err: errorSummary(e) }, 'could not follow CODEX_HOME'))
     return following
   }
-  /** Rule 3: bind the same path again, now in the new target, and stop accepting on the old one. */
+  /** Rule 3: bind the same paths again, now in the new target, and stop accepting on the old ones. */
   const moveSocket = async (): Promise<void> => {
-    const moved = net.createServer({ pauseOnConnect: false })
-    let at: BoundSocket
-    try {
-      const where = bindPath()
-      transport.attach(moved)
-      at = await listenOnPath(moved, where)
-    } catch (e) {
-      moved.close()
-      log.error({ socket: socketPath, err: errorSummary(e) }, 'could not move the socket into the new CODEX_HOME; set CODEX_AUTHD_SOCK')
-      return
+    for (const l of listeners) {
+      const moved = net.createServer({ pauseOnConnect: false })
+      let at: BoundSocket
+      try {
+        const where = bindPath(l.path)
+        transport.attach(moved, l.kind)
+        at = await listenOnPath(moved, where)
+      } catch (e) {
+        moved.close()
+        log.error({ socket: l.path, err: errorSummary(e) }, 'could not move the socket into the new CODEX_HOME; set CODEX_AUTHD_SOCK')
+        continue
+      }
+      const [old, oldAt] = [l.server, l.bound]
+      l.server = moved
+      l.bound = at
+      old.close() // open connections stay with the transport
+      removeBoundSocket(oldAt)
     }
-    const [old, oldAt] = [server, bound]
-    server = moved
-    bound = at
-    old.close() // open connections stay with the transport
-    removeBoundSocket(oldAt)
   }
   links.on('change', () => void follow('relinked'))
   links.on('error', (e) => log.error({ err: errorSummary(e) }, 'watcher error'))
@@ -354,7 +381,8 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
       refresher,
       logins,
       broker,
-      spendsByReason: () => served.refresher.spendsByReason(),
+      placeholders,
+      counters,
       log,
       audit: new AuditLog(),
     }),
@@ -363,28 +391,44 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
   }
   logProblems(served.snapshot().problems)
 
-  transport.attach(server)
-  try {
-    if (activationFd !== null) await listenOnFd(server, activationFd)
-    else {
-      bound = await listenOnPath(server, bindPath())
+  // Each listener on `closers` as soon as it listens: a failure of the second closes the first.
+  for (const l of listeners) {
+    transport.attach(l.server, l.kind)
+    try {
+      if (l.fd !== null) await listenOnFd(l.server, l.fd)
+      else l.bound = await listenOnPath(l.server, bindPath(l.path))
+    } catch (e) {
+      const message = e instanceof SocketPathError ? e.message : `cannot listen on ${l.path}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`
+      if (l.kind === 'main') throw new StartError(message, DaemonExit.SocketUnusable)
+      // Without it the workstation loses nothing: said in the log and in status (daemon.restrictedSocket null).
+      l.server.close()
+      daemon.restrictedSocket = null
+      log.error({ socket: l.path, problem: message }, 'the restricted socket is not served')
+      continue
     }
-  } catch (e) {
-    if (e instanceof SocketPathError) throw new StartError(e.message, DaemonExit.SocketUnusable)
-    throw new StartError(`cannot listen: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, DaemonExit.SocketUnusable)
-  }
-  listening = true
-  closers.add('socket', async () => {
-    listening = false
-    await new Promise<void>((resolve) => {
-      server.close(() => resolve())
-      transport.closeAll()
+    closers.add(`${l.kind} socket`, async () => {
+      listening = false
+      await new Promise<void>((resolve) => {
+        l.server.close(() => resolve())
+        transport.closeAll()
+      })
+      // A socket we bound is ours to remove; one systemd handed us is never unlinked.
+      removeBoundSocket(l.bound)
     })
-    // A socket we bound is ours to remove; one systemd handed us is never unlinked.
-    removeBoundSocket(bound)
-  })
+  }
+  // One that could not listen is not moved by a relink either.
+  listeners = listeners.filter((l) => l.kind === 'main' || daemon.restrictedSocket !== null)
+  listening = true
   log.info(
-    { version: ctx.version, home: given, target: served.target, socket: socketPath, activated: activationFd !== null, loggedIn: statusNow().loggedIn },
+    {
+      version: ctx.version,
+      home: given,
+      target: served.target,
+      socket: socketPath,
+      restrictedSocket: daemon.restrictedSocket,
+      activated: activationFd !== null,
+      loggedIn: statusNow().loggedIn,
+    },
     'codex-authd started',
   )
 
@@ -400,6 +444,7 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
   return {
     home: given,
     socket: socketPath,
+    restrictedSocket: daemon.restrictedSocket,
     stop,
     // SIGHUP: look again at where the home leads (a relink of a path we do not watch), then re-read.
     reloadConfig: async () => {
@@ -407,6 +452,16 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
       await served.reload()
     },
   }
+}
+
+/** One listening socket: the main one or the restricted one (docs/remote.md). */
+interface Listener {
+  kind: SocketKind
+  path: string
+  /** An fd systemd handed us for it, or null: we bind `path`. */
+  fd: number | null
+  server: net.Server
+  bound: BoundSocket | null
 }
 
 /** The socket file a path names now, its directory's symlinks resolved (the path itself if that fails). */

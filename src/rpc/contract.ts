@@ -48,12 +48,27 @@ export interface Status {
     credentialsStore: string
   }
   problems: StatusProblem[]
-  daemon: { version: string; pid: number; startedAt: string; socket: string; activated: boolean }
+  /** `restrictedSocket` (added 2026-11-30, docs/remote.md): the restricted socket's path, null when not served. */
+  daemon: { version: string; pid: number; startedAt: string; socket: string; restrictedSocket: string | null; activated: boolean }
   /**
    * Since this daemon started (added 2026-11-29, docs/broker.md#counters): refresh-token spends by the
    * `refresh_reason` sent (the served home's), and broker requests by reason and by answer.
    */
-  counters: { refreshTokenSpends: Record<string, number>; broker: BrokerCounters }
+  counters: {
+    refreshTokenSpends: Record<string, number>
+    broker: BrokerCounters
+    /** Rotated placeholders presented again, each of which revoked its chain (added 2026-11-30, docs/remote.md). */
+    placeholderReuse: number
+    /** Placeholders issued, rotated, refused (unknown, other socket, expired, revoked) and active now (added 2026-11-30). */
+    placeholders: PlaceholderCounters
+  }
+}
+
+export interface PlaceholderCounters {
+  issued: number
+  rotated: number
+  refused: number
+  active: number
 }
 
 /** Broker requests: `requestsByReason` keys are `refresh:<reason>` and `revoke`; `answers` keys are the answer names of docs/broker.md. */
@@ -89,6 +104,58 @@ export interface BrokerRevokeParams {
 export interface BrokerAnswer {
   status: number
   body: Record<string, unknown>
+}
+
+/**
+ * `placeholderIssue` (added 2026-11-30, docs/remote.md): a placeholder for a remote machine's
+ * auth.json. `label` says where it goes (`host:alice@build1`, `sink`); `replaces`, an id issued on
+ * the same socket, is revoked (with its chain) once the new one is issued.
+ */
+export interface PlaceholderIssueParams {
+  label: string
+  replaces?: string
+}
+
+/** auth.json exactly as Codex 0.171 writes it in ChatGPT mode, keys in Codex's order. */
+export interface CodexAuthFileJson {
+  auth_mode: 'chatgpt'
+  OPENAI_API_KEY: null
+  tokens: { id_token: string; access_token: string; refresh_token: string; account_id: string | null }
+  last_refresh: string | null
+}
+
+export interface PlaceholderIssueResult {
+  id: string
+  /** The placeholder itself: a credential, shown once. `codex-authd-ph.` + base64url of 32 random bytes. */
+  placeholder: string
+  expiresAt: string
+  /** The current tokens with the placeholder as `refresh_token`, ready to be written as auth.json. */
+  authFile: CodexAuthFileJson
+}
+
+export type PlaceholderState = 'active' | 'rotated' | 'revoked' | 'expired' | 'reused'
+
+/** One placeholder as `placeholderList` shows it: never the placeholder string. */
+export interface PlaceholderInfo {
+  id: string
+  label: string
+  /** The socket it was issued on, the only one that accepts it. */
+  socket: SocketKind
+  createdAt: string
+  lastUsedAt: string | null
+  expiresAt: string
+  uses: number
+  state: PlaceholderState
+  /** Who asked for its chain's first placeholder, as the kernel told at connect time. */
+  peer: { pid: number | null; uid: number | null; exe: string | null } | null
+}
+
+export interface PlaceholderListResult {
+  placeholders: PlaceholderInfo[]
+}
+
+export interface PlaceholderRevokeParams {
+  id: string
 }
 
 export type LoginMethod = 'browser' | 'device' | 'apikey'
@@ -163,7 +230,7 @@ export interface HelloResult {
 }
 
 /** The methods the audit records (docs/contract.md#audit). */
-export type AuditedMethod = 'getAuth' | 'refresh' | 'login' | 'logout' | 'brokerRefresh' | 'brokerRevoke'
+export type AuditedMethod = 'getAuth' | 'refresh' | 'login' | 'logout' | 'brokerRefresh' | 'brokerRevoke' | 'placeholderIssue' | 'placeholderRevoke'
 
 /** One audit record: who asked for what, and how it ended. Never holds a secret. */
 export interface AuditEntry {
@@ -176,6 +243,8 @@ export interface AuditEntry {
   outcome: string
   /** The connecting process as the kernel told it at connect time; fields are null where the platform does not tell. */
   peer: { pid: number | null; uid: number | null; exe: string | null }
+  /** The socket the call came in on (added 2026-11-30). */
+  socket: SocketKind
 }
 
 /** `audit`: the most recent records, oldest first. */
@@ -205,8 +274,25 @@ export interface Methods {
   audit: [AuditParams | undefined, AuditResult]
   brokerRefresh: [BrokerRefreshParams, BrokerAnswer]
   brokerRevoke: [BrokerRevokeParams, BrokerAnswer]
+  placeholderIssue: [PlaceholderIssueParams, PlaceholderIssueResult]
+  placeholderList: [undefined, PlaceholderListResult]
+  placeholderRevoke: [PlaceholderRevokeParams, { revoked: boolean }]
 }
 export type MethodName = keyof Methods
+
+/**
+ * Which socket a connection came in on (added 2026-11-30, docs/remote.md): the main socket serves
+ * every method; the restricted one, meant to be forwarded to other machines (`ssh -R`, a
+ * container), only RESTRICTED_METHODS.
+ */
+export type SocketKind = 'main' | 'restricted'
+
+/**
+ * What the restricted socket serves: tokens, status, notifications, the broker's refresh and
+ * revoke (placeholders only there) and placeholderIssue. Any other method of the contract is
+ * -32008 `restricted`, with `data.method`: nothing there can change the workstation's credentials.
+ */
+export const RESTRICTED_METHODS: readonly MethodName[] = Object.freeze(['getAuth', 'status', 'subscribe', 'hello', 'brokerRefresh', 'brokerRevoke', 'placeholderIssue'] as MethodName[])
 
 /** Notifications sent to subscribed connections. */
 export interface Notifications {
@@ -231,6 +317,8 @@ export const ErrorCode = {
   ForbiddenByPolicy: -32005,
   StoreUnreadable: -32006,
   ServerBusy: -32007,
+  /** A method the restricted socket does not serve (added 2026-11-30, docs/remote.md). */
+  Restricted: -32008,
 } as const
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode]
 
@@ -243,6 +331,7 @@ export const ErrorReason = {
   [-32005]: 'forbidden_by_policy',
   [-32006]: 'store_unreadable',
   [-32007]: 'server_busy',
+  [-32008]: 'restricted',
 } as const
 
 export type RefreshFailureKind = 'expired' | 'reused' | 'revoked' | 'rejected' | 'transient'

@@ -19,6 +19,8 @@ export interface RpcServerHooks {
   mapError(error: unknown): RpcError | null
   /** A method threw something mapError does not know: log it (the client sees only -32603). */
   onInternalError(method: string, error: unknown): void
+  /** The error refusing a method this server has on this connection (the restricted socket), or null to run it. */
+  refuse?(method: string, conn: Connection): RpcError | null
 }
 
 export type MethodHandler = (params: unknown, conn: Connection) => unknown
@@ -30,6 +32,7 @@ const NOT_AN_OBJECT: JSONRPCRequest = Object.freeze({}) as JSONRPCRequest
 
 export class RpcServer {
   private readonly server: JSONRPCServer<Connection>
+  private readonly methods = new Set<string>()
 
   constructor(hooks: RpcServerHooks) {
     // The middleware reports internal errors (it knows the method); the default listener would
@@ -43,6 +46,10 @@ export class RpcServer {
     this.server.applyMiddleware((next, request, conn) => {
       const invalid = contractCheck(request)
       if (invalid !== null) return Promise.resolve(invalid)
+      // Only methods we have: an unknown name stays -32601 wherever it is asked.
+      const refused = this.methods.has(request.method) ? (hooks.refuse?.(request.method, conn) ?? null) : null
+      // Rejected like a method's own error: answered with its code, and not at all for a notification.
+      if (refused !== null) return Promise.reject(refused)
       const report = (error: unknown): never => {
         if (hooks.mapError(error) === null) hooks.onInternalError(request.method, error)
         throw error
@@ -58,6 +65,7 @@ export class RpcServer {
   }
 
   addMethod(name: string, handler: MethodHandler): void {
+    this.methods.add(name)
     this.server.addMethod(name, handler)
   }
 

@@ -16,6 +16,7 @@ import { setMaxListeners } from 'node:events'
 import { createJSONRPCErrorResponse } from 'json-rpc-2.0'
 import { ErrorCode, ErrorReason, MAX_LINE_BYTES } from './contract.js'
 import type { PeerCred } from '../os/peercred.js'
+import type { SocketKind } from './contract.js'
 
 export interface TransportLimits {
   /** A line longer than this gets -32600 and the connection is closed. */
@@ -80,6 +81,8 @@ export interface Connection {
   readonly closed: AbortSignal
   /** Who connected, asked once at accept (TransportEvents.identify); null when unknown. */
   readonly peer: PeerCred | null
+  /** The socket it came in on: the restricted one serves only some methods (docs/remote.md). */
+  readonly socketKind: SocketKind
 }
 
 /** The reply to one parsed line (null: nothing to send). Never rejects by design. */
@@ -155,9 +158,12 @@ export class Transport {
     this.limits = { ...DEFAULT_LIMITS, ...limits }
   }
 
-  /** Wire a server to this transport. The caller listens (path or inherited fd). */
-  attach(server: net.Server): void {
-    server.on('connection', (socket) => this.accept(socket))
+  /**
+   * Wire a server to this transport. The caller listens (path or inherited fd). Every server
+   * shares the same limits: a forwarded restricted socket cannot take more than the main one could.
+   */
+  attach(server: net.Server, kind: SocketKind = 'main'): void {
+    server.on('connection', (socket) => this.accept(socket, kind))
   }
 
   /** Send a notification to every subscribed connection. */
@@ -175,7 +181,7 @@ export class Transport {
     for (const c of this.conns) c.socket.destroy()
   }
 
-  private accept(socket: net.Socket): void {
+  private accept(socket: net.Socket, socketKind: SocketKind): void {
     socket.on('error', () => {})
     if (this.conns.size >= this.limits.maxConnections) {
       // Said, not only closed: a client then reports the limit rather than a bare EPIPE.
@@ -199,6 +205,7 @@ export class Transport {
       id: this.nextId++,
       subscribed: false,
       peer: this.events.identify?.(socket) ?? null,
+      socketKind,
       subscribe: () => this.subscribe(c),
       closed: abort.signal,
       abort,
