@@ -9,6 +9,8 @@ import { parseArgs } from 'node:util'
 
 /** Top-level folders (or files) of src/, by what they may import from src/. */
 const DOMAIN = ['broker', 'codex', 'login', 'net', 'refresh', 'state', 'store']
+/** Domain modules the client may use: Codex's auth.json format and its locked, atomic write. */
+const CLIENT_SHARED = ['codex/authfile.ts', 'store/authstore.ts', 'store/atomic-write.ts']
 const RULES = [
   {
     name: 'the domain does not depend on the wire, the daemon or the client',
@@ -24,7 +26,11 @@ const RULES = [
   {
     name: 'the client (library and CLI) carries no daemon code',
     from: (m) => top(m) === 'client',
-    allows: (dep) => ![...DOMAIN, 'daemon', 'service'].includes(top(dep)) && (top(dep) !== 'rpc' || dep === 'rpc/contract.ts'),
+    // Except Codex's auth.json format and its locked, atomic write: the sinks of `codex-auth sink`
+    // and `exec --remote` (client/remote-home.ts, client/sink.ts) write auth.json exactly as the
+    // daemon does, through the same code.
+    allows: (dep) =>
+      CLIENT_SHARED.includes(dep) || (![...DOMAIN, 'daemon', 'service'].includes(top(dep)) && (top(dep) !== 'rpc' || dep === 'rpc/contract.ts')),
   },
   {
     name: 'only the daemon imports the daemon',

@@ -39,6 +39,19 @@ import { VERSION } from '../version.js'
 
 export * from '../rpc/contract.js'
 
+/** `placeholderIssue`'s params and result (docs/remote.md). */
+export interface PlaceholderIssueParams {
+  label: string
+  replaces?: string
+}
+export interface PlaceholderIssued {
+  id: string
+  placeholder: string
+  expiresAt: string
+  /** auth.json as Codex writes it, the placeholder as `tokens.refresh_token`. */
+  authFile: Record<string, unknown>
+}
+
 // ---------------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------------
@@ -187,6 +200,11 @@ export interface SubscriptionHandler {
   loginCompleted?: (result: LoginResult) => void
   /** Called after the subscription was re-established on a new connection (daemon restart). */
   resubscribed?: () => void
+  /**
+   * Called when the subscribed connection drops and the client starts reconnecting (the daemon
+   * stopped, or a forwarded socket was cut), with why; `resubscribed` follows once it is back.
+   */
+  disconnected?: (reason: string) => void
 }
 
 const DEFAULT_TIMEOUT_MS = 60_000
@@ -471,6 +489,14 @@ export class AuthdClient {
   brokerRevoke(params: BrokerRevokeParams): Promise<BrokerAnswer> {
     return this.call('brokerRevoke', params)
   }
+  /**
+   * A placeholder for a remote Codex's auth.json (docs/remote.md): the current tokens in Codex's
+   * auth.json form, with an expiring placeholder in place of the refresh token. `replaces` names
+   * an earlier placeholder of this caller's, revoked once the new one is issued.
+   */
+  placeholderIssue(params: PlaceholderIssueParams): Promise<PlaceholderIssued> {
+    return this.call('placeholderIssue' as MethodName, params as never) as unknown as Promise<PlaceholderIssued>
+  }
   /** The version handshake: the daemon's version and protocol (this client's are PROTOCOL_VERSION and VERSION). */
   async hello(): Promise<HelloResult> {
     return (await this.ensureConnection()).call('hello', this.helloParams(), this.timeoutMs) as Promise<HelloResult>
@@ -619,6 +645,13 @@ export class AuthdClient {
   private onConnectionClosed(conn: Connection): void {
     if (this.conn !== conn) return
     if (this.closedByUser || !this.reconnect || this.handlers.size === 0) return
+    for (const h of [...this.handlers]) {
+      try {
+        h.disconnected?.(conn.closeReason ?? 'connection to codex-authd closed')
+      } catch {
+        // a handler's failure is its own
+      }
+    }
     this.scheduleResubscribe()
   }
 

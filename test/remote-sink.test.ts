@@ -1,0 +1,104 @@
+// Sinks on a "remote machine" (docs/remote.md#sinks): a real sshd on 127.0.0.1 (test/support/ssh.ts),
+// the daemon's restricted socket forwarded with `ssh -R … -o StreamLocalBindUnlink=yes` into the
+// private directory of the user `codexremote`, and `codex-auth sink` run as that user against the
+// forwarded socket. Real daemon bundle, the harness's oidc-provider. One daemon, one sshd for the
+// file. No token is ever printed: comparisons use t.ok(a === b), and every line codex-auth wrote is
+// scanned for the registered secrets.
+import t, { type Test } from 'tap'
+import fs from 'node:fs'
+import path from 'node:path'
+import { parseAuthFile } from '../src/codex/authfile.js'
+import { restrictedSocketPath } from '../src/paths.js'
+import { rawConnect, type RawConnection } from './support/rpc.js'
+import { daemon, fileTokens, loggedIn, refreshCalls, status } from './support/refresh.js'
+import { findSecrets, registerSecret } from './support/secrets.js'
+import { cliAs, type UserProcess } from './support/sink.js'
+import { privateDirOf, REMOTE_USER, startSshd, testUser, type SshForward, type SshServer } from './support/ssh.js'
+import { until } from './support/until.js'
+import type { RunningDaemon } from './support/daemon.js'
+
+const HOUR = 3600
+const remote = testUser(REMOTE_USER)
+
+let sshd: SshServer
+t.before(async () => {
+  sshd = await startSshd()
+})
+t.teardown(() => sshd?.close())
+
+/** The workstation: a login, its daemon, a main-socket connection. */
+async function workstation(t: Test) {
+  const w = await loggedIn(t, { authorizationCode: HOUR, refreshToken: 24 * HOUR })
+  const d = await daemon(t, w.home, w.p)
+  const c = await rawConnect(d.socket)
+  t.teardown(() => c.close())
+  return { ...w, d, c, restricted: restrictedSocketPath(d.socket) }
+}
+
+/** `ssh -R` of the restricted socket into a fresh private directory of the remote user. */
+async function forward(t: { teardown(fn: () => unknown): void }, d: RunningDaemon): Promise<{ fwd: SshForward; dir: string; sock: string }> {
+  const dir = privateDirOf(t, remote, '.cad-fwd-')
+  const sock = path.join(dir, 'authd.sock')
+  const fwd = await sshd.forward(remote, sock, restrictedSocketPath(d.socket))
+  t.teardown(() => fwd.cut())
+  return { fwd, dir, sock }
+}
+
+function noSecretsIn(t: { same(a: unknown, b: unknown, m: string): void }, p: UserProcess, what: string): void {
+  t.same(findSecrets(p.lines.join('\n') + '\n' + p.stdout), [], `${what}: no secret in what codex-auth printed`)
+}
+
+const readToken = (file: string): string | null => {
+  try {
+    return fs.readFileSync(file, 'utf8')
+  } catch {
+    return null
+  }
+}
+
+async function currentToken(c: RawConnection): Promise<string> {
+  const g = (await c.call('getAuth')).result
+  registerSecret(g.token, 'access token (getAuth)')
+  return g.token as string
+}
+
+t.test('token file through the ssh forward: written 0600, renewed after each refresh, the forward cut and restored', async (t) => {
+  const { d, c, home, p } = await workstation(t)
+  const { fwd, dir, sock } = await forward(t, d)
+  const tokenFile = path.join(dir, 'token')
+  const sink = cliAs(remote, ['sink', '--token-file', tokenFile], { CODEX_AUTHD_SOCK: sock })
+  t.teardown(() => sink.stop())
+
+  const first = await currentToken(c)
+  await until('the token file holds the current token', () => readToken(tokenFile) === first + '\n', 30_000)
+  const st = fs.statSync(tokenFile)
+  t.equal(st.mode & 0o777, 0o600, 'the token file is 0600')
+  t.equal(st.uid, remote.uid, "the remote user's own file")
+
+  for (let i = 1; i <= 2; i++) {
+    const r = await c.call('refresh')
+    t.equal(r.error, undefined, `refresh ${i} on the workstation`)
+    const now = await currentToken(c)
+    await until(`the token file follows refresh ${i}`, () => readToken(tokenFile) === now + '\n', 30_000)
+  }
+  t.equal(refreshCalls(p), 2, 'the sink spent nothing itself: two refreshes, both forced')
+
+  // The forward goes away: the sink says so, keeps the file, and the workstation is untouched.
+  const authBefore = fs.readFileSync(path.join(home, 'auth.json'))
+  const held = readToken(tokenFile)
+  await fwd.cut()
+  await sink.line(/lost codex-authd at .*kept as it is/, 'the sink says its source is gone')
+  t.ok(readToken(tokenFile) === held, 'the token file is kept as it was')
+  t.ok(fs.readFileSync(path.join(home, 'auth.json')).equals(authBefore), "the workstation's auth.json is unchanged")
+  t.equal((await status(c)).loggedIn, true, 'the workstation is still logged in')
+
+  // Restored (StreamLocalBindUnlink replaces the stale socket file): back, and renewing again.
+  const again = await sshd.forward(remote, sock, restrictedSocketPath(d.socket))
+  t.teardown(() => again.cut())
+  await sink.line(/codex-authd at .* is back/, 'the sink says its source is back')
+  t.equal((await c.call('refresh')).error, undefined, 'a refresh after the restore')
+  const latest = await currentToken(c)
+  await until('the token file follows the refresh after the restore', () => readToken(tokenFile) === latest + '\n', 30_000)
+  t.comment(sink.lines.join('\n'))
+  noSecretsIn(t, sink, 'sink')
+})
