@@ -67,7 +67,8 @@ const GLOBAL_OPTIONS = `Options:
 `
 
 const EXIT_STATUS = `Exit status: 0 ok, 1 not logged in, 2 daemon unreachable, 3 daemon-side failure, 4 the socket
-is not yours (CODEX_AUTH_ALLOW_SOCKET_OWNER allows a shared one), 64 usage error;
+is not yours (CODEX_AUTH_ALLOW_SOCKET_OWNER allows a shared one), 5 sink: the home holds a login of
+its own (--force replaces it), 64 usage error;
 exec returns CMD's status (125 when codex-auth fails first, 126/127 when CMD cannot be run/found).
 `
 

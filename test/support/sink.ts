@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { CLI_BIN } from './daemon.js'
 import { onLines } from './lines.js'
+import { registerSecret } from './secrets.js'
 import { asUser, type TestUser } from './ssh.js'
 
 export interface UserProcess {
@@ -18,13 +19,18 @@ export interface UserProcess {
   stop(): Promise<number | null>
 }
 
-/** `codex-auth ARGS` as `user` with HOME = its home and `env`, stdin closed. */
-export function cliAs(user: TestUser, args: string[], env: Record<string, string>): UserProcess {
+/** `codex-auth ARGS` as `user` with HOME = its home and `env`; stdin `input`, else closed. */
+export function cliAs(user: TestUser, args: string[], env: Record<string, string>, input?: string): UserProcess {
   const proc = spawn(asUser(user)[0]!, [...asUser(user).slice(1), process.execPath, CLI_BIN, ...args], {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: user.home, LANG: 'C.UTF-8', ...env },
     cwd: user.home,
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   })
+  if (input !== undefined) {
+    registerSecret(input.trim(), 'API key (stdin)')
+    proc.stdin!.on('error', () => {})
+    proc.stdin!.end(input)
+  }
   const lines: string[] = []
   const waiters: Array<{ re: RegExp; resolve: (l: string) => void }> = []
   const p: UserProcess = {
