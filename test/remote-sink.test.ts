@@ -102,3 +102,30 @@ t.test('token file through the ssh forward: written 0600, renewed after each ref
   t.comment(sink.lines.join('\n'))
   noSecretsIn(t, sink, 'sink')
 })
+
+t.test('a login of the remote home\'s own is never replaced without --force; exec --remote runs codex only', async (t) => {
+  const rhome = privateDirOf(t, remote, '.cad-own-')
+  const env = { CODEX_AUTHD_SOCK: path.join(rhome, 'nobody.sock') }
+  const own = '{\n  "OPENAI_API_KEY": null,\n  "tokens": {\n    "id_token": "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.c2ln",\n    "access_token": "y",\n    "refresh_token": "rt-of-this-machine",\n    "account_id": null\n  }\n}'
+  fs.writeFileSync(path.join(rhome, 'auth.json'), own, { mode: 0o600 })
+  fs.chownSync(path.join(rhome, 'auth.json'), remote.uid, remote.gid)
+
+  // A program called codex that must never run here (the refusal comes first).
+  const fakeCodex = path.join(rhome, 'codex')
+  fs.writeFileSync(fakeCodex, '#!/bin/sh\necho ran >&2\nexit 0\n', { mode: 0o755 })
+  const notCodex = cliAs(remote, ['exec', '--remote', '--', '/bin/true'], env)
+  t.equal(await notCodex.exited, 125, 'exec --remote -- /bin/true: 125')
+  t.match(notCodex.lines.join('\n'), /exec --remote runs codex only/, 'and says why')
+
+  const exec = cliAs(remote, ['--codex-home', rhome, 'exec', '--remote', '--', fakeCodex, 'exec', 'hi'], env)
+  t.equal(await exec.exited, 125, 'exec --remote over a login of its own: 125, before reaching any daemon')
+  t.match(exec.lines.join('\n'), /holds a login of its own .* it was not replaced\. Give --force/, 'says so')
+  t.notMatch(exec.lines.join('\n'), /^ran$/m, 'codex never ran')
+  const json = cliAs(remote, ['--json', '--codex-home', rhome, 'exec', '--remote', '--', fakeCodex], env)
+  t.equal(await json.exited, 125)
+  t.match(JSON.parse(json.lines.join('')), { code: 'login_present', exitCode: 125 }, 'with --json: login_present on stderr')
+
+  const sink = cliAs(remote, ['sink', '--codex-home', rhome], env)
+  t.equal(await sink.exited, 5, 'sink --codex-home over a login of its own: exit 5')
+  t.equal(fs.readFileSync(path.join(rhome, 'auth.json'), 'utf8'), own, 'the file is untouched')
+})

@@ -29,9 +29,13 @@ export function testUser(name: string): TestUser {
   return { name, uid: Number(f[2]), gid: Number(f[3]), home: f[5]! }
 }
 
-/** argv prefix that runs a command as `u` (util-linux setpriv: real and effective ids, its groups). */
+/**
+ * argv prefix that runs a command as `u` (util-linux setpriv: real and effective ids, its groups).
+ * Without NODE_OPTIONS: tap's process-info hook that it carries would write into the checkout,
+ * which that user cannot.
+ */
 export function asUser(u: TestUser): string[] {
-  return ['setpriv', `--reuid=${u.uid}`, `--regid=${u.gid}`, '--init-groups', '--']
+  return ['setpriv', `--reuid=${u.uid}`, `--regid=${u.gid}`, '--init-groups', '--', 'env', '-u', 'NODE_OPTIONS']
 }
 
 /** A directory of `u`'s own (0700) under its home, removed at teardown. */
