@@ -4,7 +4,7 @@
 # util-linux's flock/setpriv/unshare, bsdutils's script, iproute2, OpenSSH's server and client
 # (the remote-machine tests forward the restricted socket with `ssh -R` into a second user's
 # home). Installs the missing ones when running as root (CI and these development machines);
-# otherwise says what is missing. Then, as root, the two test users those tests run as.
+# otherwise says what is missing. Then, as root, the test user those tests run as.
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/bin/$1" ] || [ -x "/usr/sbin/$1" ]; }
@@ -23,12 +23,12 @@ have tcsh || need+=(tcsh)
 have sshd || need+=(openssh-server)
 have ssh || need+=(openssh-client)
 have ssh-agent || need+=(openssh-client)
-# test/support/ssh.ts: `codexremote` is the remote machine's user (ssh -R lands in its home),
-# `codexbox` a container's user that only gets the socket file. Idempotent. No password, but not
-# locked either ('*', not '!'): sshd without PAM refuses a locked account even for a key.
+# test/support/ssh.ts: `codexremote` is the remote machine's user (ssh -R lands in its home).
+# Idempotent. No password, but not locked either ('*', not '!'): sshd without PAM refuses a
+# locked account even for a key.
 users() {
   [ "$(id -u)" -eq 0 ] || return 0
-  for u in codexremote codexbox; do
+  for u in codexremote; do
     id "$u" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh --password '*' "$u"
   done
 }

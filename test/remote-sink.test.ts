@@ -5,6 +5,7 @@
 // file. No token is ever printed: comparisons use t.ok(a === b), and every line codex-auth wrote is
 // scanned for the registered secrets.
 import t, { type Test } from 'tap'
+import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { parseAuthFile } from '../src/codex/authfile.js'
@@ -15,7 +16,8 @@ import { findSecrets, registerSecret } from './support/secrets.js'
 import { cliAs, type UserProcess } from './support/sink.js'
 import { privateDirOf, REMOTE_USER, startSshd, testUser, type SshForward, type SshServer } from './support/ssh.js'
 import { until } from './support/until.js'
-import type { RunningDaemon } from './support/daemon.js'
+import { CLI_BIN, tempDir, type RunningDaemon } from './support/daemon.js'
+import { onLines } from './support/lines.js'
 
 const HOUR = 3600
 const remote = testUser(REMOTE_USER)
@@ -128,4 +130,53 @@ t.test('a login of the remote home\'s own is never replaced without --force; exe
   const sink = cliAs(remote, ['sink', '--codex-home', rhome], env)
   t.equal(await sink.exited, 5, 'sink --codex-home over a login of its own: exit 5')
   t.equal(fs.readFileSync(path.join(rhome, 'auth.json'), 'utf8'), own, 'the file is untouched')
+})
+
+t.test('a container that only gets the socket file: its own mount and network namespaces, the restricted socket bind-mounted, a token file kept fresh in its volume', async (t) => {
+  const { d, c, home } = await workstation(t)
+  // The container's volume (the one directory it shares with the host) and its private root.
+  const vol = tempDir('cad-vol-')
+  const script = [
+    'set -e',
+    // Its own /mnt (0700), holding the socket file and the volume, then /tmp and /home hidden:
+    // nothing of the workstation (its CODEX_HOME, its sockets, the tests' files) is left in view.
+    'mount -t tmpfs -o mode=0700 box /mnt',
+    'touch /mnt/authd.sock && mount --bind "$SOCK" /mnt/authd.sock',
+    'mkdir /mnt/vol /mnt/home && mount --bind "$VOL" /mnt/vol',
+    'mount -t tmpfs -o mode=1777 tmp /tmp && mount -t tmpfs -o mode=0755 home /home',
+    'test ! -e "$WS_HOME" && test ! -e "$(dirname "$SOCK")"',
+    'echo box-ready >&2',
+    'export HOME=/mnt/home CODEX_AUTHD_SOCK=/mnt/authd.sock',
+    // Refused through the socket; then the sink runs in the foreground.
+    'for args in logout refresh "login --device"; do',
+    '  if "$NODE" "$CLI" $args 2>/mnt/vol/err; then echo "allowed: $args" >&2; exit 9; fi',
+    '  grep -q "not available on the restricted socket" /mnt/vol/err || { cat /mnt/vol/err >&2; exit 9; }',
+    'done',
+    'echo refusals-ok >&2',
+    'exec "$NODE" "$CLI" sink --token-file /mnt/vol/token',
+  ].join('\n')
+  const box = spawn('unshare', ['-m', '-n', '--propagation', 'private', 'sh', '-c', script], {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', SOCK: restrictedSocketPath(d.socket), VOL: vol, WS_HOME: home, NODE: process.execPath, CLI: CLI_BIN },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  })
+  const lines: string[] = []
+  onLines(box.stderr!, (l) => lines.push(l))
+  const ended = new Promise<number | null>((r) => box.once('close', (code) => r(code)))
+  t.teardown(async () => {
+    box.kill('SIGTERM')
+    await ended
+  })
+  const tokenFile = path.join(vol, 'token')
+  const first = await currentToken(c)
+  await until('the box is up and its token file holds the current token', () => {
+    if (box.exitCode !== null) throw new Error(`the box ended (${box.exitCode}): ${lines.join('\n')}`)
+    return readToken(tokenFile) === first + '\n'
+  }, 30_000)
+  t.ok(lines.includes('box-ready'), "the box sees neither the workstation's CODEX_HOME nor its socket directory")
+  t.ok(lines.includes('refusals-ok'), 'logout, refresh and login through the box\'s socket: refused')
+  t.equal((await c.call('refresh')).error, undefined, 'a refresh on the workstation')
+  const next = await currentToken(c)
+  await until('the token file in the box follows', () => readToken(tokenFile) === next + '\n', 30_000)
+  t.equal((await status(c)).loggedIn, true, 'the workstation is still logged in')
+  t.same(findSecrets(lines.join('\n')), [], 'no secret in what the box printed')
 })

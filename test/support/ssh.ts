@@ -1,6 +1,6 @@
 // A real OpenSSH server on 127.0.0.1 for the remote-machine tests (docs/remote.md, README
 // "Remote machines and containers"): its own host key and one authorized client key in a temp
-// directory, users `codexremote` and `codexbox` (scripts/test-deps.sh creates them), and
+// directory, the user `codexremote` as the remote machine's (scripts/test-deps.sh creates it), and
 // `ssh -R <remote private dir>/authd.sock:<local socket> -o StreamLocalBindUnlink=yes` exactly as
 // the README's recipe. Readiness comes from the programs' own lines (sshd's "Server listening",
 // ssh's "remote forward success"), never from a sleep. Everything is torn down: the forward,
@@ -12,7 +12,6 @@ import { freePorts, tempDir } from './daemon.js'
 import { onLines } from './lines.js'
 
 export const REMOTE_USER = 'codexremote'
-export const BOX_USER = 'codexbox'
 
 export interface TestUser {
   name: string
@@ -121,7 +120,7 @@ export async function startSshd(): Promise<SshServer> {
       'KbdInteractiveAuthentication no',
       'UsePAM no',
       'PermitRootLogin no',
-      `AllowUsers ${REMOTE_USER} ${BOX_USER}`,
+      `AllowUsers ${REMOTE_USER}`,
       // sshd's remote Unix-socket forwards pass its remote TCP-forwarding switch too.
       'AllowTcpForwarding remote',
       'AllowStreamLocalForwarding remote',
