@@ -18,6 +18,7 @@ import { privateDirOf, REMOTE_USER, startSshd, testUser, type SshForward, type S
 import { until } from './support/until.js'
 import { CLI_BIN, tempDir, type RunningDaemon } from './support/daemon.js'
 import { onLines } from './support/lines.js'
+import { codexLoginStatus } from './support/codex.js'
 
 const HOUR = 3600
 const remote = testUser(REMOTE_USER)
@@ -48,6 +49,13 @@ async function forward(t: { teardown(fn: () => unknown): void }, d: RunningDaemo
 
 function noSecretsIn(t: { same(a: unknown, b: unknown, m: string): void }, p: UserProcess, what: string): void {
   t.same(findSecrets(p.lines.join('\n') + '\n' + p.stdout), [], `${what}: no secret in what codex-auth printed`)
+}
+
+/** The remote auth.json's tokens, read as Codex reads the file. */
+function remoteTokens(home: string) {
+  const parsed = parseAuthFile(fs.readFileSync(path.join(home, 'auth.json'), 'utf8'), 'auth.json')
+  if (!parsed.ok || parsed.auth.tokens === null) throw new Error('not a ChatGPT auth.json')
+  return parsed.auth.tokens
 }
 
 const readToken = (file: string): string | null => {
@@ -127,6 +135,10 @@ t.test('a login of the remote home\'s own is never replaced without --force; exe
   t.equal(await json.exited, 125)
   t.match(JSON.parse(json.lines.join('')), { code: 'login_present', exitCode: 125 }, 'with --json: login_present on stderr')
 
+  const byEnv = cliAs(remote, ['--codex-home', rhome, 'exec', '--', fakeCodex], { ...env, CODEX_AUTH_REMOTE: '1' })
+  t.equal(await byEnv.exited, 125, 'CODEX_AUTH_REMOTE=1 is remote mode too: the same refusal')
+  t.match(byEnv.lines.join('\n'), /holds a login of its own/)
+
   const sink = cliAs(remote, ['sink', '--codex-home', rhome], env)
   t.equal(await sink.exited, 5, 'sink --codex-home over a login of its own: exit 5')
   t.equal(fs.readFileSync(path.join(rhome, 'auth.json'), 'utf8'), own, 'the file is untouched')
@@ -179,4 +191,73 @@ t.test('a container that only gets the socket file: its own mount and network na
   await until('the token file in the box follows', () => readToken(tokenFile) === next + '\n', 30_000)
   t.equal((await status(c)).loggedIn, true, 'the workstation is still logged in')
   t.same(findSecrets(lines.join('\n')), [], 'no secret in what the box printed')
+})
+
+const CLIENT_ID = 'app_EMoamEEZ73f0CkXaXp7hrann'
+const presented = (c: RawConnection, placeholder: string) =>
+  c.call('brokerRefresh', { client_id: CLIENT_ID, grant_type: 'refresh_token', refresh_token: placeholder })
+
+t.test('auth.json sink through the forward: Codex\'s format with a placeholder, renewed with the tokens; a stolen placeholder refused after rotation and after revocation, the reuse reported', async (t) => {
+  const { d, c, p } = await workstation(t)
+  const { dir, sock } = await forward(t, d)
+  const rhome = path.join(dir, 'codex-home') // created by the sink (0700)
+  const sink = cliAs(remote, ['sink', '--codex-home', rhome], { CODEX_AUTHD_SOCK: sock })
+  t.teardown(() => sink.stop())
+  const first = await currentToken(c)
+  const file = path.join(rhome, 'auth.json')
+  const held = await until('the sink wrote auth.json with the current token', () => {
+    try {
+      const tk = remoteTokens(rhome)
+      return tk.accessToken === first ? tk : null
+    } catch {
+      return null
+    }
+  }, 30_000)
+  registerSecret(held.refreshToken, 'placeholder (remote auth.json)')
+  t.ok(held.refreshToken.startsWith('codex-authd-ph.'), 'its refresh token is a placeholder')
+  const st = fs.statSync(file)
+  t.equal(st.mode & 0o777, 0o600, 'auth.json is 0600')
+  t.equal(st.uid, remote.uid, "the remote user's own file")
+  t.equal(fs.statSync(rhome).mode & 0o777, 0o700, 'its CODEX_HOME was created 0700')
+  const login = await codexLoginStatus(rhome)
+  t.match(login.out, /Logged in using ChatGPT/, 'the real Codex CLI reads it as a ChatGPT login')
+
+  t.equal((await c.call('refresh')).error, undefined, 'a refresh on the workstation')
+  const next = await currentToken(c)
+  const renewed = await until('auth.json follows the refresh', () => (remoteTokens(rhome).accessToken === next ? remoteTokens(rhome) : null), 30_000)
+  registerSecret(renewed.refreshToken, 'placeholder (remote auth.json)')
+  t.ok(renewed.refreshToken !== held.refreshToken, 'with a new placeholder')
+  t.equal(refreshCalls(p), 1, 'the sink spent nothing itself')
+
+  // A thief on the remote machine with the first placeholder: used once, it rotates (the sink has
+  // not replaced it yet: it replaces the one before the current one); once the successor has been
+  // used, the old one presented again is a reuse: refused, its chain revoked, reported.
+  const thief = await rawConnect(sock)
+  t.teardown(() => thief.close())
+  const a1 = await presented(thief, held.refreshToken)
+  t.equal(a1.result?.status, 200, 'the stolen placeholder, first use: answered')
+  const successor = a1.result?.body?.refresh_token as string
+  registerSecret(successor, 'placeholder (broker answer)')
+  t.ok(typeof successor === 'string' && successor.startsWith('codex-authd-ph.') && successor !== held.refreshToken, 'with a new placeholder, never the real token')
+  t.equal((await presented(thief, successor)).result?.status, 200, 'its successor used')
+  const reuse = await presented(thief, held.refreshToken)
+  t.equal(reuse.result?.status, 401, 'the rotated one presented again: 401')
+  t.match(reuse.result?.body, { error: { code: String } }, "in Codex's sign-in-again shape")
+  t.equal((await presented(thief, successor)).result?.status, 401, 'and its whole chain is revoked')
+  const after = await status(c)
+  t.equal(after.counters.placeholderReuse, 1, 'the reuse is counted')
+  const audit = (await c.call('audit')).result
+  t.ok(audit.entries.some((e: { outcome: string }) => e.outcome === 'placeholder_reused'), 'and audited')
+
+  // Revocation by the workstation's user: the sink's current placeholder is refused at once.
+  const list = (await c.call('placeholderList')).result.placeholders as Array<{ id: string; label: string; state: string }>
+  const mine = list.filter((x) => x.label.startsWith('sink:') && x.state === 'active')
+  t.ok(mine.length >= 1, `the sink's placeholders are listed (${mine.length} active)`)
+  for (const x of mine) t.same((await c.call('placeholderRevoke', { id: x.id })).result, { revoked: true }, `revoked ${x.id}`)
+  t.equal((await presented(thief, renewed.refreshToken)).result?.status, 401, 'the revoked placeholder from auth.json: 401')
+
+  // Nothing of this touched the workstation's login.
+  t.equal(after.loggedIn, true, 'the workstation is still logged in')
+  t.equal(refreshCalls(p), 1, 'and nothing was spent for the thief')
+  noSecretsIn(t, sink, 'sink')
 })
