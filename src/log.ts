@@ -19,6 +19,8 @@ const SECRET_KEYS = [
   'code_verifier',
   'codeVerifier',
   'authorization',
+  // A placeholder stands in for a refresh token (docs/remote.md): logged by its id only.
+  'placeholder',
 ]
 
 /** Every secret key at the top level, one level down and inside `tokens`/`auth.tokens`. */

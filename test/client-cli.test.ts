@@ -32,7 +32,7 @@ function baseStatus(over: Partial<Status> = {}): Status {
     settings: { codexHome: '/h', codexHomeTarget: '/h', preferredAuthMethod: 'chatgpt', forcedLoginMethod: null, credentialsStore: 'file' },
     problems: [],
     daemon: { version: '0', pid: 1, startedAt: '', socket: '/s', restrictedSocket: null, activated: false },
-    counters: { refreshTokenSpends: {}, broker: { requestsByReason: {}, answers: {} } },
+    counters: { refreshTokenSpends: {}, broker: { requestsByReason: {}, answers: {} }, placeholderReuse: 0, placeholders: { issued: 0, rotated: 0, refused: 0, active: 0 } },
     ...over,
   }
 }

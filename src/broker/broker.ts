@@ -8,9 +8,10 @@
 import { decodeAccessTokenClaims } from '../codex/jwt.js'
 import type { Logger } from '../log.js'
 import type { BrokerState, SpendEntry } from '../refresh/refresher.js'
-import type { BrokerAnswer, BrokerCounters, BrokerRefreshParams, BrokerRevokeParams } from '../rpc/contract.js'
+import type { BrokerAnswer, BrokerCounters, BrokerRefreshParams, BrokerRevokeParams, PlaceholderCounters, SocketKind } from '../rpc/contract.js'
 import { orTimeout } from '../timeout.js'
 import type { TokenData } from '../types.js'
+import type { PlaceholderRegistry, Verdict } from './placeholders.js'
 import { classify, emptyGuard, freshEnough, noteRecoverySpend, noteRestated, refreshReason, type BrokerView, type Decision, type IssuedTokens, type SpendRecord } from './classify.js'
 
 /** The served home's refresher, as far as the broker uses it. */
@@ -36,10 +37,17 @@ export interface BrokerDeps {
   settleWaitMs?: number
   /** After a revoke, how long Codex has to remove auth.json itself before the daemon does (default 5 s). */
   removeGraceMs?: number
+  /** Placeholders (docs/remote.md): the registry, and saving it (resolves once on disk, or reported). */
+  placeholders: { registry: PlaceholderRegistry; save(): Promise<void> }
+}
+
+/** What the broker answered, and what the audit records beyond the answer (a placeholder reused). */
+export interface BrokerResult extends BrokerAnswer {
+  note?: 'placeholder_reused'
 }
 
 /** The answers a broker request can get, as counted in `status` (docs/broker.md#counters). */
-export type AnswerName = 'spent' | 'shared' | 'current' | 'denied' | 'unavailable' | 'bad_request' | 'revoked' | 'revoke_unknown'
+export type AnswerName = 'spent' | 'shared' | 'current' | 'denied' | 'unavailable' | 'bad_request' | 'revoked' | 'revoke_unknown' | 'placeholder_revoked'
 
 const MAX_ROUNDS = 6
 
@@ -50,6 +58,9 @@ export class Broker {
   private readonly requests: Record<string, number> = {}
   private readonly answers: Record<string, number> = {}
   private readonly now: () => number
+  private readonly ph: PlaceholderCounters & { reuse: number } = { issued: 0, rotated: 0, refused: 0, active: 0, reuse: 0 }
+  /** Requests presenting one placeholder at the same time share one answer (and one rotation). */
+  private readonly placeholderFlights = new Map<string, Promise<Answer>>()
 
   constructor(private readonly deps: BrokerDeps) {
     this.now = deps.now ?? Date.now
@@ -59,29 +70,122 @@ export class Broker {
     return { requestsByReason: { ...this.requests }, answers: { ...this.answers } }
   }
 
-  /** Codex's refresh request (its exact body fields), answered as the token endpoint would. */
-  async refresh(params: BrokerRefreshParams): Promise<BrokerAnswer> {
-    const reason = refreshReason(params.refresh_reason)
-    this.count(this.requests, `refresh:${reason}`)
-    const answer = await this.decide(params.refresh_token, reason)
-    this.count(this.answers, answer.name)
-    // Never the token: which way the request went, and why.
-    this.deps.log.info({ reason, answer: answer.name, status: answer.status, ...(answer.why ? { why: answer.why } : {}) }, 'broker refresh request')
-    return { status: answer.status, body: answer.body }
+  /** Status counters of the placeholders: reuse on its own (the agreed name), the rest together. */
+  placeholderCounters(): { placeholderReuse: number; placeholders: PlaceholderCounters } {
+    const { reuse, ...rest } = this.ph
+    return { placeholderReuse: reuse, placeholders: { ...rest, active: this.deps.placeholders.registry.activeCount() } }
   }
 
-  /** Codex's revoke request: the daemon's logout, for a caller that holds the current token. */
-  async revoke(params: BrokerRevokeParams): Promise<BrokerAnswer> {
+  /** A placeholder was issued (placeholderIssue): counted here with the others. */
+  noteIssued(): void {
+    this.ph.issued++
+  }
+
+  /**
+   * Codex's refresh request (its exact body fields), answered as the token endpoint would. On the
+   * restricted socket only a placeholder is accepted (docs/remote.md); a placeholder is answered
+   * from the same single flight as the real token, with a new placeholder in place of the refresh
+   * token.
+   */
+  async refresh(params: BrokerRefreshParams, socket: SocketKind = 'main'): Promise<BrokerResult> {
+    const reason = refreshReason(params.refresh_reason)
+    this.count(this.requests, `refresh:${reason}`)
+    const verdict = this.deps.placeholders.registry.present(params.refresh_token, socket)
+    let answer: Answer
+    if (verdict.kind !== 'not_placeholder') answer = await this.forPlaceholder(verdict, reason)
+    else if (socket === 'restricted') {
+      // A real refresh token never crosses the restricted socket, either way: refused as unknown, nothing re-read.
+      answer = { name: 'denied', why: 'real_token_on_restricted', ...denied('refresh_token_invalidated') }
+    } else answer = await this.decide(params.refresh_token, reason)
+    this.count(this.answers, answer.name)
+    // Never the token (nor a placeholder): which way the request went, and why.
+    const placeholder = verdict.kind === 'not_placeholder' || verdict.kind === 'unknown' ? {} : { placeholderId: verdict.record.id }
+    this.deps.log.info({ reason, socket, ...placeholder, answer: answer.name, status: answer.status, ...(answer.why ? { why: answer.why } : {}) }, 'broker refresh request')
+    return { status: answer.status, body: answer.body, ...(answer.note ? { note: answer.note } : {}) }
+  }
+
+  private async forPlaceholder(v: Exclude<Verdict, { kind: 'not_placeholder' }>, reason: ReturnType<typeof refreshReason>): Promise<Answer> {
+    const { registry, save } = this.deps.placeholders
+    switch (v.kind) {
+      case 'unknown':
+        this.ph.refused++
+        return { name: 'denied', why: `placeholder_${v.why}`, ...denied('refresh_token_invalidated') }
+      case 'expired':
+        this.ph.refused++
+        return { name: 'denied', why: 'placeholder_expired', ...denied('refresh_token_expired') }
+      case 'revoked':
+        this.ph.refused++
+        return { name: 'denied', why: 'placeholder_revoked', ...denied('refresh_token_invalidated') }
+      case 'reused': {
+        this.ph.reuse++
+        this.ph.refused++
+        await save()
+        this.deps.log.warn(
+          { placeholderId: v.record.id, family: v.record.family, label: v.record.label, revoked: v.revoked },
+          'a rotated placeholder was presented again: its chain is revoked (a copy of it is in other hands, or an answer was lost)',
+        )
+        return { name: 'denied', why: 'placeholder_reused', note: 'placeholder_reused', ...denied('refresh_token_reused') }
+      }
+      case 'retry':
+      case 'ok': {
+        const id = v.kind === 'ok' ? v.record.id : v.successor.id
+        const joined = this.placeholderFlights.get(v.record.id)
+        if (joined !== undefined) return joined
+        const flight = (async (): Promise<Answer> => {
+          const current = this.deps.refresher()?.brokerState().current
+          if (current === null) {
+            registry.touch(v.record.id)
+            return { name: 'denied', why: 'nothing_served', ...denied('refresh_token_invalidated') }
+          }
+          // Nothing served right now (a relink under way): decide() answers 503 for it.
+          const answer = await this.decide(current?.refreshToken ?? '', reason)
+          if (answer.status !== 200) {
+            if (registry.get(v.record.id)?.state === 'active') registry.touch(v.record.id)
+            void save()
+            return answer
+          }
+          let replacement: string
+          if (v.kind === 'retry') replacement = v.placeholder
+          else {
+            // Revoked while we waited (placeholderRevoke, a reuse): no new one for it.
+            if (registry.get(id)?.state !== 'active') return { name: 'denied', why: 'placeholder_revoked', ...denied('refresh_token_invalidated') }
+            replacement = registry.rotate(id).placeholder
+            this.ph.rotated++
+          }
+          // Handed out only once saved: a daemon restarted after this answer still knows it.
+          await save()
+          return { ...answer, body: { ...answer.body, refresh_token: replacement } }
+        })().finally(() => this.placeholderFlights.delete(v.record.id))
+        this.placeholderFlights.set(v.record.id, flight)
+        return flight
+      }
+    }
+  }
+
+  /**
+   * Codex's revoke request: the daemon's logout, for a caller that holds the current token. A
+   * placeholder revokes its own chain only; on the restricted socket nothing else is revoked.
+   */
+  async revoke(params: BrokerRevokeParams, socket: SocketKind = 'main'): Promise<BrokerAnswer> {
     this.count(this.requests, 'revoke')
-    let proven = this.holdsCurrent(params.token)
-    if (!proven) {
+    const { registry, save } = this.deps.placeholders
+    const rec = registry.lookup(params.token, socket)
+    if (rec !== null) {
+      const revoked = registry.revoke(rec.id)
+      await save()
+      this.count(this.answers, 'placeholder_revoked')
+      this.deps.log.info({ answer: 'placeholder_revoked', socket, placeholderId: rec.id, revoked }, 'broker revoke request')
+      return { status: 200, body: {} }
+    }
+    let proven = socket === 'main' && this.holdsCurrent(params.token)
+    if (!proven && socket === 'main') {
       await this.deps.reload()
       proven = this.holdsCurrent(params.token)
     }
     if (!proven) {
       // RFC 7009 §2.2: an unknown token is answered 200 too. Nothing is removed for it.
       this.count(this.answers, 'revoke_unknown')
-      this.deps.log.info({ answer: 'revoke_unknown' }, 'broker revoke request')
+      this.deps.log.info({ answer: 'revoke_unknown', socket }, 'broker revoke request')
       return { status: 200, body: {} }
     }
     // Revoked upstream once, here; the file is Codex's to remove right after our answer (it then
@@ -159,7 +263,7 @@ export class Broker {
           return { name, status: 200, body: { id_token: d.tokens.idToken, access_token: d.tokens.accessToken, refresh_token: d.tokens.refreshToken } }
         }
         case 'denied':
-          return { name: 'denied', why: d.why, status: 401, body: openAiError(deniedMessage(d.code), 'invalid_request_error', d.code) }
+          return { name: 'denied', why: d.why, ...denied(d.code) }
         case 'unavailable':
           return { name: 'unavailable', why: d.why, ...unavailable(unavailableMessage(d.why)) }
       }
@@ -179,6 +283,12 @@ export class Broker {
 interface Answer extends BrokerAnswer {
   name: AnswerName
   why?: string
+  note?: BrokerResult['note']
+}
+
+/** 401 in OpenAI's shape with one of the codes Codex maps to "sign in again" (docs/codex-compat.md#refresh-errors). */
+function denied(code: string): BrokerAnswer {
+  return { status: 401, body: openAiError(deniedMessage(code), 'invalid_request_error', code) }
 }
 
 function issued(t: TokenData): IssuedTokens {

@@ -3,7 +3,7 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { CLIENT_COMMANDS, UsageError, nearestWord, otherBinaryHint, shellQuote } from '../cli-common.js'
-import type { AuditResult, AuthGrant, Status } from '../rpc/contract.js'
+import type { AuditResult, AuthGrant, PlaceholderInfo, Status } from '../rpc/contract.js'
 import { escapeControls } from '../text.js'
 
 export type Command = (typeof CLIENT_COMMANDS)[number] | 'help' | 'version'
@@ -39,6 +39,8 @@ export interface ParsedArgs {
   force: boolean
   /** sink --token-file PATH */
   tokenFile: string | null
+  /** placeholders revoke ID: the id; null: list them */
+  revokeId: string | null
 }
 
 /** Flags each command accepts besides the global ones. */
@@ -53,6 +55,7 @@ const COMMAND_FLAGS: Record<Command, readonly string[]> = {
   refresh: [],
   watch: [],
   audit: [],
+  placeholders: [],
   completion: [],
   help: [],
   version: [],
@@ -126,6 +129,12 @@ const USAGE: Record<(typeof CLIENT_COMMANDS)[number], { synopsis: string; summar
     summary: 'who was handed tokens, refreshed, logged in or out (pid, uid, program)',
     details: 'One line per record, oldest first. --json prints the audit result.\n',
   },
+  placeholders: {
+    synopsis: 'placeholders [revoke ID]',
+    summary: 'list the placeholders given to remote machines, or revoke one',
+    details:
+      'One line per placeholder, oldest first: id, state, socket, label, uses, last use, expiry, who asked.\nrevoke ID revokes that placeholder and every one rotated from it (docs/remote.md). --json prints\nthe placeholderList result (never the placeholder strings), or {"revoked": true|false}.\n',
+  },
   completion: {
     synopsis: 'completion bash|zsh|fish',
     summary: 'print a shell completion script',
@@ -190,7 +199,9 @@ export function parseArgs(args: readonly string[]): ParsedArgs {
     remote: false,
     force: false,
     tokenFile: null,
+    revokeId: null,
   }
+  let revoke = false
   let help = false
   let command: Command | null = null
   let i = 0
@@ -293,6 +304,13 @@ export function parseArgs(args: readonly string[]): ParsedArgs {
       out.completionShell = arg as CompletionShell
       continue
     }
+    if (command === 'placeholders' && !help) {
+      if (!revoke && arg !== 'revoke') throw new UsageError(`placeholders takes 'revoke ID' or nothing, not '${arg}'`, command)
+      if (!revoke) revoke = true
+      else if (out.revokeId === null) out.revokeId = arg
+      else throw new UsageError(`unexpected argument '${arg}' for placeholders revoke`, command)
+      continue
+    }
     if (command === 'help' && out.helpFor === null && (CLIENT_COMMANDS as readonly string[]).includes(arg)) {
       out.helpFor = arg as Command // `codex-auth help token`
       continue
@@ -315,6 +333,7 @@ export function parseArgs(args: readonly string[]): ParsedArgs {
   if (command === 'login' && out.device && out.withApiKey) {
     throw new UsageError('choose one login method: --device or --with-api-key', command)
   }
+  if (command === 'placeholders' && revoke && out.revokeId === null) throw new UsageError('placeholders revoke needs an ID (see codex-auth placeholders)', command)
   if (command === 'exec' && out.argv.length === 0) throw new UsageError('exec needs a command: codex-auth exec -- CMD [ARG...]', command)
   if (command === 'sink' && out.tokenFile === null && out.codexHome === null) throw new UsageError('sink needs --token-file PATH, --codex-home DIR or both', command)
   return { ...out, command }
@@ -464,6 +483,16 @@ export function auditLines(r: AuditResult): string[] {
   if (r.entries.length === 0) lines.push('No records yet.')
   else if (dropped > 0) lines.push(`(${dropped} older records not shown; the daemon keeps the last ${r.capacity})`)
   return lines
+}
+
+/** `codex-auth placeholders`: one line per placeholder, oldest first (printed through say(), which escapes them). */
+export function placeholderLines(list: readonly PlaceholderInfo[]): string[] {
+  if (list.length === 0) return ['No placeholders.']
+  return list.map((p) => {
+    const who = p.peer === null ? 'peer unknown' : `pid ${p.peer.pid ?? '?'} uid ${p.peer.uid ?? '?'} ${p.peer.exe ?? '(program unknown)'}`
+    const used = p.lastUsedAt !== null ? `last used ${p.lastUsedAt}` : 'never used'
+    return `${p.id}  ${p.state.padEnd(7)}  ${p.socket.padEnd(10)}  ${p.label}  uses ${p.uses}, ${used}, expires ${p.expiresAt}  ${who}`
+  })
 }
 
 // ---------------------------------------------------------------------------------------------

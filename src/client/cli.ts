@@ -21,6 +21,7 @@ import { CliExit, ErrorCode, type AuthGrant, type LoginResult, type LoginStarted
 import { UsageError, usageLines } from '../cli-common.js'
 import {
   auditLines,
+  placeholderLines,
   childEnv,
   commandHelp,
   completionScript,
@@ -622,6 +623,25 @@ async function cmdAudit(a: ParsedArgs): Promise<number> {
   }
 }
 
+async function cmdPlaceholders(a: ParsedArgs): Promise<number> {
+  const client = await open(a)
+  try {
+    if (a.revokeId !== null) {
+      const r = await client.placeholderRevoke({ id: a.revokeId })
+      if (a.json) json(r)
+      else say(r.revoked ? `Revoked ${a.revokeId} (and every placeholder rotated from it)` : `Nothing to revoke: ${a.revokeId} is unknown or no longer active`)
+      return CliExit.Ok
+    }
+    const r = await client.placeholderList()
+    // Labels come from whoever asked for a placeholder: escaped like every line for a person.
+    if (a.json) json(r, 2)
+    else say(...placeholderLines(r.placeholders))
+    return CliExit.Ok
+  } finally {
+    client.close()
+  }
+}
+
 async function cmdWatch(a: ParsedArgs): Promise<number> {
   const client = await open(a, true)
   const line = (s: Status) => json(s)
@@ -686,6 +706,8 @@ export async function main(args: readonly string[]): Promise<number> {
         return await cmdWatch(a)
       case 'audit':
         return await cmdAudit(a)
+      case 'placeholders':
+        return await cmdPlaceholders(a)
     }
   } catch (e) {
     if (a.command === 'exec') return execFailure(e, a.json)

@@ -33,24 +33,15 @@ import {
   type LogoutResult,
   type Methods,
   type MethodName,
+  type PlaceholderIssueParams,
+  type PlaceholderIssueResult,
+  type PlaceholderListResult,
+  type PlaceholderRevokeParams,
   type Status,
 } from '../rpc/contract.js'
 import { VERSION } from '../version.js'
 
 export * from '../rpc/contract.js'
-
-/** `placeholderIssue`'s params and result (docs/remote.md). */
-export interface PlaceholderIssueParams {
-  label: string
-  replaces?: string
-}
-export interface PlaceholderIssued {
-  id: string
-  placeholder: string
-  expiresAt: string
-  /** auth.json as Codex writes it, the placeholder as `tokens.refresh_token`. */
-  authFile: Record<string, unknown>
-}
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -477,6 +468,14 @@ export class AuthdClient {
   refresh(): Promise<AuthGrant> {
     return this.call('refresh', undefined)
   }
+  /** The placeholders given to remote machines, oldest first (docs/remote.md); main socket only. */
+  placeholderList(): Promise<PlaceholderListResult> {
+    return this.call('placeholderList', undefined)
+  }
+  /** Revokes a placeholder's chain (docs/remote.md); main socket only. */
+  placeholderRevoke(params: PlaceholderRevokeParams): Promise<{ revoked: boolean }> {
+    return this.call('placeholderRevoke', params)
+  }
   /** Who was handed tokens, refreshed, logged in or out, oldest first (docs/contract.md#audit). */
   audit(params?: AuditParams): Promise<AuditResult> {
     return this.call('audit', params)
@@ -494,8 +493,8 @@ export class AuthdClient {
    * auth.json form, with an expiring placeholder in place of the refresh token. `replaces` names
    * an earlier placeholder of this caller's, revoked once the new one is issued.
    */
-  placeholderIssue(params: PlaceholderIssueParams): Promise<PlaceholderIssued> {
-    return this.call('placeholderIssue' as MethodName, params as never) as unknown as Promise<PlaceholderIssued>
+  placeholderIssue(params: PlaceholderIssueParams): Promise<PlaceholderIssueResult> {
+    return this.call('placeholderIssue', params)
   }
   /** The version handshake: the daemon's version and protocol (this client's are PROTOCOL_VERSION and VERSION). */
   async hello(): Promise<HelloResult> {

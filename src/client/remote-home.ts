@@ -8,7 +8,10 @@ import { parseAuthFile } from '../codex/authfile.js'
 import { commitAuth, readAuth, type AuthRead } from '../store/authstore.js'
 import type { AuthFile } from '../types.js'
 
-/** How a placeholder starts (docs/remote.md): a daemon, `doctor` and this module recognise one by it. */
+/**
+ * How a placeholder starts (docs/remote.md): the same prefix as the daemon's
+ * (src/broker/placeholders.ts, which the client may not import).
+ */
 export const PLACEHOLDER_PREFIX = 'codex-authd-ph.'
 
 export function isPlaceholder(token: string): boolean {
@@ -26,7 +29,7 @@ export function sinkMayReplace(read: AuthRead): { ok: true } | { ok: false; hold
 }
 
 /** The daemon's auth.json object as the store's AuthFile, checked exactly as Codex would read it. */
-export function authFileFromWire(obj: Record<string, unknown>): AuthFile {
+export function authFileFromWire(obj: object): AuthFile {
   const parsed = parseAuthFile(JSON.stringify(obj), 'auth.json')
   if (!parsed.ok) throw new Error(`codex-authd sent an auth.json Codex would reject: ${parsed.problem.message}`)
   const t = parsed.auth.tokens

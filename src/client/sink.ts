@@ -15,7 +15,7 @@ import {
   SocketTrustError,
   type AuthdClient,
   type AuthGrant,
-  type PlaceholderIssued,
+  type PlaceholderIssueResult,
 } from './index.js'
 import { authFileFromWire, firstLook, writePlaceholderAuth } from './remote-home.js'
 
@@ -113,7 +113,7 @@ export class Keeper {
   /** What the files hold now. */
   private tokenWritten: string | null = null
   private authAccess: string | null = null
-  private issued: { current: PlaceholderIssued; issuedAtMs: number; previousId: string | null } | null = null
+  private issued: { current: PlaceholderIssueResult; issuedAtMs: number; previousId: string | null } | null = null
   private grant: { g: AuthGrant; atMs: number } | null = null
   private notLoggedInSaid = false
   private apiKeySaid = false
@@ -246,7 +246,7 @@ export class Keeper {
     // The placeholder before the current one is replaced, never the current one: a Codex may have
     // read the file just before this write and present it once more (docs/remote.md#sinks).
     const replaces = this.issued?.previousId ?? undefined
-    let issued: PlaceholderIssued
+    let issued: PlaceholderIssueResult
     try {
       issued = await client.placeholderIssue({ label: this.o.label, ...(replaces !== undefined ? { replaces } : {}) })
     } catch (e) {

@@ -1,8 +1,8 @@
 // Who asked (docs/contract.md#audit): a record of every token handed out (getAuth), forced refresh,
-// login and logout, with the peer's pid, uid and executable as the kernel told them when the
+// login and logout, broker request and placeholder issued or revoked, with the peer's pid, uid and executable as the kernel told them when the
 // connection was made. Kept in memory only, in a ring of fixed size: what a user wants to know
 // ("which tool logged me out?") is recent, and a file would be one more place to guard and bound.
-import type { AuditEntry, AuditResult, AuditedMethod } from '../rpc/contract.js'
+import type { AuditEntry, AuditResult, AuditedMethod, SocketKind } from '../rpc/contract.js'
 import type { PeerCred } from '../os/peercred.js'
 
 export const DEFAULT_AUDIT_CAPACITY = 1000
@@ -18,13 +18,14 @@ export class AuditLog {
     private readonly now: () => Date = () => new Date(),
   ) {}
 
-  record(method: AuditedMethod, peer: PeerCred | null, detail: string | null, outcome: string): void {
+  record(method: AuditedMethod, peer: PeerCred | null, detail: string | null, outcome: string, socket: SocketKind = 'main'): void {
     const entry: AuditEntry = {
       time: this.now().toISOString(),
       method,
       detail,
       outcome,
       peer: { pid: peer?.pid ?? null, uid: peer?.uid ?? null, exe: peer?.exe ?? null },
+      socket,
     }
     this.recorded++
     if (this.ring.length < this.capacity) {

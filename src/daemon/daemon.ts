@@ -31,9 +31,11 @@ import { AuditLog } from './audit.js'
 import { toRpcError } from './errors.js'
 import { methodTable, refuseOnRestricted, type MethodDeps } from './methods.js'
 import { Broker } from '../broker/broker.js'
+import { PlaceholderRegistry } from '../broker/placeholders.js'
+import { PLACEHOLDER_FILE, PlaceholderWriter, loadPlaceholders } from '../broker/placeholder-store.js'
 import { revokeTokens } from '../login/oauth.js'
 import { HomeLockError, ServedHome, UnservedHome, type HomeContext, type HomeDeps, type HomeView } from './served-home.js'
-import { recoveryScaleFromEnv, type DaemonOptions } from './options.js'
+import { placeholderTtlFromEnv, recoveryScaleFromEnv, type DaemonOptions } from './options.js'
 import { buildStatus, type DaemonInfo } from './views.js'
 
 export class StartError extends Error {
@@ -165,6 +167,15 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
     ctx.limits,
   )
 
+  // Placeholders (docs/remote.md): kept in the home as given (through a link, in what it leads to
+  // when written), read once here so that remote machines survive a restart of the daemon.
+  const placeholderFile = path.join(given, PLACEHOLDER_FILE)
+  const loaded = await loadPlaceholders(placeholderFile)
+  if (loaded.problem !== null) log.error({ file: placeholderFile, problem: loaded.problem }, 'placeholders not loaded: every placeholder issued before is refused until issued again')
+  const registry = new PlaceholderRegistry({ ttlMs: placeholderTtlFromEnv(ctx.env) }, loaded.records)
+  const writer = new PlaceholderWriter(placeholderFile, () => registry.records(), (e) => log.error({ file: placeholderFile, err: errorSummary(e) }, 'could not save the placeholders'))
+  const placeholders = { registry, save: () => writer.save() }
+
   // The home served now; a relink replaces it (follow() below).
   let served: HomeView
   // The refresh broker (docs/broker.md): one per daemon; it asks the home served at each request.
@@ -175,8 +186,9 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
     remove: () => served.logins.logout(false),
     log,
     recoveryScale: recoveryScaleFromEnv(ctx.env),
+    placeholders,
   })
-  const counters = (): Status['counters'] => ({ refreshTokenSpends: served.refresher.spendsByReason(), broker: broker.counters() })
+  const counters = (): Status['counters'] => ({ refreshTokenSpends: served.refresher.spendsByReason(), broker: broker.counters(), ...broker.placeholderCounters() })
   const statusNow = (): Status => buildStatus(served.snapshot(), daemon, served.refresher.status(), { given, target: served.target }, counters())
   let loggedProblems = new Set<string>()
   const logProblems = (problems: Problem[]): void => {
@@ -367,7 +379,8 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
       refresher,
       logins,
       broker,
-      spendsByReason: () => served.refresher.spendsByReason(),
+      placeholders,
+      counters,
       log,
       audit: new AuditLog(),
     }),

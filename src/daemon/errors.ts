@@ -7,6 +7,7 @@ import { LoginError } from '../login/errors.js'
 import { RefreshError } from '../refresh/errors.js'
 import { StoreError } from '../store/errors.js'
 import { NotServedError } from './views.js'
+import { PlaceholderLimitError } from '../broker/placeholders.js'
 
 /** The contract's error for what a method threw, or null when it is not one the contract names. */
 export function toRpcError(e: unknown): RpcError | null {
@@ -15,6 +16,7 @@ export function toRpcError(e: unknown): RpcError | null {
     return new RpcError(e.reason === 'forbidden_by_policy' ? ErrorCode.ForbiddenByPolicy : ErrorCode.NotLoggedIn, e.message)
   }
   if (e instanceof StoreError) return new RpcError(ErrorCode.StoreUnreadable, e.message, { file: e.file, line: e.line, column: e.column })
+  if (e instanceof PlaceholderLimitError) return new RpcError(ErrorCode.ServerBusy, e.message)
   if (e instanceof RefreshError) return new RpcError(ErrorCode.RefreshFailed, e.message, { kind: e.kind })
   if (e instanceof LoginError) {
     switch (e.code) {

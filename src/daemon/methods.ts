@@ -3,6 +3,7 @@
 // (daemon/views.ts). Failures are thrown as the domain's errors; daemon/errors.ts maps them.
 import {
   ErrorCode,
+  GET_AUTH_DEFAULT_MIN_VALIDITY,
   PROTOCOL_VERSION,
   RESTRICTED_METHODS,
   type AuditedMethod,
@@ -10,6 +11,7 @@ import {
   type Methods,
   type MethodName,
   type SocketKind,
+  type Status,
 } from '../rpc/contract.js'
 import { clip } from '../text.js'
 import type { Connection } from '../rpc/transport.js'
@@ -20,7 +22,8 @@ import type { Snapshot } from '../state/cache.js'
 import { RpcError, invalidParams } from '../rpc/errors.js'
 import type { AuditLog } from './audit.js'
 import { toRpcError } from './errors.js'
-import { badRequest, type Broker } from '../broker/broker.js'
+import { badRequest, type Broker, type BrokerResult } from '../broker/broker.js'
+import type { PlaceholderRegistry } from '../broker/placeholders.js'
 import {
   paramsObject,
   parseAuditParams,
@@ -32,8 +35,10 @@ import {
   parseHelloParams,
   parseLoginParams,
   parseLogoutParams,
+  parsePlaceholderIssueParams,
+  parsePlaceholderRevokeParams,
 } from './params.js'
-import { buildStatus, grantFrom, unreadableError, type DaemonInfo } from './views.js'
+import { NotServedError, buildStatus, grantFrom, placeholderInfo, unreadableError, type DaemonInfo } from './views.js'
 
 export interface MethodDeps {
   snapshot(): Snapshot
@@ -42,9 +47,11 @@ export interface MethodDeps {
   home(): { given: string; target: string | null }
   refresher: Pick<Refresher, 'ensureFresh' | 'forceRefresh' | 'status'>
   logins: Pick<LoginManager, 'start' | 'wait' | 'cancel' | 'logout'>
-  broker: Pick<Broker, 'refresh' | 'revoke' | 'counters'>
-  /** Refresh-token spends of the served home, by reason (status counters). */
-  spendsByReason(): Record<string, number>
+  broker: Pick<Broker, 'refresh' | 'revoke' | 'noteIssued'>
+  /** Placeholders (docs/remote.md): the registry, and saving it (resolves once on disk, or reported). */
+  placeholders: { registry: PlaceholderRegistry; save(): Promise<void> }
+  /** Status counters since start. */
+  counters(): Status['counters']
   log: Logger
   audit: AuditLog
 }
@@ -63,8 +70,13 @@ function outcomeOf(e: unknown): string {
   return rpc.code === ErrorCode.InvalidParams ? 'invalid_params' : `error ${rpc.code}`
 }
 
-/** The audit's outcome for a broker answer: `ok`, or its HTTP status and OpenAI error code. */
+/** Where a broker answer carries its note to the audit: a symbol, so it never goes on the wire. */
+const NOTE = Symbol('broker note')
+
+/** The audit's outcome for a broker answer: `ok`, its note (`placeholder_reused`), or its HTTP status and OpenAI error code. */
 function brokerOutcome(answer: BrokerAnswer): string {
+  const note = (answer as { [NOTE]?: string })[NOTE]
+  if (note !== undefined) return note
   if (answer.status === 200) return 'ok'
   const code = (answer.body.error as { code?: unknown } | undefined)?.code
   return typeof code === 'string' ? `http ${answer.status} ${clip(code)}` : `http ${answer.status}`
@@ -91,18 +103,23 @@ export function methodTable(deps: MethodDeps): MethodTable {
     let detail: string | null = null
     try {
       const result = await work((d) => (detail = d))
-      deps.audit.record(method, conn.peer, detail, outcomeOfResult(result))
+      deps.audit.record(method, conn.peer, detail, outcomeOfResult(result), conn.socketKind)
       return result
     } catch (e) {
-      deps.audit.record(method, conn.peer, detail, outcomeOf(e))
+      deps.audit.record(method, conn.peer, detail, outcomeOf(e), conn.socketKind)
       throw e
     }
+  }
+  /** A broker answer on the wire is exactly {status, body}; its note goes to the audit only. */
+  const brokerAnswer = async (result: Promise<BrokerResult>): Promise<BrokerAnswer> => {
+    const { note, ...answer } = await result
+    return note !== undefined ? Object.assign(answer, { [NOTE]: note }) : answer
   }
   return {
     getAuth: (params, conn) => audited('getAuth', conn, () => getAuth(params)),
     status: (params) => {
       paramsObject(params)
-      return buildStatus(deps.snapshot(), deps.daemon, deps.refresher.status(), deps.home(), { refreshTokenSpends: deps.spendsByReason(), broker: deps.broker.counters() })
+      return buildStatus(deps.snapshot(), deps.daemon, deps.refresher.status(), deps.home(), deps.counters())
     },
     refresh: (params, conn) =>
       audited('refresh', conn, async () => {
@@ -149,11 +166,33 @@ export function methodTable(deps: MethodDeps): MethodTable {
           const body = parseBrokerRefreshParams(params)
           setDetail(clip(body.refresh_reason ?? 'no reason'))
           if (body.grant_type !== 'refresh_token') return badRequest('Unsupported grant type', 'unsupported_grant_type')
-          return deps.broker.refresh(body)
+          return brokerAnswer(deps.broker.refresh(body, conn.socketKind))
         },
         brokerOutcome,
       ),
-    brokerRevoke: (params, conn) => audited('brokerRevoke', conn, () => deps.broker.revoke(parseBrokerRevokeParams(params)), brokerOutcome),
+    brokerRevoke: (params, conn) => audited('brokerRevoke', conn, () => deps.broker.revoke(parseBrokerRevokeParams(params), conn.socketKind), brokerOutcome),
+    // Placeholders (docs/remote.md#the-restricted-socket-and-placeholders). Issued on either socket,
+    // bound to it; listed and revoked on the main socket only (the restricted one refuses those).
+    placeholderIssue: (params, conn) =>
+      audited('placeholderIssue', conn, async (setDetail) => {
+        const { label, replaces } = parsePlaceholderIssueParams(params)
+        setDetail(clip(label))
+        return placeholderIssue(label, replaces ?? null, conn)
+      }),
+    placeholderList: (params) => {
+      paramsObject(params)
+      const { registry } = deps.placeholders
+      return { placeholders: registry.list().map(placeholderInfo) }
+    },
+    placeholderRevoke: (params, conn) =>
+      audited('placeholderRevoke', conn, async (setDetail) => {
+        const { id } = parsePlaceholderRevokeParams(params)
+        setDetail(id)
+        const revoked = deps.placeholders.registry.revoke(id)
+        if (revoked) await deps.placeholders.save()
+        deps.log.info({ placeholderId: id, revoked }, 'placeholder revoke')
+        return { revoked }
+      }),
     hello: (params) => {
       const { client, protocol } = parseHelloParams(params)
       const fields = { client: client.name, clientVersion: client.version, clientProtocol: protocol, protocol: PROTOCOL_VERSION }
@@ -166,6 +205,40 @@ export function methodTable(deps: MethodDeps): MethodTable {
       const { limit } = parseAuditParams(params)
       return deps.audit.read(limit)
     },
+  }
+
+  /**
+   * A placeholder for the caller's socket, with the current tokens as Codex's auth.json (ChatGPT
+   * login only: it stands in for a refresh token). The tokens are made valid first, as getAuth's.
+   */
+  async function placeholderIssue(label: string, replaces: string | null, conn: Connection): Promise<Methods['placeholderIssue'][1]> {
+    const chatgpt = async (): Promise<Snapshot> => {
+      const snap = deps.snapshot()
+      if (snap.resolved.kind === 'apikey') throw new NotServedError('not_logged_in', 'Not logged in with ChatGPT: the daemon serves an API key, and placeholders stand in for a ChatGPT refresh token only')
+      if (snap.resolved.kind !== 'chatgpt') grantFrom(snap) // throws why nothing is served
+      return snap
+    }
+    await chatgpt()
+    await deps.refresher.ensureFresh(GET_AUTH_DEFAULT_MIN_VALIDITY)
+    const snap = await chatgpt()
+    const r = snap.resolved as Extract<Snapshot['resolved'], { kind: 'chatgpt' }>
+    const peer = conn.peer === null ? null : { pid: conn.peer.pid, uid: conn.peer.uid, exe: conn.peer.exe }
+    const { record, placeholder } = deps.placeholders.registry.issue({ label, socket: conn.socketKind, peer, replaces })
+    // Handed out only once saved: a daemon restarted after this answer still knows it.
+    await deps.placeholders.save()
+    deps.broker.noteIssued()
+    deps.log.info({ placeholderId: record.id, label: clip(label), socket: conn.socketKind, replaces }, 'placeholder issued')
+    return {
+      id: record.id,
+      placeholder,
+      expiresAt: new Date(record.expiresAt).toISOString(),
+      authFile: {
+        auth_mode: 'chatgpt',
+        OPENAI_API_KEY: null,
+        tokens: { id_token: r.tokens.idToken, access_token: r.tokens.accessToken, refresh_token: placeholder, account_id: r.tokens.accountId ?? r.idClaims.accountId },
+        last_refresh: snap.served?.lastRefresh ?? null,
+      },
+    }
   }
 
   /** getAuth's work: a token valid for minValiditySeconds, refreshed first when needed. */

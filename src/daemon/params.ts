@@ -8,8 +8,11 @@ import {
   type BrokerRevokeParams,
   type HelloParams,
   type LoginMethod,
+  type PlaceholderIssueParams,
+  type PlaceholderRevokeParams,
 } from '../rpc/contract.js'
 import { invalidParams } from '../rpc/errors.js'
+import { hasLoneSurrogate, hasUnsafeChars } from '../text.js'
 
 /** Params must be an object or absent; positional arrays are not part of the contract. */
 export function paramsObject(params: unknown): Record<string, unknown> {
@@ -135,4 +138,29 @@ export function parseBrokerRevokeParams(params: unknown): BrokerRevokeParams {
   if (hint !== undefined) out.token_type_hint = hint
   if (client !== undefined) out.client_id = client
   return out
+}
+
+/** Longest placeholder label (`host:alice@build1`, `sink`). */
+export const MAX_PLACEHOLDER_LABEL = 80
+/** Longest placeholder id accepted (ours are `ph-` and 16 hex digits). */
+const MAX_PLACEHOLDER_ID = 64
+
+function placeholderId(p: Record<string, unknown>, field: string): string {
+  const v = p[field]
+  if (typeof v !== 'string' || v === '' || v.length > MAX_PLACEHOLDER_ID) throw invalidParams(field, `${field} must be a placeholder id (a string of at most ${MAX_PLACEHOLDER_ID} characters)`)
+  return v
+}
+
+/** placeholderIssue: a label of 1-80 printable characters (it is shown in lists and logs), `replaces` an id. */
+export function parsePlaceholderIssueParams(params: unknown): PlaceholderIssueParams {
+  const p = paramsObject(params)
+  const label = p.label
+  if (typeof label !== 'string' || label === '' || Array.from(label).length > MAX_PLACEHOLDER_LABEL || hasUnsafeChars(label) || hasLoneSurrogate(label)) {
+    throw invalidParams('label', `label must be 1 to ${MAX_PLACEHOLDER_LABEL} printable characters`)
+  }
+  return p.replaces === undefined ? { label } : { label, replaces: placeholderId(p, 'replaces') }
+}
+
+export function parsePlaceholderRevokeParams(params: unknown): PlaceholderRevokeParams {
+  return { id: placeholderId(paramsObject(params), 'id') }
 }

@@ -1,6 +1,7 @@
 // What the methods answer, built from the state's snapshot: the AuthGrant served now (or why
 // nothing is served) and the Status (docs/contract.md). Holds no secret beyond the grant's token.
-import type { AuthGrant, Status } from '../rpc/contract.js'
+import type { AuthGrant, PlaceholderInfo, Status } from '../rpc/contract.js'
+import type { PlaceholderRegistry } from '../broker/placeholders.js'
 import type { RefreshStatus } from '../refresh/refresher.js'
 import type { Snapshot } from '../state/cache.js'
 import { StoreError } from '../store/errors.js'
@@ -106,5 +107,21 @@ export function buildStatus(
     problems: snap.problems.map((p) => ({ code: p.code, message: p.message, file: p.file, line: p.line, column: p.column })),
     daemon: { ...daemon },
     counters,
+  }
+}
+
+/** One placeholder for placeholderList: times as RFC 3339, never the string (the registry has none). */
+export function placeholderInfo(r: ReturnType<PlaceholderRegistry['list']>[number]): PlaceholderInfo {
+  const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString())
+  return {
+    id: r.id,
+    label: r.label,
+    socket: r.socket,
+    createdAt: iso(r.createdAt)!,
+    lastUsedAt: iso(r.lastUsedAt),
+    expiresAt: iso(r.expiresAt)!,
+    uses: r.uses,
+    state: r.state,
+    peer: r.peer,
   }
 }

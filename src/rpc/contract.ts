@@ -54,7 +54,21 @@ export interface Status {
    * Since this daemon started (added 2026-11-29, docs/broker.md#counters): refresh-token spends by the
    * `refresh_reason` sent (the served home's), and broker requests by reason and by answer.
    */
-  counters: { refreshTokenSpends: Record<string, number>; broker: BrokerCounters }
+  counters: {
+    refreshTokenSpends: Record<string, number>
+    broker: BrokerCounters
+    /** Rotated placeholders presented again, each of which revoked its chain (added 2026-11-30, docs/remote.md). */
+    placeholderReuse: number
+    /** Placeholders issued, rotated, refused (unknown, other socket, expired, revoked) and active now (added 2026-11-30). */
+    placeholders: PlaceholderCounters
+  }
+}
+
+export interface PlaceholderCounters {
+  issued: number
+  rotated: number
+  refused: number
+  active: number
 }
 
 /** Broker requests: `requestsByReason` keys are `refresh:<reason>` and `revoke`; `answers` keys are the answer names of docs/broker.md. */
@@ -90,6 +104,58 @@ export interface BrokerRevokeParams {
 export interface BrokerAnswer {
   status: number
   body: Record<string, unknown>
+}
+
+/**
+ * `placeholderIssue` (added 2026-11-30, docs/remote.md): a placeholder for a remote machine's
+ * auth.json. `label` says where it goes (`host:alice@build1`, `sink`); `replaces`, an id issued on
+ * the same socket, is revoked (with its chain) once the new one is issued.
+ */
+export interface PlaceholderIssueParams {
+  label: string
+  replaces?: string
+}
+
+/** auth.json exactly as Codex 0.171 writes it in ChatGPT mode, keys in Codex's order. */
+export interface CodexAuthFileJson {
+  auth_mode: 'chatgpt'
+  OPENAI_API_KEY: null
+  tokens: { id_token: string; access_token: string; refresh_token: string; account_id: string | null }
+  last_refresh: string | null
+}
+
+export interface PlaceholderIssueResult {
+  id: string
+  /** The placeholder itself: a credential, shown once. `codex-authd-ph.` + base64url of 32 random bytes. */
+  placeholder: string
+  expiresAt: string
+  /** The current tokens with the placeholder as `refresh_token`, ready to be written as auth.json. */
+  authFile: CodexAuthFileJson
+}
+
+export type PlaceholderState = 'active' | 'rotated' | 'revoked' | 'expired' | 'reused'
+
+/** One placeholder as `placeholderList` shows it: never the placeholder string. */
+export interface PlaceholderInfo {
+  id: string
+  label: string
+  /** The socket it was issued on, the only one that accepts it. */
+  socket: SocketKind
+  createdAt: string
+  lastUsedAt: string | null
+  expiresAt: string
+  uses: number
+  state: PlaceholderState
+  /** Who asked for its chain's first placeholder, as the kernel told at connect time. */
+  peer: { pid: number | null; uid: number | null; exe: string | null } | null
+}
+
+export interface PlaceholderListResult {
+  placeholders: PlaceholderInfo[]
+}
+
+export interface PlaceholderRevokeParams {
+  id: string
 }
 
 export type LoginMethod = 'browser' | 'device' | 'apikey'
@@ -164,7 +230,7 @@ export interface HelloResult {
 }
 
 /** The methods the audit records (docs/contract.md#audit). */
-export type AuditedMethod = 'getAuth' | 'refresh' | 'login' | 'logout' | 'brokerRefresh' | 'brokerRevoke'
+export type AuditedMethod = 'getAuth' | 'refresh' | 'login' | 'logout' | 'brokerRefresh' | 'brokerRevoke' | 'placeholderIssue' | 'placeholderRevoke'
 
 /** One audit record: who asked for what, and how it ended. Never holds a secret. */
 export interface AuditEntry {
@@ -177,6 +243,8 @@ export interface AuditEntry {
   outcome: string
   /** The connecting process as the kernel told it at connect time; fields are null where the platform does not tell. */
   peer: { pid: number | null; uid: number | null; exe: string | null }
+  /** The socket the call came in on (added 2026-11-30). */
+  socket: SocketKind
 }
 
 /** `audit`: the most recent records, oldest first. */
@@ -206,6 +274,9 @@ export interface Methods {
   audit: [AuditParams | undefined, AuditResult]
   brokerRefresh: [BrokerRefreshParams, BrokerAnswer]
   brokerRevoke: [BrokerRevokeParams, BrokerAnswer]
+  placeholderIssue: [PlaceholderIssueParams, PlaceholderIssueResult]
+  placeholderList: [undefined, PlaceholderListResult]
+  placeholderRevoke: [PlaceholderRevokeParams, { revoked: boolean }]
 }
 export type MethodName = keyof Methods
 
@@ -221,7 +292,7 @@ export type SocketKind = 'main' | 'restricted'
  * revoke (placeholders only there) and placeholderIssue. Any other method of the contract is
  * -32008 `restricted`, with `data.method`: nothing there can change the workstation's credentials.
  */
-export const RESTRICTED_METHODS: readonly MethodName[] = Object.freeze(['getAuth', 'status', 'subscribe', 'hello', 'brokerRefresh', 'brokerRevoke'] as MethodName[])
+export const RESTRICTED_METHODS: readonly MethodName[] = Object.freeze(['getAuth', 'status', 'subscribe', 'hello', 'brokerRefresh', 'brokerRevoke', 'placeholderIssue'] as MethodName[])
 
 /** Notifications sent to subscribed connections. */
 export interface Notifications {
