@@ -245,7 +245,8 @@ t.test('auth.json sink through the forward: Codex\'s format with a placeholder, 
   t.match(reuse.result?.body, { error: { code: String } }, "in Codex's sign-in-again shape")
   t.equal((await presented(thief, successor)).result?.status, 401, 'and its whole chain is revoked')
   const after = await status(c)
-  t.equal(after.counters.placeholderReuse, 1, 'the reuse is counted')
+  // Two reuses: the stolen one, and then its successor (rotated too, once used) presented again.
+  t.equal(after.counters.placeholderReuse, 2, 'each reuse is counted', { counters: after.counters })
   const audit = (await c.call('audit')).result
   t.ok(audit.entries.some((e: { outcome: string }) => e.outcome === 'placeholder_reused'), 'and audited')
 
