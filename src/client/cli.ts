@@ -5,7 +5,6 @@
 import type { spawn as spawnType } from 'node:child_process'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import { basename } from 'node:path'
 import {
   AuthdError,
   AuthdTimeoutError,
@@ -188,16 +187,20 @@ function writesHome(a: ParsedArgs): boolean {
   return a.command === 'sink' || (a.command === 'exec' && a.remote)
 }
 
-function open(a: ParsedArgs, reconnect = false): Promise<AuthdClient> {
-  const opts: Parameters<typeof connect>[0] = { reconnect, clientName: 'codex-auth' }
+function connectOptions(a: ParsedArgs, reconnect = false): Parameters<typeof connect>[0] & object {
+  const opts: Parameters<typeof connect>[0] & object = { reconnect, clientName: 'codex-auth' }
   if (a.socket !== null) opts.socket = a.socket
   if (a.codexHome !== null && !writesHome(a)) opts.codexHome = a.codexHome
-  return connect(opts)
+  return opts
+}
+
+function open(a: ParsedArgs, reconnect = false): Promise<AuthdClient> {
+  return connect(connectOptions(a, reconnect))
 }
 
 /** The socket `open` talks to, for messages. */
 function socketOf(a: ParsedArgs): string {
-  return socketPathFor({ ...(a.socket !== null ? { socket: a.socket } : {}), ...(a.codexHome !== null && !writesHome(a) ? { codexHome: a.codexHome } : {}) }).path
+  return socketPathFor(connectOptions(a)).path
 }
 
 function publicGrant(g: AuthGrant): Omit<AuthGrant, 'token'> {
@@ -294,7 +297,7 @@ async function cmdExec(a: ParsedArgs): Promise<number> {
 }
 
 /** What `exec --remote` adds to `codex`'s arguments: the file store, whatever config.toml says (Codex reads no variable for it). */
-export const FILE_STORE_OVERRIDE = ['-c', 'cli_auth_credentials_store="file"'] as const
+const FILE_STORE_OVERRIDE = ['-c', 'cli_auth_credentials_store="file"'] as const
 
 /**
  * `exec --remote -- codex …` (docs/remote.md#exec---remote): the daemon is elsewhere (its socket
@@ -302,7 +305,7 @@ export const FILE_STORE_OVERRIDE = ['-c', 'cli_auth_credentials_store="file"'] a
  * runs; Codex is told to use the file store; its refreshes go to the daemon through the broker.
  */
 async function cmdExecRemote(a: ParsedArgs, cmd: string, file: string): Promise<number> {
-  if (basename(cmd) !== 'codex') {
+  if (path.basename(cmd) !== 'codex') {
     return execFailure(
       new UsageError(`exec --remote runs codex only (it must tell codex to read the auth.json it writes: ${FILE_STORE_OVERRIDE.join(' ')}); ${cmd} is not codex`, 'exec'),
       a.json,

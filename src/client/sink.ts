@@ -19,13 +19,11 @@ import {
 } from './index.js'
 import { authFileFromWire, firstLook, writePlaceholderAuth } from './remote-home.js'
 
-/** Codex refreshes by itself once its access token has less than this left (docs/codex-compat.md#refresh-triggers). */
-export const CODEX_WINDOW_S = 300
 /**
- * How long before expiry a sink renews: the auth.json well before Codex's window (a Codex started
- * without exec would send the placeholder to the real endpoint), the token file before its readers
- * could be handed a dying token. Never more than half the token's life, so a short-lived token
- * cannot make a renewal loop.
+ * How long before expiry a sink renews: the auth.json well before Codex's own 5-minute window
+ * (docs/codex-compat.md#refresh-triggers; a Codex started without exec would send the
+ * placeholder to the real endpoint), the token file before its readers could be handed a dying
+ * token. Never more than half the token's life, so a short-lived token cannot make a loop.
  */
 export const RENEW_MARGIN_S = { authJson: 600, tokenFile: 300 } as const
 /** A placeholder is re-issued (the old one replaced) once this share of its life has passed. */
@@ -169,11 +167,6 @@ export class Keeper {
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
     this.client?.close()
-  }
-
-  /** Resolves when the work under way (a sync) has ended. */
-  async idle(): Promise<void> {
-    while (this.running) await this.running
   }
 
   private keptLine(): string {
