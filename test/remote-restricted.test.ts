@@ -12,6 +12,8 @@ import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { CLIENT_ID } from './support/provider.js'
+import { restrictedSocketPath } from '../src/paths.js'
+import { pickActivationFds } from '../src/rpc/socket.js'
 import { DAEMON_BIN, isolatedEnv, runCli, tempDir } from './support/daemon.js'
 import { rawConnect, type RawConnection } from './support/rpc.js'
 import { daemon, daemonArgs, fileTokens, loggedIn, refreshAnswers, refreshCalls, rotatedInFile, status } from './support/refresh.js'
@@ -107,6 +109,12 @@ t.test('the restricted socket: beside the main one, 0600; serves tokens and stat
     t.same(res.error?.data, { reason: 'restricted', method })
     t.equal(res.error?.message, `${method} is not available on the restricted socket`)
   }
+  // A notification is refused without an answer (and not run): the next answer is the next request's.
+  r.send({ jsonrpc: '2.0', method: 'logout', params: { revoke: false } })
+  r.send({ jsonrpc: '2.0', id: 'after', method: 'status' })
+  const after = await r.next()
+  t.equal(after.id, 'after', 'a logout notification got no answer')
+  t.equal(after.result?.loggedIn, true, 'and did nothing')
   // In a batch, each member on its own; an unknown name stays -32601.
   r.send([
     { jsonrpc: '2.0', id: 'a', method: 'logout' },
@@ -396,17 +404,30 @@ async function socketActivate(t: { teardown(fn: () => unknown): void }, socks: s
   }
 }
 
-t.test('socket activation: an fd named "restricted" is served as the restricted socket; without one the daemon binds it', async (t) => {
-  for (const named of [true, false]) {
+t.test('pickActivationFds: by name, else by path; the main socket is the first other fd', async (t) => {
+  const paths: Record<number, string | null> = { 3: '/r/d.sock', 4: '/r/d.restricted.sock', 5: null }
+  const pick = (fds: Array<[number, string]>) => pickActivationFds(fds.map(([fd, name]) => ({ fd, name })), (fd) => paths[fd] ?? null, restrictedSocketPath)
+  t.same(pick([[3, 'rpc'], [4, 'restricted']]), { main: 3, restricted: 4 }, 'named')
+  t.same(pick([[4, 'restricted'], [3, 'rpc']]), { main: 3, restricted: 4 }, 'named, in any order')
+  t.same(pick([[3, 'codex-authd.socket'], [4, 'codex-authd.socket']]), { main: 3, restricted: 4 }, 'one unit, two ListenStream=: by path')
+  t.same(pick([[4, 'x'], [3, 'x']]), { main: 3, restricted: 4 }, 'by path whatever the order')
+  t.same(pick([[3, 'rpc']]), { main: 3, restricted: null }, 'only the main socket: the daemon binds the restricted one')
+  t.same(pick([[5, '']]), { main: 5, restricted: null }, 'a path that cannot be told')
+  t.equal(pick([[4, 'restricted']]), null, 'only a restricted fd: not an activation the daemon can serve')
+})
+
+t.test('socket activation: the restricted fd by name or by path; without one the daemon binds it', async (t) => {
+  for (const names of [['rpc', 'restricted'], ['codex-authd.socket', 'codex-authd.socket'], ['rpc']]) {
+    const named = names.length === 2
     const x = await loggedIn(t, { authorizationCode: HOUR, refreshToken: 24 * HOUR })
     const dir = tempDir('cad-act-')
     const main = path.join(dir, 'default.sock')
     const restricted = restrictedOf(main)
-    const act = await socketActivate(t, named ? [main, restricted] : [main], named ? ['rpc', 'restricted'] : ['rpc'], x.home)
+    const act = await socketActivate(t, named ? [main, restricted] : [main], names, x.home)
     const mc = await open(t, main) // the first connect starts the daemon
     const s = await status(mc)
     t.equal(s.daemon.activated, true)
-    t.equal(s.daemon.restrictedSocket, restricted, `${named ? 'the named fd' : 'bound by the daemon'}: status names it`)
+    t.equal(s.daemon.restrictedSocket, restricted, `${names.join(':')}: ${named ? 'the inherited fd' : 'bound by the daemon'}, status names it`)
     const r = await open(t, restricted)
     t.equal((await r.call('getAuth')).result?.mode, 'chatgpt', 'tokens served there')
     t.equal((await r.call('logout')).error?.code, -32008, 'logout refused there')

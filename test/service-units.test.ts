@@ -118,6 +118,7 @@ t.test('shipped systemd units hold the required settings', async (t) => {
   const service = await fs.readFile(shippedSystemd[1]!, 'utf8')
   const has = (text: string, line: string) => t.match(text, new RegExp(`^${line.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}$`, 'm'), line)
   has(socket, 'ListenStream=%t/codex-authd/default.sock')
+  has(socket, 'ListenStream=%t/codex-authd/default.restricted.sock')
   has(socket, 'SocketMode=0600')
   has(socket, 'DirectoryMode=0700')
   has(socket, 'RemoveOnStop=yes')
@@ -402,12 +403,13 @@ t.test('socket activation with the installed units: the first codex-auth status 
   const daemonPath = path.join(packageRoot, 'dist', 'codex-authd.cjs')
   const { ctx, err } = makeCtx(env, { nodePath: process.execPath, daemonPath })
   t.equal(await runServiceCommand(['install', '--systemd'], ctx), 0, err())
-  const { service, execStart: argv, listen } = await readInstalledUnits(env.XDG_CONFIG_HOME, runtime)
+  const { service, execStart: argv, listen, listens } = await readInstalledUnits(env.XDG_CONFIG_HOME, runtime)
+  t.same(listens, [listen, listen.replace(/\.sock$/, '.restricted.sock')], 'the main socket, then the restricted one')
   t.same(argv, [process.execPath, daemonPath], 'ExecStart runs this node on this daemon')
 
   // The exact ExecStart command behind systemd-socket-activate, as the socket unit would run it.
   const { spawn } = await import('node:child_process')
-  const act = spawn('systemd-socket-activate', ['-l', listen, ...Object.entries(env).flatMap(([k, v]) => ['-E', `${k}=${v}`]), ...argv], {
+  const act = spawn('systemd-socket-activate', [...listens.flatMap((l) => ['-l', l]), ...Object.entries(env).flatMap(([k, v]) => ['-E', `${k}=${v}`]), ...argv], {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   })
@@ -418,7 +420,7 @@ t.test('socket activation with the installed units: the first codex-auth status 
     let e = ''
     act.stderr.setEncoding('utf8').on('data', (d: string) => {
       e += d
-      if (e.includes('Listening on')) resolve()
+      if ((e.match(/Listening on/g) ?? []).length === listens.length) resolve()
     })
     act.once('error', reject)
     act.once('exit', (code) => reject(new Error(`systemd-socket-activate exited ${code}: ${e}`)))
@@ -433,6 +435,8 @@ t.test('socket activation with the installed units: the first codex-auth status 
   t.equal(status.daemon.activated, true, 'the daemon serves the inherited socket')
   t.equal(status.daemon.pid, act.pid, 'systemd-socket-activate exec()ed the installed ExecStart')
   t.ok((await fs.lstat(listen)).isSocket(), 'the socket is still the one systemd bound')
+  const restricted = spawnSync(process.execPath, [path.join(packageRoot, 'dist', 'codex-auth.cjs'), '--socket', listens[1]!, 'logout', '--json'], { env, encoding: 'utf8' })
+  t.match(JSON.parse(restricted.stdout), { code: 'restricted' }, 'the second fd is served as the restricted socket')
 
   // `systemctl --user reload`: the installed ExecReload, with $MAINPID as systemd expands it.
   const reload = execArgv(unitSetting(service, 'ExecReload')).map((w) => (w === '$MAINPID' ? String(act.pid) : w))

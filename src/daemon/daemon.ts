@@ -16,6 +16,7 @@ import {
   listenOnPath,
   prepareSocketDir,
   removeBoundSocket,
+  pickActivationFds,
   takeActivationFds,
   type BoundSocket,
 } from '../rpc/socket.js'
@@ -107,7 +108,8 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
   }
   const given = codexHome.given
 
-  const activation = takeActivationFds(ctx.env, ctx.pid)
+  const inherited = takeActivationFds(ctx.env, ctx.pid)
+  const activation = inherited === null ? null : pickActivationFds(inherited, inheritedSocketPath, restrictedSocketPath)
   const activationFd = activation?.main ?? null
   // Named after the home as given, not where it leads: it stays put across a relink.
   const computed = resolveSocketPath({ flag: options.socket, codexHome: given, env: ctx.env, uid: ctx.uid })

@@ -48,7 +48,8 @@ export class RpcServer {
       if (invalid !== null) return Promise.resolve(invalid)
       // Only methods we have: an unknown name stays -32601 wherever it is asked.
       const refused = this.methods.has(request.method) ? (hooks.refuse?.(request.method, conn) ?? null) : null
-      if (refused !== null) return Promise.resolve(createJSONRPCErrorResponse(request.id ?? null, refused.code, refused.message, refused.data))
+      // Rejected like a method's own error: answered with its code, and not at all for a notification.
+      if (refused !== null) return Promise.reject(refused)
       const report = (error: unknown): never => {
         if (hooks.mapError(error) === null) hooks.onInternalError(request.method, error)
         throw error

@@ -14,19 +14,18 @@ export class SocketPathError extends Error {
   }
 }
 
-/** The listening sockets systemd (or systemd-socket-activate) handed us. */
-export interface ActivationFds {
-  /** The main socket: the first fd not named `restricted` (fd 3 unless the names say otherwise). */
-  main: number
-  /** The fd named `restricted` (FileDescriptorName=restricted), or null: the daemon binds that socket itself. */
-  restricted: number | null
+/** One listening socket systemd (or systemd-socket-activate) handed us. */
+export interface ActivationFd {
+  fd: number
+  /** Its LISTEN_FDNAMES entry ('' when none). */
+  name: string
 }
 
 /**
- * The fds systemd handed us, by LISTEN_FDNAMES (colon-separated, one per fd from 3). The variables
- * are removed so that children do not think the sockets are theirs.
+ * The fds systemd handed us, from 3 on, named by LISTEN_FDNAMES (colon-separated). The variables
+ * are removed so that children do not think the sockets are theirs. null: not activated.
  */
-export function takeActivationFds(env: NodeJS.ProcessEnv, pid: number): ActivationFds | null {
+export function takeActivationFds(env: NodeJS.ProcessEnv, pid: number): ActivationFd[] | null {
   const listenPid = env.LISTEN_PID
   const fds = Number(env.LISTEN_FDS ?? '0')
   if (listenPid === undefined || Number(listenPid) !== pid || !(fds >= 1)) return null
@@ -34,15 +33,24 @@ export function takeActivationFds(env: NodeJS.ProcessEnv, pid: number): Activati
   delete env.LISTEN_PID
   delete env.LISTEN_FDS
   delete env.LISTEN_FDNAMES
-  let main: number | null = null
-  let restricted: number | null = null
-  for (let i = 0; i < Math.min(fds, 16); i++) {
-    if (names[i] === 'restricted') restricted ??= 3 + i
-    else main ??= 3 + i
-  }
-  // Only a restricted fd: serve it as the main one would be wrong; treat it as no activation of ours.
-  if (main === null) return null
-  return { main, restricted }
+  return Array.from({ length: Math.min(fds, 16) }, (_, i) => ({ fd: 3 + i, name: names[i] ?? '' }))
+}
+
+/**
+ * Which inherited fd is the main socket and which the restricted one (docs/contract.md#the-restricted-socket):
+ * the restricted one is named `restricted` (FileDescriptorName=restricted), or listens on the
+ * restricted path of another fd's path (a second ListenStream= of the same unit, whose fds share
+ * one name and come in the unit's order); the main one is the first other fd. Pure: `pathOf`
+ * asks the system.
+ */
+export function pickActivationFds(fds: readonly ActivationFd[], pathOf: (fd: number) => string | null, restrictedOf: (mainPath: string) => string): { main: number; restricted: number | null } | null {
+  const paths = new Map(fds.map((f) => [f.fd, pathOf(f.fd)]))
+  const restrictedPaths = new Set([...paths.values()].filter((p): p is string => p !== null).map(restrictedOf))
+  const isRestricted = (f: ActivationFd): boolean => f.name === 'restricted' || restrictedPaths.has(paths.get(f.fd) ?? '')
+  const main = fds.find((f) => !isRestricted(f))
+  if (main === undefined) return null
+  const restricted = fds.find((f) => f !== main && isRestricted(f))
+  return { main: main.fd, restricted: restricted?.fd ?? null }
 }
 
 /**

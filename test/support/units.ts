@@ -23,13 +23,16 @@ export interface InstalledUnits {
   execStart: string[]
   /** ListenStream= with %t expanded to `runtime`; its directory is created (0700). */
   listen: string
+  /** Every ListenStream= line so expanded, in the unit's order (the main socket, then the restricted one). */
+  listens: string[]
 }
 
 export async function readInstalledUnits(configHome: string, runtime: string): Promise<InstalledUnits> {
   const dir = path.join(configHome, 'systemd', 'user')
   const service = await fs.readFile(path.join(dir, 'codex-authd.service'), 'utf8')
   const socketUnit = await fs.readFile(path.join(dir, 'codex-authd.socket'), 'utf8')
+  const listens = [...socketUnit.matchAll(/^ListenStream=(.+)$/gm)].map((m) => m[1]!.replace(/%t/g, runtime))
   const listen = unitSetting(socketUnit, 'ListenStream').replace(/%t/g, runtime)
   await fs.mkdir(path.dirname(listen), { recursive: true, mode: 0o700 })
-  return { service, socketUnit, execStart: execArgv(unitSetting(service, 'ExecStart')), listen }
+  return { service, socketUnit, execStart: execArgv(unitSetting(service, 'ExecStart')), listen, listens }
 }
