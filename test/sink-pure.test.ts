@@ -1,6 +1,10 @@
 // The pure parts of the sinks and of exec --remote (docs/remote.md#sinks): when to renew, what
-// may be replaced, the command line. No daemon, no files.
+// may be replaced, the command line. No daemon. And the README's unit for the sink, verified.
 import t from 'tap'
+import { spawnSync } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { ROOT, tempDir } from './support/daemon.js'
 import { parseArgs } from '../src/client/cli-util.js'
 import { isPlaceholder, sinkMayReplace } from '../src/client/remote-home.js'
 import { placeholderRenewal, RENEW_MARGIN_S, retryDelay, tokenRenewal } from '../src/client/sink.js'
@@ -69,4 +73,23 @@ t.test('the command line: exec --remote/--force, sink --token-file/--codex-home'
   t.throws(() => parseArgs(['sink']), /sink needs --token-file PATH, --codex-home DIR or both/)
   t.throws(() => parseArgs(['sink', '--token-file=']), /non-empty/)
   t.throws(() => parseArgs(['token', '--remote']), /unknown option --remote for token/)
+})
+
+t.test("the README's systemd unit for the sink passes systemd-analyze --user verify", async (t) => {
+  const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8')
+  const m = /```ini\n((?:\s*#[^\n]*codex-auth-sink\.service\n)[\s\S]*?)\s*```/.exec(readme)
+  t.ok(m, 'the README shows the unit')
+  const unit = m![1]!.split('\n').map((l) => l.replace(/^ {2}/, '')).join('\n') + '\n'
+  t.match(unit, /^ExecStart=\/usr\/bin\/env codex-auth sink --token-file /m)
+  const dir = tempDir('cad-unit-')
+  const file = path.join(dir, 'codex-auth-sink.service')
+  fs.writeFileSync(file, unit)
+  const runtime = tempDir('cad-rt-')
+  const r = spawnSync('systemd-analyze', ['--user', 'verify', file], {
+    encoding: 'utf8',
+    env: { ...process.env, XDG_RUNTIME_DIR: runtime, HOME: dir, XDG_CONFIG_HOME: path.join(dir, '.config'), SYSTEMD_PAGER: '' },
+  })
+  t.equal(r.error, undefined, 'systemd-analyze runs (Debian package systemd)')
+  t.same(r.stderr.split('\n').filter((l) => l.trim() !== ''), [], 'no warning at all', { stdout: r.stdout })
+  t.equal(r.status, 0)
 })
