@@ -11,7 +11,7 @@ import path from 'node:path'
 import { parseAuthFile } from '../src/codex/authfile.js'
 import { restrictedSocketPath } from '../src/paths.js'
 import { rawConnect, type RawConnection } from './support/rpc.js'
-import { daemon, fileTokens, loggedIn, refreshCalls, status } from './support/refresh.js'
+import { daemon, loggedIn, refreshAnswers, refreshCalls, status } from './support/refresh.js'
 import { findSecrets, registerSecret } from './support/secrets.js'
 import { cliAs, type UserProcess } from './support/sink.js'
 import { privateDirOf, REMOTE_USER, startSshd, testUser, type SshForward, type SshServer } from './support/ssh.js'
@@ -56,6 +56,11 @@ function remoteTokens(home: string) {
   const parsed = parseAuthFile(fs.readFileSync(path.join(home, 'auth.json'), 'utf8'), 'auth.json')
   if (!parsed.ok || parsed.auth.tokens === null) throw new Error('not a ChatGPT auth.json')
   return parsed.auth.tokens
+}
+
+/** Every regular file under `dir`, recursively. */
+function filesUnder(dir: string): string[] {
+  return fs.readdirSync(dir, { withFileTypes: true, recursive: true }).filter((e) => e.isFile()).map((e) => path.join(e.parentPath ?? e.path, e.name))
 }
 
 const readToken = (file: string): string | null => {
@@ -198,7 +203,7 @@ const presented = (c: RawConnection, placeholder: string) =>
   c.call('brokerRefresh', { client_id: CLIENT_ID, grant_type: 'refresh_token', refresh_token: placeholder })
 
 t.test('auth.json sink through the forward: Codex\'s format with a placeholder, renewed with the tokens; a stolen placeholder refused after rotation and after revocation, the reuse reported', async (t) => {
-  const { d, c, p } = await workstation(t)
+  const { d, c, p, w, minted } = await workstation(t)
   const { dir, sock } = await forward(t, d)
   const rhome = path.join(dir, 'codex-home') // created by the sink (0700)
   const sink = cliAs(remote, ['sink', '--codex-home', rhome], { CODEX_AUTHD_SOCK: sock })
@@ -256,6 +261,12 @@ t.test('auth.json sink through the forward: Codex\'s format with a placeholder, 
   t.ok(mine.length >= 1, `the sink's placeholders are listed (${mine.length} active)`)
   for (const x of mine) t.same((await c.call('placeholderRevoke', { id: x.id })).result, { revoked: true }, `revoked ${x.id}`)
   t.equal((await presented(thief, renewed.refreshToken)).result?.status, 401, 'the revoked placeholder from auth.json: 401')
+
+  // Every file of the sink's (its directory, the CODEX_HOME it wrote): no real refresh token.
+  const real = [minted.refreshToken, ...refreshAnswers(w).map((a) => a.refresh_token)]
+  const files = filesUnder(dir)
+  const hits = files.filter((f) => real.some((rt) => fs.readFileSync(f, 'latin1').includes(rt)))
+  t.same(hits, [], `the real refresh token is in none of the ${files.length} files under the sink's directory (${real.length} checked)`)
 
   // Nothing of this touched the workstation's login.
   t.equal(after.loggedIn, true, 'the workstation is still logged in')
