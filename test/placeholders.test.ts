@@ -16,6 +16,11 @@ import {
   isPlaceholder,
 } from '../src/broker/placeholders.js'
 import { loadPlaceholders, savePlaceholders } from '../src/broker/placeholder-store.js'
+import pino from 'pino'
+import { Broker } from '../src/broker/broker.js'
+import type { SpendEntry } from '../src/refresh/refresher.js'
+import type { TokenData } from '../src/types.js'
+import { fakeJwt } from './support/tokens.js'
 
 function clock(start = 1_000_000) {
   let now = start
@@ -165,4 +170,56 @@ t.test('the store: 0600, atomic, hashes only; loaded back; a damaged file is rep
   const bad = await loadPlaceholders(file)
   t.same(bad.records, [])
   t.match(bad.problem, /not a placeholder record/)
+})
+
+t.test('the broker: a 401 recovery for an access token older than the current one gets the current tokens, no spend', async (t) => {
+  let n = 0
+  const mint = (): TokenData => {
+    n++
+    return { idToken: fakeJwt({ n }), accessToken: fakeJwt({ n, exp: Math.floor(Date.now() / 1000) + 3600 }), refreshToken: `rt-${n}`, accountId: 'acc', extra: {} }
+  }
+  let current = mint()
+  const spends = new Map<string, SpendEntry>()
+  let spent = 0
+  const refresher = {
+    brokerState: () => ({ current, spends, permanentKind: null, backoffUntil: null, loopGuardUntil: null }),
+    brokerSpend: async () => {
+      spent++
+      const next = mint()
+      spends.set(current.refreshToken, { state: 'done', tokens: next, settled: Promise.resolve() })
+      current = next
+    },
+  }
+  const registry = new PlaceholderRegistry()
+  const broker = new Broker({
+    refresher: () => refresher,
+    reload: async () => {},
+    revoke: async () => true,
+    remove: async () => {},
+    log: pino({ level: 'silent' }),
+    placeholders: { registry, save: async () => {} },
+  })
+  const body = (refresh_token: string, refresh_reason = 'unauthorized_recovery') => ({ client_id: 'c', grant_type: 'refresh_token', refresh_reason, refresh_token })
+  // Handed out with the first access token; the daemon has refreshed since (its own schedule).
+  const a = registry.issue({ label: 'x', socket: 'restricted', peer: null, accessToken: current.accessToken })
+  await refresher.brokerSpend()
+  t.equal(spent, 1)
+  const stale = await broker.refresh(body(a.placeholder), 'restricted')
+  t.equal(stale.status, 200)
+  t.ok(stale.body.access_token === current.accessToken, 'the current access token')
+  t.equal(spent, 1, 'no spend: the 401 was for an older access token')
+  // Now the remote holds the current one: a 401 for it is a real rejection, and spends once.
+  const fresh = await broker.refresh(body(stale.body.refresh_token as string), 'restricted')
+  t.equal(fresh.status, 200)
+  t.equal(spent, 2, 'one spend for a rejection of the current access token')
+  t.ok(fresh.body.access_token === current.accessToken, 'the new tokens')
+  t.ok((fresh.body.refresh_token as string).startsWith(PLACEHOLDER_PREFIX), 'never the real refresh token')
+  t.equal(broker.placeholderCounters().placeholders.rotated, 2)
+  // Two requests at once with one placeholder (two Codex processes, one auth.json): one answer, one rotation.
+  const both = () => broker.refresh(body(fresh.body.refresh_token as string, 'proactive_expiry'), 'restricted')
+  const [x, y] = await Promise.all([both(), both()])
+  t.same([x.status, y.status], [200, 200])
+  t.ok(typeof x.body.refresh_token === 'string' && x.body.refresh_token === y.body.refresh_token, 'the same new placeholder for both')
+  t.equal(broker.placeholderCounters().placeholders.rotated, 3)
+  t.equal(spent, 2, 'fresh current tokens: nothing spent')
 })

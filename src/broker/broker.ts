@@ -137,8 +137,11 @@ export class Broker {
             registry.touch(v.record.id)
             return { name: 'denied', why: 'nothing_served', ...denied('refresh_token_invalidated') }
           }
+          // Codex's 401 answered an access token older than the daemon's current one (handed out
+          // before the daemon's last refresh): the current tokens are the remedy, not a spend.
+          const stale = reason === 'unauthorized_recovery' && current !== undefined && registry.handedOutOtherThan(v.record, current.accessToken)
           // Nothing served right now (a relink under way): decide() answers 503 for it.
-          const answer = await this.decide(current?.refreshToken ?? '', reason)
+          const answer = await this.decide(current?.refreshToken ?? '', stale ? 'proactive_expiry' : reason)
           if (answer.status !== 200) {
             if (registry.get(v.record.id)?.state === 'active') registry.touch(v.record.id)
             void save()
@@ -149,7 +152,7 @@ export class Broker {
           else {
             // Revoked while we waited (placeholderRevoke, a reuse): no new one for it.
             if (registry.get(id)?.state !== 'active') return { name: 'denied', why: 'placeholder_revoked', ...denied('refresh_token_invalidated') }
-            replacement = registry.rotate(id).placeholder
+            replacement = registry.rotate(id, typeof answer.body.access_token === 'string' ? answer.body.access_token : null).placeholder
             this.ph.rotated++
           }
           // Handed out only once saved: a daemon restarted after this answer still knows it.

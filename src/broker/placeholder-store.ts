@@ -67,7 +67,8 @@ function isRecord(r: unknown): r is PlaceholderRecord {
     STATES.has(x.state as string) &&
     orNull(x.rotatedAt, num) &&
     orNull(x.successor, str) &&
-    orNull(x.peer, peer)
+    orNull(x.peer, peer) &&
+    (x.accessHash === null || (typeof x.accessHash === 'string' && /^[0-9a-f]{64}$/.test(x.accessHash)))
   )
 }
 

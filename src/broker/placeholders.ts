@@ -53,6 +53,11 @@ export interface PlaceholderRecord {
   successor: string | null
   /** Who asked for it (the chain's first), as the kernel told at connect time. */
   peer: PlaceholderPeer | null
+  /**
+   * SHA-256 (hex) of the access token handed out with it, or null: a 401 recovery for an older
+   * access token than the daemon serves needs the current tokens, not a spend.
+   */
+  accessHash: string | null
 }
 
 /** What presenting a placeholder string on a socket comes to. */
@@ -82,7 +87,7 @@ export interface RegistryOptions {
   graceMs?: number
 }
 
-/** The placeholder's hash, as kept. */
+/** The placeholder's hash, as kept (and an access token's, for `accessHash`). */
 export function hashPlaceholder(placeholder: string): string {
   return createHash('sha256').update(placeholder, 'utf8').digest('hex')
 }
@@ -118,11 +123,11 @@ export class PlaceholderRegistry {
   }
 
   /** A new placeholder (a new chain); `replaces`, an id of the same socket's, is revoked with its chain. */
-  issue(req: { label: string; socket: SocketKind; peer: PlaceholderPeer | null; replaces?: string | null }): Issued {
+  issue(req: { label: string; socket: SocketKind; peer: PlaceholderPeer | null; replaces?: string | null; accessToken?: string }): Issued {
     const replaced = req.replaces ? this.byId.get(req.replaces) : undefined
     const freed = replaced !== undefined && replaced.socket === req.socket && this.stateOf(replaced) === 'active' ? 1 : 0
     if (this.activeCount() - freed >= MAX_ACTIVE) throw new PlaceholderLimitError()
-    const issued = this.mint({ label: req.label, socket: req.socket, peer: req.peer, family: null })
+    const issued = this.mint({ label: req.label, socket: req.socket, peer: req.peer, family: null, accessToken: req.accessToken ?? null })
     if (replaced !== undefined && replaced.socket === req.socket) this.endFamily(replaced.family, 'revoked')
     this.prune()
     return issued
@@ -160,11 +165,11 @@ export class PlaceholderRegistry {
     return rec !== undefined && rec.socket === socket ? rec : null
   }
 
-  /** The placeholder was used and answered: it is replaced by a new one of the same chain (a fresh lifetime). */
-  rotate(id: string): Issued {
+  /** The placeholder was used and answered (with `accessToken`): replaced by a new one of the same chain (a fresh lifetime). */
+  rotate(id: string, accessToken: string | null = null): Issued {
     const rec = this.mustGet(id)
     const now = this.now()
-    const next = this.mint({ label: rec.label, socket: rec.socket, peer: rec.peer, family: rec.family })
+    const next = this.mint({ label: rec.label, socket: rec.socket, peer: rec.peer, family: rec.family, accessToken })
     rec.state = 'rotated'
     rec.rotatedAt = now
     rec.successor = next.record.id
@@ -210,11 +215,16 @@ export class PlaceholderRegistry {
     return n
   }
 
+  /** Whether the access token last handed out with `rec` is known and is not `accessToken`. */
+  handedOutOtherThan(rec: PlaceholderRecord, accessToken: string): boolean {
+    return rec.accessHash !== null && rec.accessHash !== hashPlaceholder(accessToken)
+  }
+
   get(id: string): PlaceholderRecord | undefined {
     return this.byId.get(id)
   }
 
-  private mint(req: { label: string; socket: SocketKind; peer: PlaceholderPeer | null; family: string | null }): Issued {
+  private mint(req: { label: string; socket: SocketKind; peer: PlaceholderPeer | null; family: string | null; accessToken: string | null }): Issued {
     const now = this.now()
     let id: string
     do id = `ph-${this.random(8).toString('hex')}`
@@ -234,6 +244,7 @@ export class PlaceholderRegistry {
       rotatedAt: null,
       successor: null,
       peer: req.peer,
+      accessHash: req.accessToken === null ? null : hashPlaceholder(req.accessToken),
     }
     this.put(record)
     return { record, placeholder }

@@ -223,7 +223,7 @@ export function methodTable(deps: MethodDeps): MethodTable {
     const snap = await chatgpt()
     const r = snap.resolved as Extract<Snapshot['resolved'], { kind: 'chatgpt' }>
     const peer = conn.peer === null ? null : { pid: conn.peer.pid, uid: conn.peer.uid, exe: conn.peer.exe }
-    const { record, placeholder } = deps.placeholders.registry.issue({ label, socket: conn.socketKind, peer, replaces })
+    const { record, placeholder } = deps.placeholders.registry.issue({ label, socket: conn.socketKind, peer, replaces, accessToken: r.tokens.accessToken })
     // Handed out only once saved: a daemon restarted after this answer still knows it.
     await deps.placeholders.save()
     deps.broker.noteIssued()
