@@ -10,11 +10,17 @@ import { parseArgs } from 'node:util'
 /** Top-level folders (or files) of src/, by what they may import from src/. */
 const DOMAIN = ['broker', 'codex', 'login', 'net', 'refresh', 'state', 'store']
 /**
- * The one exception: `codex-auth doctor`'s I/O edge, loaded by the CLI only for that command,
- * reads auth.json with the daemon's own reader and renders the units as `service install` would
- * (no second parser, no copy of the templates).
+ * Domain modules the client may use, and why (docs/architecture.md#layers): the sinks of
+ * `codex-auth sink` and `exec --remote` (client/sink.ts, client/remote-home.ts) write auth.json
+ * exactly as the daemon does, through Codex's format and its locked, atomic write; `codex-auth
+ * doctor`'s I/O edge reads auth.json with the daemon's own reader and renders the units as
+ * `service install` would. No second parser, serializer, lock order or copy of the templates.
+ * The CLI loads all of them with import(), only for those commands.
  */
-const DOCTOR_EDGE_IMPORTS = { 'client/doctor-gather.ts': ['store/authstore.ts', 'service/install.ts'] }
+const CLIENT_SHARED = {
+  '*': ['codex/authfile.ts', 'store/authstore.ts', 'store/atomic-write.ts'],
+  'client/doctor-gather.ts': ['service/install.ts'],
+}
 const RULES = [
   {
     name: 'the domain does not depend on the wire, the daemon or the client',
@@ -31,8 +37,9 @@ const RULES = [
     name: 'the client (library and CLI) carries no daemon code',
     from: (m) => top(m) === 'client',
     allows: (dep, _typeOnly, file) =>
-      (![...DOMAIN, 'daemon', 'service'].includes(top(dep)) && (top(dep) !== 'rpc' || dep === 'rpc/contract.ts')) ||
-      (DOCTOR_EDGE_IMPORTS[file]?.includes(dep) ?? false),
+      CLIENT_SHARED['*'].includes(dep) ||
+      (CLIENT_SHARED[file]?.includes(dep) ?? false) ||
+      (![...DOMAIN, 'daemon', 'service'].includes(top(dep)) && (top(dep) !== 'rpc' || dep === 'rpc/contract.ts')),
   },
   {
     name: 'only the daemon imports the daemon',

@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-const benches = ['rpc-latency', 'cli-token', 'change-pickup', 'idle', 'refresh-storm', 'broker-refresh']
+const benches = ['rpc-latency', 'cli-token', 'change-pickup', 'idle', 'refresh-storm', 'broker-refresh', 'sink-token']
 const results = []
 let failed = false
 for (const name of benches) {

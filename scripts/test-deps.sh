@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The Debian packages the tests drive for real: systemd's socket activation and unit checker,
 # tinyproxy, chromium, fish and tcsh (they read back what `codex-auth env --shell` prints),
-# util-linux's flock/setpriv/unshare, bsdutils's script, iproute2. Installs the missing ones
-# when running as root (CI and these development machines); otherwise says what is missing.
+# util-linux's flock/setpriv/unshare, bsdutils's script, iproute2, OpenSSH's server and client
+# (the remote-machine tests forward the restricted socket with `ssh -R` into a second user's
+# home). Installs the missing ones when running as root (CI and these development machines);
+# otherwise says what is missing. Then, as root, the test user those tests run as.
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/bin/$1" ] || [ -x "/usr/sbin/$1" ]; }
@@ -18,7 +20,22 @@ have tinyproxy || need+=(tinyproxy)
 have chromium || need+=(chromium)
 have fish || need+=(fish)
 have tcsh || need+=(tcsh)
-[ "${#need[@]}" -eq 0 ] && exit 0
+have sshd || need+=(openssh-server)
+have ssh || need+=(openssh-client)
+have ssh-agent || need+=(openssh-client)
+# test/support/ssh.ts: `codexremote` is the remote machine's user (ssh -R lands in its home).
+# Idempotent. No password, but not locked either ('*', not '!'): sshd without PAM refuses a
+# locked account even for a key.
+users() {
+  [ "$(id -u)" -eq 0 ] || return 0
+  for u in codexremote; do
+    id "$u" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh --password '*' "$u"
+  done
+}
+if [ "${#need[@]}" -eq 0 ]; then
+  users
+  exit 0
+fi
 pkgs=$(printf '%s\n' "${need[@]}" | sort -u | tr '\n' ' ')
 if [ "$(id -u)" -ne 0 ]; then
   echo "test-deps: missing Debian packages: $pkgs(install them as root: apt-get install $pkgs)" >&2
@@ -28,3 +45,4 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+users

@@ -28,7 +28,7 @@ export function shellQuote(value: string): string {
 }
 
 /** The commands of `codex-auth`, for its parser and for `codex-authd`'s "did you mean" hint. */
-export const CLIENT_COMMANDS = ['status', 'token', 'env', 'exec', 'login', 'logout', 'refresh', 'watch', 'audit', 'placeholders', 'doctor', 'completion'] as const
+export const CLIENT_COMMANDS = ['status', 'token', 'env', 'exec', 'sink', 'login', 'logout', 'refresh', 'watch', 'audit', 'placeholders', 'doctor', 'completion'] as const
 /** The commands of `codex-authd` besides running the daemon. */
 export const DAEMON_COMMANDS = ['service'] as const
 

@@ -33,6 +33,12 @@ export interface ParsedArgs {
   completionShell: CompletionShell | null
   /** exec: CMD and its arguments */
   argv: string[]
+  /** exec --remote (or CODEX_AUTH_REMOTE=1): the daemon is elsewhere; prepare this machine's CODEX_HOME (docs/remote.md) */
+  remote: boolean
+  /** exec --remote, sink: replace a login of the home's own */
+  force: boolean
+  /** sink --token-file PATH */
+  tokenFile: string | null
   /** placeholders revoke ID: the id; null: list them */
   revokeId: string | null
 }
@@ -42,7 +48,8 @@ const COMMAND_FLAGS: Record<Command, readonly string[]> = {
   status: [],
   token: ['--min-validity'],
   env: ['--min-validity', '--shell'],
-  exec: ['--min-validity'],
+  exec: ['--min-validity', '--remote', '--force'],
+  sink: ['--token-file', '--force'],
   login: ['--device', '--with-api-key', '--no-browser'],
   logout: ['--no-revoke'],
   refresh: [],
@@ -64,7 +71,8 @@ const GLOBAL_OPTIONS = `Options:
 `
 
 const EXIT_STATUS = `Exit status: 0 ok, 1 not logged in, 2 daemon unreachable, 3 daemon-side failure, 4 the socket
-is not yours (CODEX_AUTH_ALLOW_SOCKET_OWNER allows a shared one), 64 usage error;
+is not yours (CODEX_AUTH_ALLOW_SOCKET_OWNER allows a shared one), 5 sink: the home holds a login of
+its own (--force replaces it), 64 usage error;
 exec returns CMD's status (125 when codex-auth fails first, 126/127 when CMD cannot be run/found).
 `
 
@@ -88,7 +96,22 @@ const USAGE: Record<(typeof CLIENT_COMMANDS)[number], { synopsis: string; summar
   exec: {
     synopsis: 'exec [--min-validity S] -- CMD [ARG...]',
     summary: 'run CMD with the credential in its environment (never argv)',
-    details: "CMD's own token refreshes go to the daemon (docs/broker.md). With --json, codex-auth's own errors\ngo to stderr as JSON (stdout is CMD's).\n",
+    details:
+      "CMD's own token refreshes go to the daemon (docs/broker.md). With --json, codex-auth's own errors\ngo to stderr as JSON (stdout is CMD's).\n" +
+      '--remote (or CODEX_AUTH_REMOTE=1): the daemon is on another machine (its socket forwarded, docs/remote.md).\n' +
+      'CMD must be codex: its CODEX_HOME (--codex-home, CODEX_HOME, ~/.codex) gets an auth.json with the current\n' +
+      'tokens and an expiring placeholder for the refresh token, kept fresh while it runs, and codex is run with\n' +
+      '-c cli_auth_credentials_store="file". A login of that home\'s own is never replaced without --force.\n',
+  },
+  sink: {
+    synopsis: 'sink [--token-file PATH] [--codex-home DIR] [--force]',
+    summary: 'keep a token file and/or a Codex auth.json fresh, until killed',
+    details:
+      '--token-file PATH: the bearer token and a newline (0600, replaced atomically). --codex-home DIR: DIR/auth.json\n' +
+      'in Codex\'s format with an expiring placeholder for the refresh token (docs/remote.md). Renewed before\n' +
+      'expiry and on every change; when the daemon or the forward goes away the files stay as they are and\n' +
+      'sink reconnects. Here --codex-home names the home to write, not the daemon: give the socket with\n' +
+      '--socket or CODEX_AUTHD_SOCK. A login of that home\'s own is never replaced without --force.\n',
   },
   login: {
     synopsis: 'login [--device | --with-api-key] [--no-browser]',
@@ -180,6 +203,9 @@ export function parseArgs(args: readonly string[]): ParsedArgs {
     shell: 'posix',
     completionShell: null,
     argv: [],
+    remote: false,
+    force: false,
+    tokenFile: null,
     revokeId: null,
   }
   let revoke = false
@@ -259,6 +285,18 @@ export function parseArgs(args: readonly string[]): ParsedArgs {
           noValue()
           out.noRevoke = true
           break
+        case '--remote':
+          noValue()
+          out.remote = true
+          break
+        case '--force':
+          noValue()
+          out.force = true
+          break
+        case '--token-file':
+          out.tokenFile = takeValue(name, inline)
+          if (out.tokenFile === '') throw new UsageError('--token-file needs a non-empty path', command)
+          break
         case '--shell': {
           const v = takeValue(name, inline)
           if (!(ENV_SHELLS as readonly string[]).includes(v)) throw new UsageError(`--shell takes ${ENV_SHELLS.join(', ')}, not '${v}'`, command)
@@ -304,6 +342,7 @@ export function parseArgs(args: readonly string[]): ParsedArgs {
   }
   if (command === 'placeholders' && revoke && out.revokeId === null) throw new UsageError('placeholders revoke needs an ID (see codex-auth placeholders)', command)
   if (command === 'exec' && out.argv.length === 0) throw new UsageError('exec needs a command: codex-auth exec -- CMD [ARG...]', command)
+  if (command === 'sink' && out.tokenFile === null && out.codexHome === null) throw new UsageError('sink needs --token-file PATH, --codex-home DIR or both', command)
   return { ...out, command }
 }
 
@@ -481,7 +520,7 @@ function bashCompletion(): string {
 _codex_auth() {
   local cur=\${COMP_WORDS[COMP_CWORD]} prev=\${COMP_WORDS[COMP_CWORD-1]} cmd= dashdash=0 i w
   case $prev in
-    --socket|--codex-home) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    --socket|--codex-home|--token-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     --shell) COMPREPLY=($(compgen -W "${ENV_SHELLS.join(' ')}" -- "$cur")); return ;;
     --min-validity) COMPREPLY=(); return ;;
   esac
@@ -518,7 +557,7 @@ function fishCompletion(): string {
   for (const c of CLIENT_COMMANDS) {
     lines.push(`complete -c codex-auth -n __fish_use_subcommand -a ${c} -d ${esc(USAGE[c].summary)}`)
     for (const f of COMMAND_FLAGS[c]) {
-      const takes = f === '--min-validity' ? ' -x' : f === '--shell' ? ` -x -a ${esc(ENV_SHELLS.join(' '))}` : ''
+      const takes = f === '--min-validity' ? ' -x' : f === '--shell' ? ` -x -a ${esc(ENV_SHELLS.join(' '))}` : f === '--token-file' ? ' -r -F' : ''
       lines.push(`complete -c codex-auth -n '__fish_seen_subcommand_from ${c}' -l ${f.slice(2)}${takes}`)
     }
   }

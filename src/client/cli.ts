@@ -4,6 +4,7 @@
 
 import type { spawn as spawnType } from 'node:child_process'
 import * as os from 'node:os'
+import * as path from 'node:path'
 import {
   AuthdError,
   AuthdTimeoutError,
@@ -12,6 +13,7 @@ import {
   SocketTrustError,
   VersionMismatchError,
   connect,
+  socketPathFor,
   type AuthdClient,
 } from './index.js'
 import { CliExit, ErrorCode, type AuthGrant, type LoginResult, type LoginStarted, type Status } from '../rpc/contract.js'
@@ -174,11 +176,29 @@ function execFailure(e: unknown, json: boolean): number {
   return CliExit.ExecSetupFailed
 }
 
-function open(a: ParsedArgs, reconnect = false): Promise<AuthdClient> {
-  const opts: Parameters<typeof connect>[0] = { reconnect, clientName: 'codex-auth' }
+/**
+ * `exec --remote` and `sink` write a CODEX_HOME of this machine; the daemon is elsewhere. There
+ * `--codex-home` names that home, not the daemon: the socket comes from --socket, CODEX_AUTHD_SOCK
+ * or the default rules.
+ */
+function writesHome(a: ParsedArgs): boolean {
+  return a.command === 'sink' || (a.command === 'exec' && a.remote)
+}
+
+function connectOptions(a: ParsedArgs, reconnect = false): Parameters<typeof connect>[0] & object {
+  const opts: Parameters<typeof connect>[0] & object = { reconnect, clientName: 'codex-auth' }
   if (a.socket !== null) opts.socket = a.socket
-  if (a.codexHome !== null) opts.codexHome = a.codexHome
-  return connect(opts)
+  if (a.codexHome !== null && !writesHome(a)) opts.codexHome = a.codexHome
+  return opts
+}
+
+function open(a: ParsedArgs, reconnect = false): Promise<AuthdClient> {
+  return connect(connectOptions(a, reconnect))
+}
+
+/** The socket `open` talks to, for messages. */
+function socketOf(a: ParsedArgs): string {
+  return socketPathFor(connectOptions(a)).path
 }
 
 function publicGrant(g: AuthGrant): Omit<AuthGrant, 'token'> {
@@ -244,6 +264,7 @@ async function cmdExec(a: ParsedArgs): Promise<number> {
     const code = found.status === CliExit.ExecNotFound ? 'command_not_found' : 'command_not_executable'
     return report({ code, exitCode: found.status, message: found.reason }, a.json ? 'json-stderr' : 'text')
   }
+  if (a.remote) return cmdExecRemote(a, cmd, found.file)
   let grant: AuthGrant
   try {
     const client = await open(a)
@@ -258,9 +279,7 @@ async function cmdExec(a: ParsedArgs): Promise<number> {
   // The refresh broker (docs/broker.md): Codex's own refreshes go to the daemon through it.
   let broker: BrokerListener | null = null
   try {
-    // Loaded here, not at start-up: node:http, node:crypto and the lock code cost every other
-    // command (`token` first) about 6 ms (docs/architecture.md#library-choices).
-    const [{ codexEndpoints, startBrokerListener }, { homeOwned }] = await Promise.all([import('./broker-listener.js'), import('../os/home-owner.js')])
+    const { codexEndpoints, startBrokerListener, homeOwned } = await loadExecParts()
     broker = await startBrokerListener({
       upstream: codexEndpoints(process.env),
       forward: (kind, body) => forwardToDaemon(a, kind, body),
@@ -274,6 +293,103 @@ async function cmdExec(a: ParsedArgs): Promise<number> {
   const code = await runChild(cmd, found.file, a.argv.slice(1), env)
   await broker?.close()
   return code
+}
+
+/**
+ * What only `exec` and `sink` need, loaded when they run: node:http, node:crypto, the lock and
+ * auth.json-writing code would otherwise cost every other command (`token` first) at start-up
+ * (docs/architecture.md#library-choices).
+ */
+async function loadExecParts() {
+  const [listener, owner, sink] = await Promise.all([import('./broker-listener.js'), import('../os/home-owner.js'), import('./sink.js')])
+  return { ...listener, ...owner, ...sink }
+}
+
+/** What `exec --remote` adds to `codex`'s arguments: the file store, whatever config.toml says (Codex reads no variable for it). */
+const FILE_STORE_OVERRIDE = ['-c', 'cli_auth_credentials_store="file"'] as const
+
+/**
+ * `exec --remote -- codex …` (docs/remote.md#exec---remote): the daemon is elsewhere (its socket
+ * forwarded). Codex's own CODEX_HOME gets an auth.json with a placeholder, kept fresh while Codex
+ * runs; Codex is told to use the file store; its refreshes go to the daemon through the broker.
+ */
+async function cmdExecRemote(a: ParsedArgs, cmd: string, file: string): Promise<number> {
+  if (path.basename(cmd) !== 'codex') {
+    return execFailure(
+      new UsageError(`exec --remote runs codex only (it must tell codex to read the auth.json it writes: ${FILE_STORE_OVERRIDE.join(' ')}); ${cmd} is not codex`, 'exec'),
+      a.json,
+    )
+  }
+  const home = givenCodexHome(process.env, a.codexHome)
+  const { Keeper, LoginPresentError, placeholderLabel, codexEndpoints, startBrokerListener } = await loadExecParts()
+  const keeper = new Keeper({
+    open: () => open(a, true),
+    socket: socketOf(a),
+    tokenFile: null,
+    codexHome: home,
+    label: placeholderLabel('exec'),
+    force: a.force,
+    note: err,
+    speaker: 'codex-auth exec',
+  })
+  try {
+    await keeper.start(false)
+  } catch (e) {
+    keeper.stop()
+    if (e instanceof LoginPresentError) return report({ code: e.code, exitCode: CliExit.ExecSetupFailed, message: e.message }, a.json ? 'json-stderr' : 'text')
+    return execFailure(e, a.json)
+  }
+  let broker: BrokerListener | null = null
+  try {
+    broker = await startBrokerListener({
+      upstream: codexEndpoints(process.env),
+      forward: (kind, body) => forwardToDaemon(a, kind, body),
+      // The daemon is elsewhere: a placeholder is worth nothing at the real endpoint, so nothing
+      // is ever passed through (503 while the daemon cannot be reached; Codex tries again).
+      homeOwned: async () => true,
+      note: err,
+    })
+  } catch (e) {
+    keeper.stop()
+    return execFailure(new Error(`the refresh broker could not start (${e instanceof Error ? e.message : String(e)})`), a.json)
+  }
+  const grant = keeper.lastGrant
+  const env = { ...(grant !== null ? childEnv(process.env, grant) : process.env), CODEX_HOME: home, ...broker.env }
+  const code = await runChild(cmd, file, [...FILE_STORE_OVERRIDE, ...a.argv.slice(1)], env)
+  keeper.stop()
+  await broker.close()
+  return code
+}
+
+/** `sink` (docs/remote.md#sinks): keeps the files fresh until killed; exits only when it cannot start. */
+async function cmdSink(a: ParsedArgs): Promise<number> {
+  const { Keeper, LoginPresentError, placeholderLabel } = await loadExecParts()
+  const keeper = new Keeper({
+    open: () => open(a, true),
+    socket: socketOf(a),
+    tokenFile: a.tokenFile !== null ? path.resolve(a.tokenFile) : null,
+    codexHome: a.codexHome !== null ? path.resolve(a.codexHome) : null,
+    label: placeholderLabel('sink'),
+    force: a.force,
+    note: err,
+    speaker: 'codex-auth sink',
+  })
+  const stop = () => {
+    keeper.stop()
+    finish(CliExit.Ok)
+  }
+  process.on('SIGTERM', stop)
+  process.on('SIGINT', stop)
+  try {
+    await keeper.start(true)
+  } catch (e) {
+    keeper.stop()
+    if (e instanceof LoginPresentError) return report({ code: e.code, exitCode: CliExit.LoginPresent, message: e.message }, a.json ? 'json' : 'text')
+    throw e
+  }
+  const files = [a.tokenFile, a.codexHome !== null ? path.join(a.codexHome, 'auth.json') : null].filter((f) => f !== null)
+  err(`codex-auth sink: keeping ${files.join(' and ')} fresh (Ctrl-C to stop)`)
+  return new Promise<number>(() => {})
 }
 
 /** One broker request to the daemon, on a connection of its own (the daemon may restart between two). */
@@ -566,6 +682,8 @@ export async function main(args: readonly string[]): Promise<number> {
     if (e instanceof UsageError && e.command === 'exec') return execFailure(e, jsonRequested(args))
     return failureExit(e, { json: jsonRequested(args) })
   }
+  // Remote mode is said, never guessed: the flag, or exactly CODEX_AUTH_REMOTE=1.
+  if (a.command === 'exec' && process.env.CODEX_AUTH_REMOTE === '1') a.remote = true
   try {
     switch (a.command) {
       case 'help':
@@ -590,6 +708,8 @@ export async function main(args: readonly string[]): Promise<number> {
         return await cmdEnv(a)
       case 'exec':
         return await cmdExec(a)
+      case 'sink':
+        return await cmdSink(a)
       case 'login':
         return await cmdLogin(a)
       case 'logout':

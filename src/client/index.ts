@@ -33,6 +33,8 @@ import {
   type LogoutResult,
   type Methods,
   type MethodName,
+  type PlaceholderIssueParams,
+  type PlaceholderIssueResult,
   type PlaceholderListResult,
   type PlaceholderRevokeParams,
   type Status,
@@ -189,6 +191,11 @@ export interface SubscriptionHandler {
   loginCompleted?: (result: LoginResult) => void
   /** Called after the subscription was re-established on a new connection (daemon restart). */
   resubscribed?: () => void
+  /**
+   * Called when the subscribed connection drops and the client starts reconnecting (the daemon
+   * stopped, or a forwarded socket was cut), with why; `resubscribed` follows once it is back.
+   */
+  disconnected?: (reason: string) => void
 }
 
 const DEFAULT_TIMEOUT_MS = 60_000
@@ -481,6 +488,14 @@ export class AuthdClient {
   brokerRevoke(params: BrokerRevokeParams): Promise<BrokerAnswer> {
     return this.call('brokerRevoke', params)
   }
+  /**
+   * A placeholder for a remote Codex's auth.json (docs/remote.md): the current tokens in Codex's
+   * auth.json form, with an expiring placeholder in place of the refresh token. `replaces` names
+   * an earlier placeholder of this caller's, revoked once the new one is issued.
+   */
+  placeholderIssue(params: PlaceholderIssueParams): Promise<PlaceholderIssueResult> {
+    return this.call('placeholderIssue', params)
+  }
   /** The version handshake: the daemon's version and protocol (this client's are PROTOCOL_VERSION and VERSION). */
   async hello(): Promise<HelloResult> {
     return (await this.ensureConnection()).call('hello', this.helloParams(), this.timeoutMs) as Promise<HelloResult>
@@ -629,6 +644,13 @@ export class AuthdClient {
   private onConnectionClosed(conn: Connection): void {
     if (this.conn !== conn) return
     if (this.closedByUser || !this.reconnect || this.handlers.size === 0) return
+    for (const h of [...this.handlers]) {
+      try {
+        h.disconnected?.(conn.closeReason ?? 'connection to codex-authd closed')
+      } catch {
+        // a handler's failure is its own
+      }
+    }
     this.scheduleResubscribe()
   }
 

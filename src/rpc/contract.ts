@@ -344,6 +344,8 @@ export const CliExit = {
   DaemonFailure: 3,
   /** The socket, its directory or the peer belongs to another user (docs/contract.md#whom-the-client-talks-to). */
   SocketUntrusted: 4,
+  /** `sink --codex-home`: the home holds a login of its own (docs/remote.md#sinks); nothing was replaced. `exec --remote` says 125. */
+  LoginPresent: 5,
   Usage: 64,
   ExecSetupFailed: 125,
   ExecNotExecutable: 126,

@@ -329,6 +329,8 @@ export interface CodexRunOptions {
   noRevokeOverride?: boolean
   /** a command Codex runs under, inside the namespace (e.g. `node codex-auth.cjs exec --`) */
   wrap?: string[]
+  /** HOME and working directory (default: a fresh root-only temp directory); another user's when `wrap` runs Codex as that user */
+  home?: string
 }
 
 export interface CodexWorld {
@@ -364,7 +366,7 @@ export async function startCodexWorld(provider: TestProvider): Promise<CodexWorl
       )
     },
     codex(codexHome, args, opts = {}) {
-      const userHome = tempDir('cad-uh-')
+      const userHome = opts.home ?? tempDir('cad-uh-')
       const env: Record<string, string> = {
         PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
         HOME: userHome,
