@@ -8,9 +8,10 @@
 // it is handed out, and for a rotation's short retry grace (in memory, never persisted).
 import { createHash } from 'node:crypto'
 import type { PlaceholderState, SocketKind } from '../rpc/contract.js'
+import { PLACEHOLDER_PREFIX, isPlaceholder } from '../placeholder.js'
 
-/** Every placeholder starts with this: the daemon (and `doctor`) can tell one from a real token. */
-export const PLACEHOLDER_PREFIX = 'codex-authd-ph.'
+export { PLACEHOLDER_PREFIX, isPlaceholder }
+
 /** Default lifetime of a placeholder; each rotation or `replaces` starts a new one. */
 export const DEFAULT_PLACEHOLDER_TTL_MS = 24 * 3600_000
 /**
@@ -92,9 +93,6 @@ export function hashPlaceholder(placeholder: string): string {
   return createHash('sha256').update(placeholder, 'utf8').digest('hex')
 }
 
-export function isPlaceholder(token: string): boolean {
-  return token.startsWith(PLACEHOLDER_PREFIX)
-}
 
 /** The placeholder refused: too many active ones. */
 export class PlaceholderLimitError extends Error {

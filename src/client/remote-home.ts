@@ -7,16 +7,10 @@ import * as fs from 'node:fs'
 import { parseAuthFile } from '../codex/authfile.js'
 import { commitAuth, readAuth, type AuthRead } from '../store/authstore.js'
 import type { AuthFile } from '../types.js'
+import { isPlaceholder } from '../placeholder.js'
 
-/**
- * How a placeholder starts (docs/remote.md): the same prefix as the daemon's
- * (src/broker/placeholders.ts, which the client may not import).
- */
-export const PLACEHOLDER_PREFIX = 'codex-authd-ph.'
+export { isPlaceholder }
 
-export function isPlaceholder(token: string): boolean {
-  return token.startsWith(PLACEHOLDER_PREFIX)
-}
 
 /** What a sink may replace: nothing, or a file whose only credential is a placeholder. Pure. */
 export function sinkMayReplace(read: AuthRead): { ok: true } | { ok: false; holds: string } {
