@@ -578,7 +578,12 @@ t.test('ChatGPT, a broken auth.json, a refresh backing off: status in words and 
   // An access token that has expired: the refresh against the dead issuer backs off.
   const now = Math.floor(Date.now() / 1000)
   const tokens = auth.json.tokens as Record<string, string>
-  const expired = { ...auth.json, tokens: { ...tokens, access_token: fakeJwt({ exp: now - 60, iat: now - 3600, 'https://api.openai.com/auth': { chatgpt_account_id: 'acc-words' } }) } }
+  // last_refresh an hour ago: a refresh within the last 30 s would hold the next one back (loop guard).
+  const expired = {
+    ...auth.json,
+    tokens: { ...tokens, access_token: fakeJwt({ exp: now - 60, iat: now - 3600, 'https://api.openai.com/auth': { chatgpt_account_id: 'acc-words' } }) },
+    last_refresh: new Date((now - 3600) * 1000).toISOString(),
+  }
   fs.writeFileSync(path.join(home, 'auth.json'), JSON.stringify(expired, null, 2), { mode: 0o600 })
   await until('the refresh to back off', async () => (await status()).refresh.state === 'backoff', 30_000)
   const off = await runCli(['status'], { socket: d.socket })
