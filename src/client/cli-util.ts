@@ -69,7 +69,8 @@ const USAGE: Record<(typeof CLIENT_COMMANDS)[number], { synopsis: string; summar
   status: {
     synopsis: 'status',
     summary: 'how the daemon is logged in (exit 1 when nothing can be served)',
-    details: 'Prints the login method and account, refresh trouble and problems. --json prints the daemon\'s Status object.\n',
+    details:
+      'Prints problems first, with what to run; then the login method, account and plan, token expiry and\nnext refresh, where an API key comes from, the credential store and the daemon (pid, socket).\n--json prints the daemon\'s Status object, problems first.\n',
   },
   token: {
     synopsis: 'token [--min-validity S]',
@@ -89,7 +90,7 @@ const USAGE: Record<(typeof CLIENT_COMMANDS)[number], { synopsis: string; summar
   login: {
     synopsis: 'login [--device | --with-api-key] [--no-browser]',
     summary: 'log in (browser by default; the API key is read from stdin)',
-    details: '--device: a URL and a one-time code, for a machine without a browser. --with-api-key: reads the key\nfrom stdin (never argv), e.g. printenv OPENAI_API_KEY | codex-auth login --with-api-key.\n--no-browser: print the URL without opening a browser. Ctrl-C cancels the login.\n',
+    details: '--device: a URL, a one-time code and a QR code, for a machine without a browser. --with-api-key: reads\nthe key from stdin (never argv), e.g. printenv OPENAI_API_KEY | codex-auth login --with-api-key.\n--no-browser: print the URL without opening a browser. While waiting, a line shows the time elapsed\nand the time left; Ctrl-C cancels the login.\n',
   },
   logout: {
     synopsis: 'logout [--no-revoke]',
