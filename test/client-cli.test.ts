@@ -539,7 +539,7 @@ t.test('login, logout, refresh against the real daemon', async (t) => {
   // fails as a daemon-side error (exit 3), naming the reason.
   const dev = await runCli(['login', '--device'], { socket: d.socket })
   t.equal(dev.code, 3, `login --device with an unreachable issuer -> 3 (${dev.stderr.trim()})`)
-  t.match(dev.stderr, /login failed|Login failed/)
+  t.match(dev.stderr, /login failed: Device code request failed: network error reaching 127\.0\.0\.1:9 \(bad port\)/, 'the host is named')
   t.equal((await runCli(['token'], { socket: d.socket })).stdout, key2 + '\n', 'the failed login left the key in place')
 })
 
@@ -666,6 +666,8 @@ t.test('scripted: device login fails by notification (3)', async (t) => {
   t.match(r.stdout, /http:\/\/127\.0\.0\.1:9\/codex\/device/)
   t.match(r.stdout, /ABCD-EFGH/)
   t.match(r.stderr, /Login failed: the user said no \(access_denied\)/)
+  t.notMatch(r.stdout, /█/, 'no QR code when stdout is not a terminal')
+  t.match(r.stderr, /^Waiting for the login to complete: 0:\d\d elapsed, \d+:\d\d:\d\d left/, "the time left until the daemon's expiresAt")
 
   const j = await runCli(['--json', 'login', '--device'], { socket })
   t.equal(j.code, 3)
