@@ -1,4 +1,4 @@
-// How to start a daemon that is not running, as this machine would (item of docs/contract.md#codex-auth):
+// How to start a daemon that is not running, as this machine would (docs/contract.md#codex-auth, exit 2):
 // `systemctl --user` only where the unit is installed, `launchctl` on macOS where the agent is,
 // else the daemon itself. Asked only when a connection failed: nothing here runs on success.
 import * as fs from 'node:fs'
