@@ -43,7 +43,22 @@ const withKoffi = {
   define: { ...common.define, 'import.meta.url': 'importMetaUrl' },
   inject: ['scripts/import-meta-url.mjs'],
 }
+// Modules only one path needs (the daemon's pretty log on a terminal, the device login's QR code)
+// are files of their own beside the bins, required when that path runs: the bins neither hold nor
+// compile them, so `codex-auth token` and a daemon logging JSON start and stay as lean as before.
+// In the sources they are `await import('./log-pretty.js')` and `await import('./qr.js')`.
+const LAZY_CHUNKS = [
+  { entryPoints: ['src/log-pretty.ts'], outfile: 'dist/log-pretty.cjs' },
+  { entryPoints: ['src/client/qr.ts'], outfile: 'dist/qr.cjs' },
+]
+const lazyChunks = {
+  name: 'lazy-chunks',
+  setup(b) {
+    b.onResolve({ filter: /^\.\/(log-pretty|qr)\.js$/ }, (args) => ({ path: args.path.replace(/\.js$/, '.cjs'), external: true }))
+  },
+}
 const jobs = [
+  ...LAZY_CHUNKS,
   { entryPoints: ['src/client/cli.ts'], outfile: 'dist/codex-auth.cjs', banner: shebang, bin: true, ...withKoffi },
   { entryPoints: ['src/client/index.ts'], outfile: 'dist/client.cjs', ...withKoffi },
 ]
@@ -59,7 +74,7 @@ if (existsSync(join(root, 'src/daemon/main.ts'))) {
 
 await Promise.all(
   jobs.map(async ({ bin, ...opts }) => {
-    await build({ ...common, ...opts })
+    await build({ ...common, plugins: [lazyChunks], ...opts })
     if (bin) chmodSync(join(root, opts.outfile), 0o755)
   }),
 )

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Debian packages the tests drive for real: systemd's socket activation and unit checker,
 # tinyproxy, chromium, fish and tcsh (they read back what `codex-auth env --shell` prints),
-# util-linux's flock/setpriv/unshare, bsdutils's script, iproute2, OpenSSH's server and client
+# util-linux's flock/setpriv/unshare, bsdutils's script, iproute2, tmux (a real terminal for
+# codex-auth login's live line and the daemon's pretty log), OpenSSH's server and client
 # (the remote-machine tests forward the restricted socket with `ssh -R` into a second user's
 # home). Installs the missing ones when running as root (CI and these development machines);
 # otherwise says what is missing. Then, as root, the test user those tests run as.
@@ -20,6 +21,7 @@ have tinyproxy || need+=(tinyproxy)
 have chromium || need+=(chromium)
 have fish || need+=(fish)
 have tcsh || need+=(tcsh)
+have tmux || need+=(tmux)
 have sshd || need+=(openssh-server)
 have ssh || need+=(openssh-client)
 have ssh-agent || need+=(openssh-client)

@@ -1,7 +1,9 @@
-// pino on stdout, synchronous (an async destination loses lines on SIGTERM/SIGKILL: docs/architecture.md#library-choices).
+// pino on stdout, synchronous (an async destination loses lines on SIGTERM/SIGKILL: docs/architecture.md#library-choices):
+// JSON lines, or pino-pretty's coloured lines when stdout is a terminal (src/log-pretty.ts).
 // Secrets are redacted by path as a second line of defence; the first is that no code puts a
-// secret into a log object or message at all.
-import pino, { type Logger, type LevelWithSilent } from 'pino'
+// secret into a log object or message at all. Redaction happens before either form is written.
+import { isatty } from 'node:tty'
+import pino, { type DestinationStream, type Logger, type LevelWithSilent } from 'pino'
 
 export type { Logger }
 
@@ -33,7 +35,8 @@ export const REDACT_PATHS: string[] = [
 
 export const LOG_LEVELS: readonly LevelWithSilent[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 
-export function createLogger(level: LevelWithSilent, fd = 1): Logger {
+/** `destination`: where the lines go instead of JSON on `fd` (terminalDestination's). */
+export function createLogger(level: LevelWithSilent, fd = 1, destination: DestinationStream | null = null): Logger {
   return pino(
     {
       level,
@@ -41,6 +44,16 @@ export function createLogger(level: LevelWithSilent, fd = 1): Logger {
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
-    pino.destination({ dest: fd, sync: true }),
+    destination ?? pino.destination({ dest: fd, sync: true }),
   )
+}
+
+/**
+ * The pretty destination when `fd` is a terminal, else null (JSON). Colours unless NO_COLOR is set
+ * or TERM is `dumb` (no-color.org).
+ */
+export async function terminalDestination(fd: number, env: NodeJS.ProcessEnv): Promise<DestinationStream | null> {
+  if (!isatty(fd)) return null
+  const { prettyDestination } = await import('./log-pretty.js')
+  return prettyDestination(fd, env.NO_COLOR === undefined && env.TERM !== 'dumb')
 }

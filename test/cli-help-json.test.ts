@@ -161,12 +161,12 @@ t.test('token --json, env --json and env --shell against the daemon', async (t) 
   const env = await runCli(['env', '--json'], { socket: d.socket })
   t.equal(env.code, 0)
   const vars = (JSON.parse(env.stdout) as { variables: Record<string, string> }).variables
-  t.same(Object.keys(vars), ['CODEX_AUTH_MODE', 'OPENAI_API_KEY', 'CODEX_API_KEY'])
-  t.ok(vars.OPENAI_API_KEY === KEY && vars.CODEX_AUTH_MODE === 'apikey')
+  t.same(Object.keys(vars), ['CODEX_AUTH_MODE', 'CODEX_AUTH_TOKEN', 'OPENAI_API_KEY', 'CODEX_API_KEY'])
+  t.ok(vars.OPENAI_API_KEY === KEY && vars.CODEX_AUTH_TOKEN === KEY && vars.CODEX_AUTH_MODE === 'apikey')
   const fish = await runCli(['env', '--shell', 'fish'], { socket: d.socket })
-  t.match(fish.stdout, /^set -gx CODEX_AUTH_MODE 'apikey';\nset -gx OPENAI_API_KEY '/)
+  t.match(fish.stdout, /^set -gx CODEX_AUTH_MODE 'apikey';\nset -gx CODEX_AUTH_TOKEN '/)
   const csh = await runCli(['env', '--shell=csh'], { socket: d.socket })
-  t.match(csh.stdout, /^setenv CODEX_AUTH_MODE 'apikey';\nsetenv OPENAI_API_KEY '/)
+  t.match(csh.stdout, /^setenv CODEX_AUTH_MODE 'apikey';\nsetenv CODEX_AUTH_TOKEN '/)
 
   // A daemon-side refusal in JSON: the contract's reason as the code (1, as in text).
   const out = stopAtTeardown(t, await startDaemon())

@@ -5,9 +5,14 @@ import { spawn, spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { UsageError, shellQuote } from '../src/cli-common.js'
-import { childEnv, envLines, lookupCommand, maskApiKey, parseArgs, statusDetails, statusHeadline } from '../src/client/cli-util.js'
+import { childEnv, envLines, lookupCommand, maskApiKey, parseArgs, statusHeadline } from '../src/client/cli-util.js'
+import { attentionLines, relativeTime, statusJson, statusLines } from '../src/client/status-view.js'
+import { browserLoginLines, browserOpener, formatDuration, loginOutcome, progressLine } from '../src/client/login-view.js'
+import { serviceSetup, startHint } from '../src/client/service-hint.js'
 import type { AuthGrant, Status } from '../src/rpc/contract.js'
 import { CLI_BIN, makeHome, runCli, startDaemon, stopAtTeardown, tempDir } from './support/daemon.js'
+import { chatgptAuth, fakeJwt } from './support/tokens.js'
+import { until } from './support/until.js'
 
 // A fake key with a quote and a space, to exercise shell quoting. Compared, never printed.
 const KEY = "sk-test-it's a 0123456789abcdef"
@@ -126,11 +131,11 @@ t.test('shellQuote round-trips through sh', async (t) => {
 t.test('env lines and the child environment', async (t) => {
   const api: AuthGrant = { mode: 'apikey', token: 'k1', accountId: null, expiresAt: null, email: null, planType: null }
   const gpt: AuthGrant = { mode: 'chatgpt', token: 'at', accountId: 'acc-1', expiresAt: null, email: null, planType: null }
-  t.equal(envLines(api), "export CODEX_AUTH_MODE='apikey'\nexport OPENAI_API_KEY='k1'\nexport CODEX_API_KEY='k1'\n")
+  t.equal(envLines(api), "export CODEX_AUTH_MODE='apikey'\nexport CODEX_AUTH_TOKEN='k1'\nexport OPENAI_API_KEY='k1'\nexport CODEX_API_KEY='k1'\n", 'CODEX_AUTH_TOKEN in every mode')
   t.equal(envLines(gpt), "export CODEX_AUTH_MODE='chatgpt'\nexport CODEX_AUTH_TOKEN='at'\nexport CODEX_AUTH_ACCOUNT_ID='acc-1'\n")
   t.equal(envLines({ ...gpt, accountId: null }), "export CODEX_AUTH_MODE='chatgpt'\nexport CODEX_AUTH_TOKEN='at'\n")
   const parent = { PATH: '/bin', OPENAI_API_KEY: 'stale', CODEX_AUTH_TOKEN: 'stale', CODEX_AUTH_ACCOUNT_ID: 'stale', KEEP: '1' }
-  t.strictSame(childEnv(parent, api), { PATH: '/bin', KEEP: '1', CODEX_AUTH_MODE: 'apikey', OPENAI_API_KEY: 'k1', CODEX_API_KEY: 'k1' })
+  t.strictSame(childEnv(parent, api), { PATH: '/bin', KEEP: '1', CODEX_AUTH_MODE: 'apikey', CODEX_AUTH_TOKEN: 'k1', OPENAI_API_KEY: 'k1', CODEX_API_KEY: 'k1' })
   t.strictSame(childEnv(parent, gpt), { PATH: '/bin', KEEP: '1', CODEX_AUTH_MODE: 'chatgpt', CODEX_AUTH_TOKEN: 'at', CODEX_AUTH_ACCOUNT_ID: 'acc-1' })
   t.equal(parent.OPENAI_API_KEY, 'stale', 'parent untouched')
 })
@@ -142,28 +147,92 @@ t.test("status wording (Codex 0.171's lines)", async (t) => {
   t.equal(statusHeadline(baseStatus({ account: null }), null), 'Logged in using ChatGPT')
   t.equal(statusHeadline(baseStatus({ mode: 'apikey', account: null }), 'sk-proj-0123456789abcde'), 'API key configured - sk-proj-***abcde')
   t.equal(statusHeadline(baseStatus({ mode: 'apikey', account: null }), null), 'API key configured')
-  t.strictSame(statusDetails(baseStatus()), [])
-  t.strictSame(
-    statusDetails(
-      baseStatus({
-        refresh: { state: 'failed', lastError: { reason: 'reused', message: 'refresh token was already used' }, nextAttemptAt: null },
-        problems: [
-          { code: 'auth_permissions', message: 'auth.json is readable by others', file: '/h/auth.json', line: null, column: null },
-          { code: 'config_invalid', message: 'invalid value', file: '/h/config.toml', line: 2, column: 19 },
-          { code: 'store_unsupported', message: 'keyring is not supported', file: null, line: null, column: null },
-        ],
-      }),
-    ),
-    [
-      'Token refresh failed: refresh token was already used (reused)',
-      'Problem (auth_permissions): auth.json is readable by others [/h/auth.json]',
-      'Problem (config_invalid): invalid value [/h/config.toml:2:19]',
-      'Problem (store_unsupported): keyring is not supported',
+  t.strictSame(attentionLines(baseStatus()), [])
+  const troubled = baseStatus({
+    refresh: { state: 'failed', lastError: { reason: 'reused', message: 'refresh token was already used' }, nextAttemptAt: null },
+    problems: [
+      { code: 'auth_permissions', message: 'auth.json is readable by others', file: '/h/auth.json', line: null, column: null },
+      { code: 'config_invalid', message: 'invalid value', file: '/h/config.toml', line: 2, column: 19 },
+      { code: 'store_unsupported', message: 'keyring is not supported', file: null, line: null, column: null },
     ],
-  )
-  t.match(statusDetails(baseStatus({ refresh: { state: 'backoff', lastError: null, nextAttemptAt: '2030-01-01T00:00:00Z' } })), [
-    /backing off.*next attempt at 2030-01-01T00:00:00Z/,
+  })
+  t.strictSame(attentionLines(troubled), [
+    'Token refresh failed: refresh token was already used (reused)',
+    '  Run `codex-auth login` to log in again.',
+    'Problem (auth_permissions): auth.json is readable by others [/h/auth.json]',
+    'Problem (config_invalid): invalid value [/h/config.toml:2:19]',
+    '  Fix /h/config.toml (defaults are used meanwhile); codex-authd reads it again when it changes.',
+    'Problem (store_unsupported): keyring is not supported',
   ])
+  const ctx = { now: Date.parse('2030-01-01T00:00:00Z'), setup: { kind: 'none' } as const }
+  const lines = statusLines(troubled, null, ctx)
+  t.equal(lines[0], 'Token refresh failed: refresh token was already used (reused)', 'trouble stands out at the top')
+  t.equal(lines[attentionLines(troubled).length + 1], 'Logged in using ChatGPT (a@example.com, plus)', "then Codex's headline")
+  t.strictSame(Object.keys(statusJson(troubled))[0], 'problems', '--json: problems first')
+  t.strictSame(statusJson(troubled), troubled, '--json: the same Status')
+  t.match(statusLines(baseStatus({ refresh: { state: 'backoff', lastError: null, nextAttemptAt: '2030-01-01T00:00:30Z' } }), null, ctx), [
+    'Logged in using ChatGPT (a@example.com, plus)',
+    /Method: +ChatGPT/,
+    /Account: +a@example\.com, plan plus, account acc/,
+    /Refresh: +backing off after: unknown error; next attempt 2030-01-01T00:00:30Z \(in 30 s\)\. `codex-auth refresh` tries now\./,
+    /Credentials: +served from auth\.json; store "file"; CODEX_HOME \/h$/,
+    /Daemon: +codex-authd 0, pid 1, socket \/s, since/,
+  ])
+  const chatgpt = statusLines(
+    baseStatus({ tokens: { expiresAt: '2030-01-01T01:00:00Z', lastRefresh: '2029-12-31T22:00:00Z', nextRefreshAt: '2030-01-01T00:55:00Z' } }),
+    null,
+    ctx,
+  )
+  t.match(chatgpt, ['Logged in using ChatGPT (a@example.com, plus)', /Method/, /Account/, /Access token: +valid until 2030-01-01T01:00:00Z \(in 1 h\)/, /Next refresh: +2030-01-01T00:55:00Z \(in 55 min\)/, /Last refresh: +2029-12-31T22:00:00Z \(2 h ago\)/])
+  const out = statusLines(baseStatus({ loggedIn: false, mode: null, source: null, account: null }), null, ctx)
+  t.equal(out[0], 'Not logged in')
+  t.match(out[1], /codex-auth login/, 'says what to run')
+  t.match(out.join('\n'), /Credentials: +none served; store "file"/)
+  const env = statusLines(baseStatus({ mode: 'apikey', source: 'env', account: null }), 'sk-proj-0123456789abcde', ctx)
+  t.match(env, ['API key configured - sk-proj-***abcde', /Method: +API key/, /API key: +from codex-authd's environment \(OPENAI_API_KEY\)/, /restart codex-authd with another OPENAI_API_KEY, or none/])
+  const sysd = statusLines(baseStatus({ mode: 'apikey', source: 'env', account: null }), null, { ...ctx, setup: { kind: 'systemd' } })
+  t.match(sysd.join('\n'), /systemctl --user restart codex-authd\.service/, 'systemd: how to change the unit environment')
+  const file = statusLines(baseStatus({ mode: 'apikey', source: 'auth.json', account: null }), null, ctx)
+  t.match(file.join('\n'), /API key: +from auth\.json; `codex-auth login --with-api-key` replaces it, `codex-auth logout` removes it/)
+  for (const [iso, want] of [['2030-01-01T00:00:05Z', 'in 5 s'], ['2029-12-31T23:50:00Z', '10 min ago'], ['2030-01-05T00:00:00Z', 'in 4 days'], ['bogus', 'unknown']] as const) {
+    t.equal(relativeTime(iso, ctx.now), want, iso)
+  }
+})
+
+t.test('login wording: the live line, the browser, the ending', async (t) => {
+  t.equal(formatDuration(0), '0:00')
+  t.equal(formatDuration(42_900), '0:42')
+  t.equal(formatDuration(14 * 60_000 + 18_000), '14:18')
+  t.equal(formatDuration(3_723_000), '1:02:03')
+  t.equal(formatDuration(-5000), '0:00', 'never negative')
+  t.equal(progressLine(0, 42_000, 900_000), 'Waiting for the login to complete: 0:42 elapsed, 14:18 left (Ctrl-C to cancel)')
+  t.equal(progressLine(0, 42_000, null), 'Waiting for the login to complete: 0:42 elapsed (Ctrl-C to cancel)')
+  t.match(browserOpener('http://x', 'linux', {}), { ok: false, reason: /neither DISPLAY nor WAYLAND_DISPLAY/ })
+  t.strictSame(browserOpener('http://x', 'linux', { WAYLAND_DISPLAY: 'wayland-0' }), { ok: true, command: 'xdg-open', args: ['http://x'] })
+  t.strictSame(browserOpener('http://x', 'darwin', {}), { ok: true, command: 'open', args: ['http://x'] })
+  const started = { loginId: 'L', method: 'browser', authUrl: 'http://127.0.0.1:9/authorize?x=1', callbackUrl: 'http://localhost:1455/auth/callback', expiresAt: '' } as const
+  t.strictSame(browserLoginLines(started, { kind: 'open' }).slice(0, 2), ['Starting local login server on http://localhost:1455.', 'Opening your browser. If it did not open, navigate to this URL to authenticate:'])
+  t.equal(browserLoginLines(started, { kind: 'not-asked' })[1], 'Navigate to this URL to authenticate:')
+  t.match(browserLoginLines(started, { kind: 'none', reason: 'no graphical session here' }).join('\n'), /No browser can be opened: no graphical session here\.\n.*ssh -L 1455:localhost:1455.*\n.*codex-auth login --device/)
+  t.strictSame(loginOutcome({ loginId: 'L', status: 'succeeded', error: null }), { ok: true, line: 'Successfully logged in' })
+  t.strictSame(loginOutcome({ loginId: 'L', status: 'cancelled', error: { reason: 'cancelled', message: 'Login cancelled' } }), { ok: false, line: 'Login cancelled' })
+  t.strictSame(loginOutcome({ loginId: 'L', status: 'cancelled', error: { reason: 'cancelled_from_outside', message: 'a new codex login (pid 7)' } }), { ok: false, line: 'Login cancelled: a new codex login (pid 7) (cancelled_from_outside)' })
+  t.strictSame(loginOutcome({ loginId: 'L', status: 'expired', error: { reason: 'expired', message: 'not completed within 15 minutes' } }), { ok: false, line: 'Login expired: not completed within 15 minutes (expired)' })
+})
+
+t.test('how to start the daemon here', async (t) => {
+  const only = (file: string) => (f: string) => f === file
+  t.strictSame(serviceSetup('linux', { HOME: '/home/u' }, only('/home/u/.config/systemd/user/codex-authd.socket')), { kind: 'systemd' })
+  t.strictSame(serviceSetup('linux', { HOME: '/home/u', XDG_CONFIG_HOME: '/x' }, only('/x/systemd/user/codex-authd.socket')), { kind: 'systemd' })
+  t.strictSame(serviceSetup('linux', {}, only('/usr/lib/systemd/user/codex-authd.socket')), { kind: 'systemd' }, "a package's unit")
+  t.strictSame(serviceSetup('linux', { HOME: '/home/u' }, () => false), { kind: 'none' })
+  const plist = '/Users/u/Library/LaunchAgents/com.github.codex-authd.plist'
+  t.strictSame(serviceSetup('darwin', { HOME: '/Users/u' }, only(plist)), { kind: 'launchd', plist })
+  t.strictSame(serviceSetup('darwin', { HOME: '/Users/u' }, () => false), { kind: 'none' })
+  t.strictSame(serviceSetup('freebsd', { HOME: '/home/u' }, () => true), { kind: 'none' }, 'no systemctl off Linux')
+  t.match(startHint({ kind: 'systemd' }), /^Start it with `systemctl --user start codex-authd\.socket`/)
+  t.match(startHint({ kind: 'launchd', plist }), /^Start it with `launchctl kickstart gui\/\$\(id -u\)\/com\.github\.codex-authd`.*launchctl bootstrap gui\/\$\(id -u\) \/Users\/u\/Library/)
+  t.match(startHint({ kind: 'none' }), /^Start it with `codex-authd` .*`npm start`.*`codex-authd service install`/)
 })
 
 t.test('lookupCommand (execvp rules)', async (t) => {
@@ -231,14 +300,22 @@ t.test('bundle: daemon unreachable (2), exec setup failure (125)', async (t) => 
   const sock = nobody()
   // (with --json the same failure is a JSON object on stdout: test/cli-help-json.test.ts)
   const cmds = [['status'], ['token'], ['env'], ['refresh'], ['logout'], ['watch'], ['login', '--device']]
-  const results = await Promise.all(cmds.map((args) => runCli(args, { socket: sock })))
+  // No unit installed (an empty config home): the daemon itself; with the socket unit in
+  // $XDG_CONFIG_HOME/systemd/user: systemctl --user.
+  const noUnit = { XDG_CONFIG_HOME: tempDir('cad-xdg-'), XDG_DATA_HOME: tempDir('cad-xdg-') }
+  const withUnit = { ...noUnit, XDG_CONFIG_HOME: tempDir('cad-xdg-') }
+  fs.mkdirSync(path.join(withUnit.XDG_CONFIG_HOME, 'systemd', 'user'), { recursive: true })
+  fs.writeFileSync(path.join(withUnit.XDG_CONFIG_HOME, 'systemd', 'user', 'codex-authd.socket'), '[Socket]\n')
+  const results = await Promise.all(cmds.map((args) => runCli(args, { socket: sock, env: noUnit })))
   for (const [i, args] of cmds.entries()) {
     const r = results[i]!
     t.equal(r.code, 2, `${args.join(' ')} -> 2`)
-    t.match(r.stderr, /systemctl --user start codex-authd\.socket/)
-    t.match(r.stderr, /codex-authd/)
+    t.match(r.stderr, /Start it with `codex-authd` \(with the same --codex-home\/--socket; in a checkout: `npm start`\), or install it as a service: `codex-authd service install`\./)
+    t.notMatch(r.stderr, /systemctl/, 'no systemctl hint without the unit')
     t.equal(r.stdout, '')
   }
+  const unit = await runCli(['status'], { socket: sock, env: withUnit })
+  t.match(unit.stderr, /Start it with `systemctl --user start codex-authd\.socket`, or run `codex-authd`/, 'the unit installed: systemctl --user')
   const viaEnv = await runCli(['status'], { env: { CODEX_AUTHD_SOCK: sock } })
   t.equal(viaEnv.code, 2, 'CODEX_AUTHD_SOCK is honoured')
   t.match(viaEnv.stderr, sock)
@@ -250,7 +327,7 @@ t.test('bundle: daemon unreachable (2), exec setup failure (125)', async (t) => 
 
   const e = await runCli(['exec', '--', 'true'], { socket: sock })
   t.equal(e.code, 125, 'exec: daemon unreachable -> 125')
-  t.match(e.stderr, /systemctl --user start/)
+  t.match(e.stderr, /codex-authd is not running/)
 })
 
 t.test('bundle: exec fails before connecting (125/126/127)', async (t) => {
@@ -281,11 +358,21 @@ t.test('logged out: status 1, token/env 1, exec 125', async (t) => {
   const d = stopAtTeardown(t, await startDaemon())
   const s = await runCli(['status'], { socket: d.socket })
   t.equal(s.code, 1)
-  t.equal(s.stdout, 'Not logged in\n')
+  const lines = s.stdout.split('\n')
+  t.equal(lines[0], 'Not logged in')
+  t.match(lines[1], /Log in with `codex-auth login` \(a browser\), `codex-auth login --device`/, 'says what to run')
+  t.match(s.stdout, new RegExp(`Credentials: +none served; store "file"; CODEX_HOME ${d.home}\n`))
+  t.match(s.stdout, new RegExp(`Daemon: +codex-authd \\S+, pid ${d.pid}, socket ${d.socket}, since `), "the daemon's pid and socket")
+  t.equal(s.stderr, '')
   const j = await runCli(['status', '--json'], { socket: d.socket })
   t.equal(j.code, 1)
   const st = JSON.parse(j.stdout) as Status
   t.match(st, { loggedIn: false, mode: null, daemon: { pid: d.pid, socket: d.socket }, settings: { codexHome: d.home } })
+  const lo = await runCli(['logout'], { socket: d.socket })
+  t.equal(lo.code, 0)
+  t.equal(lo.stdout, 'Not logged in\n', 'logout with nothing to remove')
+  const loj = await runCli(['logout', '--json'], { socket: d.socket })
+  t.strictSame(JSON.parse(loj.stdout), { wasLoggedIn: false, revoked: false })
   for (const cmd of ['token', 'env']) {
     const r = await runCli([cmd], { socket: d.socket })
     t.equal(r.code, 1, `${cmd} -> 1`)
@@ -304,7 +391,17 @@ t.test('API key from the daemon env: status, token, env, exec', async (t) => {
   const s = await runCli(['status'], { socket: d.socket })
   t.equal(s.code, 0)
   t.equal(s.stdout.split('\n')[0], MASKED, 'masked as Codex does')
+  t.match(s.stdout, /API key: +from codex-authd's environment \(OPENAI_API_KEY\), not from a file\n +To change or remove it, restart codex-authd with another OPENAI_API_KEY, or none, in its environment\./)
+  t.match(s.stdout, /Credentials: +served from env; store "file"/)
   t.notOk(s.stdout.includes(KEY) || s.stderr.includes(KEY), 'no key in status output')
+
+  // logout cannot remove a key from the daemon's environment: it says where the key comes from,
+  // never "Not logged in" while status says "API key configured".
+  const lo = await runCli(['logout'], { socket: d.socket })
+  t.equal(lo.code, 0)
+  t.match(lo.stdout, /^No auth\.json to remove\nAn API key from codex-authd's environment \(OPENAI_API_KEY\) is still served: logout cannot remove it\.\nTo change or remove it, restart codex-authd/)
+  t.notMatch(lo.stdout, /Not logged in/)
+  t.equal((await runCli(['status'], { socket: d.socket })).code, 0, 'still served after logout')
 
   const j = await runCli(['--json', 'status'], { socket: d.socket })
   t.equal(j.code, 0)
@@ -321,9 +418,9 @@ t.test('API key from the daemon env: status, token, env, exec', async (t) => {
 
   const env = await runCli(['env'], { socket: d.socket })
   t.equal(env.code, 0)
-  t.match(env.stdout, /^export CODEX_AUTH_MODE='apikey'\nexport OPENAI_API_KEY='.*'\nexport CODEX_API_KEY='.*'\n$/)
-  const evald = spawnSync('sh', ['-c', `${env.stdout}\nprintf '%s\\n%s\\n%s' "$CODEX_AUTH_MODE" "$OPENAI_API_KEY" "$CODEX_API_KEY"`], { encoding: 'utf8' })
-  t.ok(evald.stdout === `apikey\n${KEY}\n${KEY}`, 'eval of env gives back the exact key (quoting)')
+  t.match(env.stdout, /^export CODEX_AUTH_MODE='apikey'\nexport CODEX_AUTH_TOKEN='.*'\nexport OPENAI_API_KEY='.*'\nexport CODEX_API_KEY='.*'\n$/)
+  const evald = spawnSync('sh', ['-c', `${env.stdout}\nprintf '%s\\n%s\\n%s\\n%s' "$CODEX_AUTH_MODE" "$CODEX_AUTH_TOKEN" "$OPENAI_API_KEY" "$CODEX_API_KEY"`], { encoding: 'utf8' })
+  t.ok(evald.stdout === `apikey\n${KEY}\n${KEY}\n${KEY}`, 'eval of env gives back the exact key (quoting), CODEX_AUTH_TOKEN included')
 
   // exec: the child sees the credential in its environment only
   const probe =
@@ -336,7 +433,7 @@ t.test('API key from the daemon env: status, token, env, exec', async (t) => {
   const child = JSON.parse(ex.stdout) as { mode: string; openai: string; codex: string; token: string | null; argv: string[]; keep: string }
   t.equal(child.mode, 'apikey')
   t.ok(child.openai === KEY && child.codex === KEY, 'OPENAI_API_KEY and CODEX_API_KEY set')
-  t.equal(child.token, null, 'an inherited CODEX_AUTH_TOKEN is removed')
+  t.ok(child.token === KEY, 'CODEX_AUTH_TOKEN is the key (the inherited one replaced)')
   t.equal(child.keep, 'yes', 'the rest of the environment is inherited')
   t.equal(child.argv[child.argv.length - 1], 'arg1')
   t.notOk(child.argv.some((a) => a.includes(KEY)), 'no secret in argv')
@@ -408,6 +505,12 @@ t.test('login, logout, refresh against the real daemon', async (t) => {
   writeApiKeyAuth(home, KEY)
   const d = stopAtTeardown(t, await startDaemon({ home }))
 
+  const st = await runCli(['status'], { socket: d.socket })
+  t.equal(st.code, 0)
+  t.equal(st.stdout.split('\n')[0], MASKED)
+  t.match(st.stdout, /API key: +from auth\.json; `codex-auth login --with-api-key` replaces it, `codex-auth logout` removes it\n/)
+  t.match(JSON.parse((await runCli(['status', '--json'], { socket: d.socket })).stdout), { mode: 'apikey', source: 'auth.json' })
+
   const ref = await runCli(['refresh'], { socket: d.socket })
   t.equal(ref.code, 0, `refresh in API-key mode answers the API-key grant (${ref.stderr.trim()})`)
   t.equal(ref.stdout, 'Refreshed (an API key is being served)\n', 'no expiry: an API key is served')
@@ -436,8 +539,59 @@ t.test('login, logout, refresh against the real daemon', async (t) => {
   // fails as a daemon-side error (exit 3), naming the reason.
   const dev = await runCli(['login', '--device'], { socket: d.socket })
   t.equal(dev.code, 3, `login --device with an unreachable issuer -> 3 (${dev.stderr.trim()})`)
-  t.match(dev.stderr, /login failed|Login failed/)
+  t.match(dev.stderr, /login failed: Device code request failed: network error reaching 127\.0\.0\.1:9 \(bad port\)/, 'the host is named')
   t.equal((await runCli(['token'], { socket: d.socket })).stdout, key2 + '\n', 'the failed login left the key in place')
+})
+
+t.test('ChatGPT, a broken auth.json, a refresh backing off: status in words and JSON', async (t) => {
+  // One daemon, three states in turn. Its issuer is the discard port, so a due refresh backs off;
+  // CODEX_AUTHD_BACKOFF_SCALE makes that backoff last minutes, longer than any loaded machine needs.
+  const home = await makeHome()
+  const auth = chatgptAuth('words')
+  fs.writeFileSync(path.join(home, 'auth.json'), auth.text, { mode: 0o600 })
+  const d = stopAtTeardown(t, await startDaemon({ home, env: { CODEX_AUTHD_BACKOFF_SCALE: '300' } }))
+  const status = async () => JSON.parse((await runCli(['status', '--json'], { socket: d.socket })).stdout) as Status
+
+  const s = await runCli(['status'], { socket: d.socket })
+  t.equal(s.code, 0)
+  t.match(s.stdout, /^Logged in using ChatGPT \(words@example\.com, plus\)\n {2}Method: +ChatGPT\n {2}Account: +words@example\.com, plan plus, account acc-words\n {2}Access token: +valid until \S+ \(in (29|30) days\)\n/)
+  t.match(s.stdout, /Next refresh: +\S+ \(in \d+ days\)/)
+  t.match(s.stdout, /Credentials: +served from auth\.json; store "file"/)
+  const j = await runCli(['status', '--json'], { socket: d.socket })
+  t.equal(j.code, 0)
+  t.equal(Object.keys(JSON.parse(j.stdout))[0], 'problems', '--json: problems first')
+
+  // A broken file: the last good credential is still served (exit 0), and the problem comes first.
+  fs.writeFileSync(path.join(home, 'auth.json'), '{"auth_mode": "chatgpt", "tokens": ', { mode: 0o600 })
+  await until('the daemon to report auth.json unreadable', async () => (await status()).problems.some((p) => p.code === 'auth_unreadable'))
+  const broken = await runCli(['status'], { socket: d.socket })
+  t.equal(broken.code, 0, 'a credential is still served: exit 0')
+  const lines = broken.stdout.split('\n')
+  t.match(lines[0], new RegExp(`^Problem \\(auth_unreadable\\): .*\\[${home}/auth\\.json`), 'the problem is the first line')
+  t.match(lines[1], /^ {2}Fix .*auth\.json, or replace it: `codex-auth login` writes a new one, `codex-auth logout` removes it\.$/, 'with what to run')
+  t.ok(lines.includes('Logged in using ChatGPT (words@example.com, plus)'), 'then the headline')
+  const bj = await runCli(['status', '--json'], { socket: d.socket })
+  t.equal(bj.code, 0)
+  const first = Object.entries(JSON.parse(bj.stdout))[0]!
+  t.match(first, ['problems', [{ code: 'auth_unreadable', file: `${home}/auth.json` }]], '--json: the problem at the top')
+
+  // An access token that has expired: the refresh against the dead issuer backs off.
+  const now = Math.floor(Date.now() / 1000)
+  const tokens = auth.json.tokens as Record<string, string>
+  // last_refresh an hour ago: a refresh within the last 30 s would hold the next one back (loop guard).
+  const expired = {
+    ...auth.json,
+    tokens: { ...tokens, access_token: fakeJwt({ exp: now - 60, iat: now - 3600, 'https://api.openai.com/auth': { chatgpt_account_id: 'acc-words' } }) },
+    last_refresh: new Date((now - 3600) * 1000).toISOString(),
+  }
+  fs.writeFileSync(path.join(home, 'auth.json'), JSON.stringify(expired, null, 2), { mode: 0o600 })
+  await until('the refresh to back off', async () => (await status()).refresh.state === 'backoff', 30_000)
+  const off = await runCli(['status'], { socket: d.socket })
+  t.equal(off.code, 0, 'still logged in while backing off')
+  t.match(off.stdout, /Access token: +expired at \S+ \(\d+ (s|min) ago\)/)
+  t.match(off.stdout, /Refresh: +backing off after: Failed to refresh token: network error reaching 127\.0\.0\.1:9 \(bad port\) \(transient\); next attempt \S+ \(in \d+ (s|min)\)\. `codex-auth refresh` tries now\./)
+  t.notOk(off.stdout.includes(tokens.refresh_token!), 'no refresh token in the output')
+  t.match(JSON.parse((await runCli(['status', '--json'], { socket: d.socket })).stdout), { refresh: { state: 'backoff', lastError: { reason: 'transient' } } })
 })
 
 // ---------------------------------------------------------------------------------------------
@@ -482,12 +636,15 @@ t.test('scripted: browser login waits and succeeds', async (t) => {
   const { socket, calls } = await scriptedDaemon(t, (m, send) => {
     if (m.method === 'subscribe') send(ok(m.id, { subscribed: true }))
     else if (m.method === 'login')
-      send(ok(m.id, { loginId: 'L1', method: 'browser', authUrl: 'http://127.0.0.1:9/oauth/authorize?state=s', callbackUrl: 'http://127.0.0.1:1455/auth/callback' }))
+      send(ok(m.id, { loginId: 'L1', method: 'browser', authUrl: 'http://127.0.0.1:9/oauth/authorize?state=s', callbackUrl: 'http://127.0.0.1:1455/auth/callback', expiresAt: new Date(Date.now() + 15 * 60_000).toISOString() }))
     else if (m.method === 'awaitLogin') setTimeout(() => send(ok(m.id, { loginId: 'L1', status: 'succeeded', error: null })), 20)
   })
   const r = await runCli(['login', '--no-browser'], { socket })
-  t.equal(r.code, 0)
-  t.match(r.stdout, /Starting local login server on http:\/\/127\.0\.0\.1:1455\.\nIf your browser did not open, navigate to this URL to authenticate:\n\nhttp:\/\/127\.0\.0\.1:9\/oauth\/authorize\?state=s\n/)
+  t.equal(r.code, 0, r.stderr)
+  t.match(r.stdout, /Starting local login server on http:\/\/127\.0\.0\.1:1455\.\nNavigate to this URL to authenticate:\n\nhttp:\/\/127\.0\.0\.1:9\/oauth\/authorize\?state=s\n/)
+  t.notMatch(r.stdout, /did not open/, '--no-browser: no word of a browser that did not open')
+  t.match(r.stderr, /^Waiting for the login to complete: 0:\d\d elapsed, 1[45]:\d\d left \(Ctrl-C to cancel\)\n/, 'not a terminal: a plain progress line, with the time left')
+  t.notMatch(r.stderr, /\r|\x1b/, 'not a terminal: no carriage return, no escape sequence')
   t.match(r.stdout, /Successfully logged in\n$/)
   t.match(r.stderr, /Waiting/)
   t.match(calls, [{ method: 'subscribe' }, { method: 'login', params: { method: 'browser' } }, { method: 'awaitLogin', params: { loginId: 'L1' } }])
@@ -509,6 +666,8 @@ t.test('scripted: device login fails by notification (3)', async (t) => {
   t.match(r.stdout, /http:\/\/127\.0\.0\.1:9\/codex\/device/)
   t.match(r.stdout, /ABCD-EFGH/)
   t.match(r.stderr, /Login failed: the user said no \(access_denied\)/)
+  t.notMatch(r.stdout, /█/, 'no QR code when stdout is not a terminal')
+  t.match(r.stderr, /^Waiting for the login to complete: 0:\d\d elapsed, \d+:\d\d:\d\d left/, "the time left until the daemon's expiresAt")
 
   const j = await runCli(['--json', 'login', '--device'], { socket })
   t.equal(j.code, 3)

@@ -8,7 +8,8 @@ import { describeCallbackError } from '../src/login/browser.js'
 import { parseDeviceTokenAnswer, parseIntervalSeconds, parseUserCodeAnswer } from '../src/login/device.js'
 import { LoginError, safeCode, safeDescription } from '../src/login/errors.js'
 import { parseAwaitParams, parseCancelParams, parseLoginParams, parseLogoutParams } from '../src/daemon/params.js'
-import { describeAnswer, tokensFromBody } from '../src/login/oauth.js'
+import { describeAnswer, describeOidcError, tokensFromBody } from '../src/login/oauth.js'
+import { NetworkError, hostOf } from '../src/net/http.js'
 import { errorPage, escapeHtml, successPage } from '../src/login/pages.js'
 import { apiKeyAuthFile, chatgptAuthFile } from '../src/login/persist.js'
 import { codeChallenge, generatePkce, generateState, pkceFromBytes, statesMatch } from '../src/login/pkce.js'
@@ -115,8 +116,11 @@ t.test('token answers are described without secrets', async (t) => {
   t.equal(describeAnswer({ type: 'http', status: 400, body: { error: 'invalid_grant', error_description: 'code abc123 bad' }, text: '' }), 'HTTP 400 (invalid_grant)')
   t.equal(describeAnswer({ type: 'http', status: 401, body: { error: { code: 'token_expired', message: 'secret-ish' } }, text: '' }), 'HTTP 401 (token_expired)')
   t.equal(describeAnswer({ type: 'http', status: 500, body: { error: 'has spaces and sk-secret' }, text: '' }), 'HTTP 500')
-  t.equal(describeAnswer({ type: 'network', code: 'ECONNREFUSED' }), 'network error (ECONNREFUSED)')
-  t.equal(describeAnswer({ type: 'timeout' }), 'no answer in time')
+  t.equal(describeAnswer({ type: 'network', code: 'ENOTFOUND', host: 'auth.example.invalid' }), 'network error reaching auth.example.invalid (ENOTFOUND)', 'names the host')
+  t.equal(describeAnswer({ type: 'timeout', host: '127.0.0.1:9' }), 'no answer from 127.0.0.1:9 in time')
+  t.equal(describeOidcError(new NetworkError('idp.example.invalid', 'ENOTFOUND')), 'network error reaching idp.example.invalid (ENOTFOUND)', 'openid-client: the host too')
+  t.equal(describeOidcError(Object.assign(new Error('wrapped'), { cause: new NetworkError('idp.example.invalid:8443', 'timeout') })), 'no answer from idp.example.invalid:8443 in time')
+  t.equal(hostOf('https://auth.example.com/oauth/token?code=secret'), 'auth.example.com', 'the host, never the path or query')
   t.equal(safeCode('a b'), null)
   t.equal(safeDescription('x'.repeat(300))?.length, 201)
   t.equal(new LoginError('forbidden_by_policy', 'm').code, 'forbidden_by_policy')

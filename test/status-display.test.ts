@@ -49,7 +49,10 @@ t.test('claims with ESC sequences, C1 and bidi controls are escaped in codex-aut
   t.equal(human.code, 0)
   t.notMatch(human.stdout, RAW_UNSAFE, 'no raw control character reaches the terminal')
   t.match(human.stdout, 'Logged in using ChatGPT (evil\\x1b[2J\\x1b]0;owned\\x07\\x9b31m@example.com, plus\\u202etxt.exe)')
-  t.equal(human.stdout.split('\n').length, 2, 'one line: nothing forged')
+  const lines = human.stdout.split('\n')
+  t.match(lines[0], /^Logged in using ChatGPT \(/, 'the headline is one line')
+  t.match(lines[1], /^ {2}Method: +ChatGPT$/, 'the next line is the next field: nothing forged')
+  t.match(lines[2], /^ {2}Account: +evil\\x1b\[2J.*, plan plus\\u202etxt\.exe, account acc-\\x1b\[5m$/, 'the account line escaped too')
 
   const json = await runCli(['--json', 'status'], { socket: daemon.socket })
   t.equal(json.code, 0)

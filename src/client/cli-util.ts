@@ -81,7 +81,8 @@ const USAGE: Record<(typeof CLIENT_COMMANDS)[number], { synopsis: string; summar
   status: {
     synopsis: 'status',
     summary: 'how the daemon is logged in (exit 1 when nothing can be served)',
-    details: 'Prints the login method and account, refresh trouble and problems. --json prints the daemon\'s Status object.\n',
+    details:
+      'Prints problems first, with what to run; then the login method, account and plan, token expiry and\nnext refresh, where an API key comes from, the credential store and the daemon (pid, socket).\n--json prints the daemon\'s Status object, problems first.\n',
   },
   token: {
     synopsis: 'token [--min-validity S]',
@@ -116,7 +117,7 @@ const USAGE: Record<(typeof CLIENT_COMMANDS)[number], { synopsis: string; summar
   login: {
     synopsis: 'login [--device | --with-api-key] [--no-browser]',
     summary: 'log in (browser by default; the API key is read from stdin)',
-    details: '--device: a URL and a one-time code, for a machine without a browser. --with-api-key: reads the key\nfrom stdin (never argv), e.g. printenv OPENAI_API_KEY | codex-auth login --with-api-key.\n--no-browser: print the URL without opening a browser. Ctrl-C cancels the login.\n',
+    details: '--device: a URL, a one-time code and a QR code, for a machine without a browser. --with-api-key: reads\nthe key from stdin (never argv), e.g. printenv OPENAI_API_KEY | codex-auth login --with-api-key.\n--no-browser: print the URL without opening a browser. While waiting, a line shows the time elapsed\nand the time left; Ctrl-C cancels the login.\n',
   },
   logout: {
     synopsis: 'logout [--no-revoke]',
@@ -353,15 +354,19 @@ export function maskApiKey(key: string): string {
   return `${chars.slice(0, 8).join('')}***${chars.slice(-5).join('')}`
 }
 
-/** The variables `env` prints and `exec` sets, in order (docs/contract.md#codex-auth). */
+/**
+ * The variables `env` prints and `exec` sets, in order (docs/contract.md#codex-auth). In every
+ * mode CODEX_AUTH_MODE and CODEX_AUTH_TOKEN, the bearer token `codex-auth token` prints (so a
+ * script needs one variable whatever the login); then, for an API key, OPENAI_API_KEY and
+ * CODEX_API_KEY (what OpenAI's SDKs and `codex exec` read), for ChatGPT the account id.
+ */
 export function credentialEnv(grant: AuthGrant): Array<[string, string]> {
-  const vars: Array<[string, string]> = [['CODEX_AUTH_MODE', grant.mode]]
-  if (grant.mode === 'apikey') {
-    vars.push(['OPENAI_API_KEY', grant.token], ['CODEX_API_KEY', grant.token])
-  } else {
-    vars.push(['CODEX_AUTH_TOKEN', grant.token])
-    if (grant.accountId !== null) vars.push(['CODEX_AUTH_ACCOUNT_ID', grant.accountId])
-  }
+  const vars: Array<[string, string]> = [
+    ['CODEX_AUTH_MODE', grant.mode],
+    ['CODEX_AUTH_TOKEN', grant.token],
+  ]
+  if (grant.mode === 'apikey') vars.push(['OPENAI_API_KEY', grant.token], ['CODEX_API_KEY', grant.token])
+  else if (grant.accountId !== null) vars.push(['CODEX_AUTH_ACCOUNT_ID', grant.accountId])
   return vars
 }
 
@@ -417,23 +422,6 @@ export function statusHeadline(status: Status, apiKey: string | null): string {
   const plan = status.account?.planType ?? null
   const detail = [email, plan].filter((x): x is string => x !== null && x !== '')
   return detail.length > 0 ? `Logged in using ChatGPT (${detail.join(', ')})` : 'Logged in using ChatGPT'
-}
-
-/** The lines after the headline: refresh trouble, then problems. Never a secret. */
-export function statusDetails(status: Status): string[] {
-  const lines: string[] = []
-  const r = status.refresh
-  if (r.state === 'failed' || r.state === 'backoff') {
-    const why = r.lastError ? `${r.lastError.message} (${r.lastError.reason})` : 'unknown error'
-    const next = r.state === 'backoff' && r.nextAttemptAt ? `; next attempt at ${r.nextAttemptAt}` : ''
-    lines.push(`Token refresh ${r.state === 'failed' ? 'failed' : 'is backing off'}: ${why}${next}`)
-  }
-  for (const p of status.problems) {
-    let where = ''
-    if (p.file) where = ` [${p.file}${p.line !== null ? `:${p.line}${p.column !== null ? `:${p.column}` : ''}` : ''}]`
-    lines.push(`Problem (${p.code}): ${p.message}${where}`)
-  }
-  return lines
 }
 
 export type CommandLookup = { ok: true; file: string } | { ok: false; status: 126 | 127; reason: string }

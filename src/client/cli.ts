@@ -29,11 +29,12 @@ import {
   jsonRequested,
   lookupCommand,
   parseArgs,
-  statusDetails,
-  statusHeadline,
   humanLines,
   type ParsedArgs,
 } from './cli-util.js'
+import { browserLoginLines, browserOpener, deviceLoginLines, loginOutcome, Progress, progressLine, type BrowserPlan } from './login-view.js'
+import { serviceSetup } from './service-hint.js'
+import { envKeyHint, statusJson, statusLines } from './status-view.js'
 import { jsonForTerminal } from '../text.js'
 import { VERSION } from '../version.js'
 import { givenCodexHome } from '../paths.js'
@@ -214,7 +215,7 @@ async function cmdStatus(a: ParsedArgs): Promise<number> {
   try {
     const status = await client.status()
     if (a.json) {
-      json(status, 2)
+      json(statusJson(status), 2)
     } else {
       let key: string | null = null
       if (status.loggedIn && status.mode === 'apikey') {
@@ -225,7 +226,7 @@ async function cmdStatus(a: ParsedArgs): Promise<number> {
           // the headline then goes without the mask
         }
       }
-      say(statusHeadline(status, key), ...statusDetails(status))
+      say(...statusLines(status, key, { now: Date.now(), setup: serviceSetup(process.platform, process.env) }))
     }
     return status.loggedIn ? CliExit.Ok : CliExit.NotLoggedIn
   } finally {
@@ -460,16 +461,25 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8')
 }
 
-function openBrowser(url: string): void {
-  const darwin = process.platform === 'darwin'
-  if (!darwin && !process.env.DISPLAY && !process.env.WAYLAND_DISPLAY) return
+/**
+ * Opens `url` in a browser when there is one here (login-view.ts browserOpener), and tells through
+ * `note` when the opener could not run or failed. Returns what is being done, for the words.
+ */
+function openBrowser(url: string, noBrowser: boolean, note: (line: string) => void): BrowserPlan {
+  if (noBrowser) return { kind: 'not-asked' }
+  const opener = browserOpener(url, process.platform, process.env)
+  if (!opener.ok) return { kind: 'none', reason: opener.reason }
   try {
-    const child = spawn()(darwin ? 'open' : 'xdg-open', [url], { stdio: 'ignore', detached: true })
-    child.on('error', () => {})
+    const child = spawn()(opener.command, opener.args, { stdio: 'ignore', detached: true })
+    child.on('error', (e: NodeJS.ErrnoException) => note(`Could not open a browser (${opener.command}: ${e.code === 'ENOENT' ? 'not installed' : e.message}); open the URL above.`))
+    child.on('exit', (code) => {
+      if (code !== null && code !== 0) note(`Could not open a browser (${opener.command} exited ${code}); open the URL above.`)
+    })
     child.unref()
-  } catch {
-    // no browser: the URL is printed anyway
+  } catch (e) {
+    return { kind: 'none', reason: `${opener.command} could not be run (${e instanceof Error ? e.message : String(e)})` }
   }
+  return { kind: 'open' }
 }
 
 /** Subscribes before the login starts, so that no loginCompleted can be missed. */
@@ -526,63 +536,75 @@ async function cmdLogin(a: ParsedArgs): Promise<number> {
   }
 
   const client = await open(a)
-  let loginId: string | null = null
-  const onSigint = () => {
-    const id = loginId
-    const done = (): never => {
-      err('Login cancelled')
-      client.close()
-      process.exit(128 + (os.constants.signals.SIGINT ?? 2))
-    }
-    if (id === null) done()
-    else client.cancelLogin({ loginId: id }).then(done, done)
+  // Ctrl-C asks the daemon to cancel; how the login ended is then printed once, by the one path
+  // that prints every ending (the result: `cancelled`, or whatever came first). Printing it in
+  // the signal handler too raced the loginCompleted notification: two "Login cancelled" lines.
+  let interrupted: NodeJS.Signals | null = null
+  let cancelled: () => void = () => {}
+  const cancelRequested = new Promise<void>((resolve) => {
+    cancelled = resolve
+  })
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupted !== null) return
+    interrupted = signal
+    cancelled()
   }
-  process.on('SIGINT', onSigint)
-  process.on('SIGTERM', onSigint)
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  let progress: Progress | null = null
+  const interruptedExit = () => 128 + (os.constants.signals[interrupted ?? 'SIGINT'] ?? 2)
   try {
     const waiter = await loginWaiter(client)
     const started: LoginStarted = await client.login({ method: a.device ? 'device' : 'browser' })
-    loginId = started.loginId
+    if (started.method === 'apikey') return CliExit.Ok
+    const startedAt = Date.now()
+    const expiresAt = Date.parse(started.expiresAt)
+    if (!a.json) progress = new Progress(process.stderr, () => progressLine(startedAt, Date.now(), Number.isNaN(expiresAt) ? null : expiresAt))
+    const note = (line: string) => (progress !== null ? progress.note(line) : err(line))
+    const plan = openBrowser(started.method === 'browser' ? started.authUrl : started.verificationUrl, a.noBrowser, note)
     if (a.json) {
       json(started)
     } else if (started.method === 'browser') {
-      let origin = started.callbackUrl
-      try {
-        origin = new URL(started.callbackUrl).origin
-      } catch {
-        // keep the URL as given
-      }
-      say(`Starting local login server on ${origin}.`, 'If your browser did not open, navigate to this URL to authenticate:', '', started.authUrl, '')
-    } else if (started.method === 'device') {
-      say(
-        'Follow these steps to sign in with ChatGPT using device code authorization:',
-        '',
-        '1. Open this link in your browser and sign in to your account',
-        `   ${started.verificationUrl}`,
-        '',
-        `2. Enter this one-time code (expires at ${started.expiresAt})`,
-        `   ${started.userCode}`,
-        '',
-      )
+      say(...browserLoginLines(started, plan))
+    } else {
+      // The QR code only for a person at a terminal; a pipe or a log gets the URL and the code.
+      const qr = process.stdout.isTTY === true ? (await import('./qr.js')).qrLines(started.verificationUrl) : null
+      say(...deviceLoginLines(started, qr, plan))
     }
-    if (started.method === 'browser' && !a.noBrowser) openBrowser(started.authUrl)
-    if (started.method === 'apikey') return CliExit.Ok
-    if (!a.json) err('Waiting for the login to complete (Ctrl-C to cancel)...')
-    const result = await waiter.wait(started.loginId)
+    progress?.start()
+    const ended = waiter.wait(started.loginId)
+    const first = await Promise.race([ended, cancelRequested.then(() => null)])
+    let result: LoginResult
+    if (first !== null) result = first
+    else {
+      // Interrupted: ask the daemon to end the login, then report the ending it answers (which
+      // is `succeeded` when the login completed meanwhile). A daemon that does not answer within
+      // 5 s is not waited for.
+      const asked = client.cancelLogin({ loginId: started.loginId }).catch(() => null)
+      const local: LoginResult = { loginId: started.loginId, status: 'cancelled', error: null }
+      result = await Promise.race([ended, asked.then(() => ended), new Promise<LoginResult>((r) => setTimeout(() => r(local), 5000).unref())])
+    }
     waiter.close()
+    progress?.stop()
     if (a.json) json(result)
-    if (result.status === 'succeeded') {
-      if (!a.json) say('Successfully logged in')
-      return CliExit.Ok
-    }
+    const { ok, line } = loginOutcome(result)
     if (!a.json) {
-      const why = result.error ? `${result.error.message} (${result.error.reason})` : result.status
-      err(`Login ${result.status === 'cancelled' ? 'cancelled' : result.status === 'expired' ? 'expired' : 'failed'}: ${why}`)
+      if (ok) say(line)
+      else err(line)
     }
-    return CliExit.DaemonFailure
+    if (ok) return CliExit.Ok
+    return interrupted !== null && result.status === 'cancelled' ? interruptedExit() : CliExit.DaemonFailure
+  } catch (e) {
+    if (interrupted !== null) {
+      progress?.stop()
+      if (!a.json) err('Login cancelled')
+      return interruptedExit()
+    }
+    throw e
   } finally {
-    process.off('SIGINT', onSigint)
-    process.off('SIGTERM', onSigint)
+    progress?.stop()
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
     client.close()
   }
 }
@@ -601,8 +623,22 @@ async function cmdLogout(a: ParsedArgs): Promise<number> {
       }
     }
     const r = await client.logout({ revoke })
+    // logout removes auth.json; a key from the daemon's environment is still served after it.
+    let after: Status | null = null
+    try {
+      after = await client.status()
+    } catch {
+      // the words below then say only what logout did
+    }
+    const envKey = after !== null && after.loggedIn && after.source === 'env'
     if (a.json) json(r)
-    else say(r.wasLoggedIn ? 'Successfully logged out' : 'Not logged in')
+    else if (envKey) {
+      say(
+        r.wasLoggedIn ? 'Successfully logged out (auth.json removed)' : 'No auth.json to remove',
+        "An API key from codex-authd's environment (OPENAI_API_KEY) is still served: logout cannot remove it.",
+        envKeyHint(serviceSetup(process.platform, process.env)),
+      )
+    } else say(r.wasLoggedIn ? 'Successfully logged out' : 'Not logged in')
     if (revoke && r.wasLoggedIn && hadTokens && !r.revoked) {
       err('Note: the refresh token could not be revoked at the issuer; the local credentials were removed.')
     }

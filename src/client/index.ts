@@ -40,6 +40,7 @@ import {
   type Status,
 } from '../rpc/contract.js'
 import { VERSION } from '../version.js'
+import { serviceSetup, startHint } from './service-hint.js'
 
 export * from '../rpc/contract.js'
 
@@ -93,8 +94,7 @@ export class DaemonUnreachableError extends Error {
   constructor(socket: string, errno: string | null, detail?: string) {
     super(
       `codex-authd is not running: ${detail ?? `cannot connect to ${socket}${errno ? ` (${errno})` : ''}`}. ` +
-        'Start it with `systemctl --user start codex-authd.socket`, or run `codex-authd` ' +
-        '(with the same --codex-home/--socket).',
+        startHint(serviceSetup(process.platform, process.env)),
     )
     this.name = 'DaemonUnreachableError'
     this.socket = socket

@@ -3,7 +3,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { UsageError, usageLines } from '../cli-common.js'
 import { escapeControls } from '../text.js'
-import { createLogger } from '../log.js'
+import { createLogger, terminalDestination } from '../log.js'
 import { DaemonExit } from '../rpc/contract.js'
 import { VERSION } from '../version.js'
 import { StartError, errorSummary, startDaemon } from './daemon.js'
@@ -43,7 +43,7 @@ async function main(argv: string[]): Promise<number> {
     })
   }
 
-  const log = createLogger(command.options.logLevel)
+  const log = createLogger(command.options.logLevel, 1, await terminalDestination(1, process.env))
   // Start-up awaits files, locks and watches; if the loop ever ran dry before it finished, Node
   // would exit 0 without a word. Say so, and fail, instead.
   const stalled = (): void => {
@@ -65,8 +65,9 @@ async function main(argv: string[]): Promise<number> {
     })
   } catch (e) {
     if (e instanceof StartError) {
-      log.error({ exitCode: e.exitCode }, e.message)
-      process.stderr.write(`codex-authd: ${e.message}\n`)
+      // Said once, on stderr, in words: not also as a log record on stdout (on a terminal both
+      // would show; journald and launchd's log file collect both streams).
+      process.stderr.write(`codex-authd: ${escapeControls(e.message)}\n`)
       return e.exitCode
     }
     throw e

@@ -35,7 +35,7 @@ import { BrowserLoginServer } from './browser.js'
 import { startOidcDevice, startOpenAiDevice, type DeviceLogin } from './device.js'
 import { LoginError } from './errors.js'
 import { PortsBusyError } from './loopback.js'
-import { exchangeCodeOidc, exchangeCodeOpenAi, revokeTokens, type LoginTokens } from './oauth.js'
+import { describeOidcError, exchangeCodeOidc, exchangeCodeOpenAi, revokeTokens, type LoginTokens } from './oauth.js'
 import { lockTimeoutMessage, persistApiKeyLogin, persistChatgptLogin, removeAuthFile } from './persist.js'
 import { generatePkce, generateState } from './pkce.js'
 import { LoginSession, type SuccessInfo } from './session.js'
@@ -247,7 +247,7 @@ export class LoginManager {
         authorizationEndpoint = ep
       } catch (e) {
         if (e instanceof LoginError) throw e
-        throw new LoginError('login_failed', 'the issuer could not be discovered')
+        throw new LoginError('login_failed', `the issuer could not be discovered: ${describeOidcError(e)}`)
       }
     }
     const server = await BrowserLoginServer.start({
@@ -271,9 +271,10 @@ export class LoginManager {
       allowedWorkspaceIds: this.settings.forcedChatgptWorkspaceIds,
       originator: originator(env),
     })
+    const expiresAt = new Date(Date.now() + this.timeoutMs).toISOString()
     this.track(session, server, Promise.resolve(), this.timeoutMs)
     this.deps.log.info({ loginId: session.id, method: 'browser', port: server.port }, 'login started')
-    return { loginId: session.id, method: 'browser', authUrl, callbackUrl: server.redirectUri }
+    return { loginId: session.id, method: 'browser', authUrl, callbackUrl: server.redirectUri, expiresAt }
   }
 
   // ---------------------------------------------------------------- device

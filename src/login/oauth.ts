@@ -4,7 +4,7 @@
 // secret.
 import type { IssuerConfig } from '../net/issuer.js'
 import { oidcConfiguration, openAiEndpoints, originator } from '../net/issuer.js'
-import { post, type HttpAnswer } from '../net/http.js'
+import { NetworkError, networkMessage, post, type HttpAnswer } from '../net/http.js'
 import { orTimeout } from '../timeout.js'
 import { VERSION } from '../version.js'
 import { LoginError, safeCode } from './errors.js'
@@ -38,9 +38,9 @@ export function tokensFromBody(body: unknown): LoginTokens | null {
 export function describeAnswer(a: HttpAnswer): string {
   switch (a.type) {
     case 'network':
-      return `network error (${a.code})`
+      return networkMessage(a.host, a.code)
     case 'timeout':
-      return 'no answer in time'
+      return networkMessage(a.host, 'timeout')
     case 'unparsable':
       return `HTTP ${a.status} with a body that is not JSON`
     case 'http': {
@@ -86,6 +86,9 @@ export async function exchangeCodeOpenAi(issuer: IssuerConfig, env: NodeJS.Proce
 
 /** What openid-client threw, as a safe one-liner (its code and the server's error code). */
 export function describeOidcError(e: unknown): string {
+  if (e instanceof NetworkError) return e.message
+  const cause = (e as { cause?: unknown } | null)?.cause
+  if (cause instanceof NetworkError) return cause.message
   const o = (e ?? {}) as Record<string, unknown>
   const parts: string[] = []
   const code = safeCode(o.code)
@@ -94,8 +97,8 @@ export function describeOidcError(e: unknown): string {
   if (error) parts.push(error)
   const status = typeof o.status === 'number' ? o.status : null
   if (status !== null) parts.push(`HTTP ${status}`)
-  const cause = o.cause as { status?: unknown } | undefined
-  if (status === null && cause && typeof cause.status === 'number') parts.push(`HTTP ${cause.status}`)
+  const answered = o.cause as { status?: unknown } | undefined
+  if (status === null && answered && typeof answered.status === 'number') parts.push(`HTTP ${answered.status}`)
   return parts.length > 0 ? parts.join(', ') : e instanceof Error ? e.name : 'error'
 }
 

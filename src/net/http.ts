@@ -87,8 +87,8 @@ async function warmUp(fetch: typeof import('undici').fetch, signal: AbortSignal)
 export type HttpAnswer =
   | { type: 'http'; status: number; body: unknown; text: string }
   | { type: 'unparsable'; status: number; text: string }
-  | { type: 'network'; code: string }
-  | { type: 'timeout' }
+  | { type: 'network'; code: string; host: string }
+  | { type: 'timeout'; host: string }
 
 export interface PostOptions {
   timeoutMs: number
@@ -122,8 +122,8 @@ async function request(fetch: typeof import('undici').fetch, agent: Dispatcher, 
     status = res.status
     text = await res.text()
   } catch (e) {
-    if (signal.aborted) return { type: 'timeout' }
-    return { type: 'network', code: networkCode(e) }
+    if (signal.aborted) return { type: 'timeout', host: hostOf(url) }
+    return { type: 'network', code: networkCode(e), host: hostOf(url) }
   }
   if (text.trim() === '') return { type: 'http', status, body: null, text }
   try {
@@ -142,14 +142,15 @@ export function proxiedFetchFor(tap?: (status: number, text: string) => void, ti
   return async (url: string, options: { method?: string; headers?: Record<string, string> | Headers; body?: unknown; redirect?: string; signal?: AbortSignal }): Promise<Response> => {
     const [agent, fetch] = await load()
     const headers = options.headers instanceof Headers ? Object.fromEntries(options.headers.entries()) : options.headers
-    const res = await fetch(url, {
-      method: options.method,
-      headers,
-      body: options.body as string | undefined,
-      redirect: 'manual',
-      dispatcher: agent,
-      signal: options.signal ?? AbortSignal.timeout(timeoutMs),
-    })
+    const signal = options.signal ?? AbortSignal.timeout(timeoutMs)
+    let res
+    try {
+      res = await fetch(url, { method: options.method, headers, body: options.body as string | undefined, redirect: 'manual', dispatcher: agent, signal })
+    } catch (e) {
+      // The caller's own abort stays what it is; a fault of the network names the host it was for.
+      if (options.signal?.aborted) throw e
+      throw new NetworkError(hostOf(url), signal.aborted ? 'timeout' : networkCode(e))
+    }
     const text = await res.text()
     tap?.(res.status, text)
     // openid-client checks `instanceof Response` against the global class, not undici's.
@@ -160,9 +161,40 @@ export function proxiedFetchFor(tap?: (status: number, text: string) => void, ti
   }
 }
 
+/**
+ * A request that got no HTTP answer, naming the host it was for: "ENOTFOUND" alone does not say
+ * which name did not resolve (the issuer, a proxy's target, an override URL). `code` is the errno
+ * code (ENOTFOUND, ECONNREFUSED...), or `timeout`.
+ */
+export class NetworkError extends Error {
+  constructor(
+    readonly host: string,
+    readonly code: string,
+  ) {
+    super(networkMessage(host, code))
+    this.name = 'NetworkError'
+  }
+}
+
+/** The words for a request that got no HTTP answer: `network error reaching auth.openai.com (ENOTFOUND)`. */
+export function networkMessage(host: string, code: string): string {
+  return code === 'timeout' ? `no answer from ${host} in time` : `network error reaching ${host} (${code})`
+}
+
+/** The host (and port) of a URL, as a message names it; never its path or query (a code could be there). */
+export function hostOf(url: string): string {
+  try {
+    return new URL(url).host
+  } catch {
+    return '(an unparsable URL)'
+  }
+}
+
 function networkCode(e: unknown): string {
-  const cause = (e as { cause?: { code?: unknown } } | null)?.cause
+  const cause = (e as { cause?: { code?: unknown; message?: unknown } } | null)?.cause
   if (cause && typeof cause.code === 'string') return cause.code
+  // undici's refusals without an errno ("bad port": a port fetch never uses): its short words.
+  if (cause && typeof cause.message === 'string' && /^[a-z][\w .-]{0,40}$/i.test(cause.message)) return cause.message
   const code = (e as { code?: unknown } | null)?.code
   return typeof code === 'string' ? code : 'ERR_NETWORK'
 }

@@ -71,8 +71,8 @@ export interface RefreshFailure {
 /** What the token endpoint answered, as far as classification needs it. */
 export type TokenAnswer =
   | { type: 'http'; status: number; body: unknown }
-  | { type: 'network'; code: string }
-  | { type: 'timeout' }
+  | { type: 'network'; code: string; host?: string }
+  | { type: 'timeout'; host?: string }
   | { type: 'unparsable'; status: number }
 
 const MESSAGES: Record<RefreshFailureKind, string> = {
@@ -98,8 +98,9 @@ export function answerCode(body: unknown): string | null {
 
 /** Classification as Codex does it (docs/codex-compat.md#refresh-errors). */
 export function classifyFailure(answer: TokenAnswer): RefreshFailure {
-  if (answer.type === 'network') return transient(null, `Failed to refresh token: network error (${answer.code})`)
-  if (answer.type === 'timeout') return transient(null, 'Failed to refresh token: the token endpoint did not answer in time')
+  // The host named when known: "ENOTFOUND" alone does not say which name did not resolve.
+  if (answer.type === 'network') return transient(null, `Failed to refresh token: network error${answer.host ? ` reaching ${answer.host}` : ''} (${answer.code})`)
+  if (answer.type === 'timeout') return transient(null, `Failed to refresh token: the token endpoint${answer.host ? ` (${answer.host})` : ''} did not answer in time`)
   if (answer.type === 'unparsable') return transient(answer.status, 'Failed to refresh token: the token endpoint answer is invalid')
   const { status } = answer
   const code = answerCode(answer.body)

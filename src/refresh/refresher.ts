@@ -3,7 +3,7 @@
 import { formatLastRefresh } from '../codex/authfile.js'
 import { decodeAccessTokenClaims, decodeIdTokenClaims, isCodexValidIdToken } from '../codex/jwt.js'
 import type { Logger } from '../log.js'
-import { post, preloadHttp } from '../net/http.js'
+import { NetworkError, post, preloadHttp } from '../net/http.js'
 import { oidcConfiguration, openAiEndpoints, originator, type IssuerConfig } from '../net/issuer.js'
 import type { ErrorInfo, RefreshState } from '../rpc/contract.js'
 import type { AuthState, PendingTokens } from '../state/cache.js'
@@ -807,8 +807,9 @@ export class Refresher {
     } catch (e) {
       const seen = this.rawAnswer as { status: number; text: string } | null
       if (seen === null) {
-        const timeout = (e as Error)?.name === 'TimeoutError' || (e as Error)?.name === 'AbortError'
-        return { ok: false, answer: timeout ? { type: 'timeout' } : { type: 'network', code: (e as { code?: string })?.code ?? 'ERR_NETWORK' } }
+        const timeout = (e as Error)?.name === 'TimeoutError' || (e as Error)?.name === 'AbortError' || (e instanceof NetworkError && e.code === 'timeout')
+        const host = e instanceof NetworkError ? { host: e.host } : {}
+        return { ok: false, answer: timeout ? { type: 'timeout', ...host } : { type: 'network', code: (e as { code?: string })?.code ?? 'ERR_NETWORK', ...host } }
       }
       let body: unknown = null
       try {

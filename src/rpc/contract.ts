@@ -160,8 +160,12 @@ export interface PlaceholderRevokeParams {
 
 export type LoginMethod = 'browser' | 'device' | 'apikey'
 
+/**
+ * `expiresAt` (browser: added 2026-11-30): when the daemon gives up on the login (status `expired`),
+ * so that a client can show the time left.
+ */
 export type LoginStarted =
-  | { loginId: string; method: 'browser'; authUrl: string; callbackUrl: string }
+  | { loginId: string; method: 'browser'; authUrl: string; callbackUrl: string; expiresAt: string }
   | { loginId: string; method: 'device'; verificationUrl: string; userCode: string; expiresAt: string }
   | { loginId: string; method: 'apikey'; status: 'succeeded' }
 

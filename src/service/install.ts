@@ -9,6 +9,7 @@ import { promises as fs } from 'node:fs'
 import path from 'node:path'
 import { writeFileAtomic } from '../store/atomic-write.js'
 import { UsageError, shellQuote } from '../cli-common.js'
+import { LAUNCHD_LABEL, LAUNCHD_PLIST, SYSTEMD_SERVICE_UNIT, SYSTEMD_SOCKET_UNIT } from '../service-names.js'
 
 export interface ServiceContext {
   env: NodeJS.ProcessEnv
@@ -30,11 +31,8 @@ export type RenderContext = Pick<ServiceContext, 'env' | 'nodePath' | 'daemonPat
 
 /** Every file `service install` writes carries this text in its first lines. */
 export const SERVICE_MARKER = 'Written by codex-authd service install'
-export const SYSTEMD_SOCKET_UNIT = 'codex-authd.socket'
-export const SYSTEMD_SERVICE_UNIT = 'codex-authd.service'
+export { LAUNCHD_LABEL, LAUNCHD_PLIST, SYSTEMD_SERVICE_UNIT, SYSTEMD_SOCKET_UNIT }
 export const SYSTEMD_UNITS = [SYSTEMD_SOCKET_UNIT, SYSTEMD_SERVICE_UNIT] as const
-export const LAUNCHD_LABEL = 'com.github.codex-authd'
-export const LAUNCHD_PLIST = `${LAUNCHD_LABEL}.plist`
 
 /** The placeholders in the shipped templates that `service install` replaces. */
 export const TEMPLATE_PLACEHOLDERS = {
