@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Debian packages the tests drive for real: systemd's socket activation and unit checker,
 # tinyproxy, chromium, fish and tcsh (they read back what `codex-auth env --shell` prints),
-# util-linux's flock/setpriv/unshare, bsdutils's script, iproute2. Installs the missing ones
+# util-linux's flock/setpriv/unshare, bsdutils's script, iproute2, and a private Secret Service
+# (dbus-daemon, gnome-keyring, libsecret-tools's secret-tool; systemd's busctl). Installs the missing ones
 # when running as root (CI and these development machines); otherwise says what is missing.
 set -euo pipefail
 need=()
@@ -18,6 +19,10 @@ have tinyproxy || need+=(tinyproxy)
 have chromium || need+=(chromium)
 have fish || need+=(fish)
 have tcsh || need+=(tcsh)
+have busctl || need+=(systemd)
+have dbus-daemon || need+=(dbus-daemon)
+have gnome-keyring-daemon || need+=(gnome-keyring)
+have secret-tool || need+=(libsecret-tools)
 [ "${#need[@]}" -eq 0 ] && exit 0
 pkgs=$(printf '%s\n' "${need[@]}" | sort -u | tr '\n' ' ')
 if [ "$(id -u)" -ne 0 ]; then
