@@ -110,7 +110,14 @@ export class AuthState extends EventEmitter<StateEvents> {
   private settling = false
   private stopped = false
   /** The last read, kept so that setPending can resolve again without I/O. */
-  private inputs: { read: AuthRead; fileAuth: AuthFile | null; source: CredentialSource; settings: Settings; configProblems: Problem[] } | null = null
+  private inputs: {
+    read: AuthRead
+    fileAuth: AuthFile | null
+    source: CredentialSource
+    storeKind: CredentialsStore
+    settings: Settings
+    configProblems: Problem[]
+  } | null = null
 
   constructor(options: StateOptions) {
     super()
@@ -348,11 +355,19 @@ export class AuthState extends EventEmitter<StateEvents> {
         }, this.opts.settleMs).unref()
         return
       }
-      served = this.snap.served
+      // The last good credential, as long as it came from this same store (not a store switched away from).
+      served = this.inputs?.storeKind === store.kind ? this.snap.served : null
     }
     // A watch armed after the read may have missed a change: read once more.
     if (read.state !== 'unreadable' && (await this.watcher.followTarget())) this.again = true
-    this.inputs = { read, fileAuth: served, source: sourceOf(read, this.inputs?.source ?? 'auth.json'), settings: settingsResult.settings, configProblems }
+    this.inputs = {
+      read,
+      fileAuth: served,
+      source: sourceOf(read, this.inputs?.source ?? 'auth.json'),
+      storeKind: store.kind,
+      settings: settingsResult.settings,
+      configProblems,
+    }
     this.recompute()
   }
 
