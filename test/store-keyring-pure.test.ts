@@ -8,7 +8,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { busCall, parseMessage, sessionBusPath } from '../src/os/dbus-signals.js'
 import { autoFallsBack, autoStore, keyringStore } from '../src/store/credential-store.js'
-import { KeyringError, type KeyringBackend } from '../src/store/keyring-backend.js'
+import { KeyringError, WorkerKeyring, type KeyringBackend } from '../src/store/keyring-backend.js'
 import { keyringAccount, keyringCause, keyringPayload, parseKeyringValue } from '../src/store/keyring-entry.js'
 import type { AuthFile } from '../src/types.js'
 import { tempDir } from './support/daemon.js'
@@ -187,4 +187,37 @@ t.test('dbus-signals: bus address, message codec', async (t) => {
   })
   t.equal(parseMessage(msg.subarray(0, msg.length - 1)), null, 'incomplete: wait for more')
   t.throws(() => parseMessage(Buffer.alloc(16, 0x7a)), /not a D-Bus message/)
+})
+
+// A stand-in for @napi-rs/keyring's Entry, loaded by the worker as the real one is: the account
+// "hang" blocks its thread as a silent Secret Service does; the others answer.
+const FAKE_BINDING = `
+exports.Entry = { withTarget: (target, service, account) => ({
+  getPassword() {
+    if (account === 'hang') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60000)
+    if (account === 'fail') throw new Error('Platform failure: DBus error: Failed to connect to socket /nowhere')
+    return account === 'none' ? null : target + '/' + service + '/' + account
+  },
+  setPassword() {},
+  deleteCredential() { return true },
+}) }
+`
+
+t.test('WorkerKeyring: a hung call times out, the worker is made again; errors carry their cause; a missing binding is named', async (t) => {
+  const dir = tempDir('cad-krfake-')
+  const fake = path.join(dir, 'binding.cjs')
+  fs.writeFileSync(fake, FAKE_BINDING)
+  // The deadline covers starting a worker too: generous for a loaded machine, far below the 60 s hang.
+  const kr = new WorkerKeyring(3000, fake)
+  t.teardown(() => kr.close())
+  t.equal(await kr.get('cli|1'), 'default/Codex Auth/cli|1', "the entry Codex's crate makes (target, service, account)")
+  t.equal(await kr.get('none'), null)
+  await t.rejects(kr.get('fail'), { name: 'KeyringError', keyringCause: 'no_session' })
+  await t.rejects(kr.get('hang'), { name: 'KeyringError', keyringCause: 'timeout' })
+  t.equal(kr.terminated, 1, 'the hung worker was ended')
+  t.equal(await kr.get('cli|2'), 'default/Codex Auth/cli|2', 'a new worker answers the next call')
+
+  const missing = new WorkerKeyring(5000, path.join(dir, 'no-such-binding.cjs'))
+  t.teardown(() => missing.close())
+  await t.rejects(missing.get('cli|1'), { name: 'KeyringError', keyringCause: 'binding_missing' })
 })

@@ -97,7 +97,11 @@ export class WorkerKeyring implements KeyringBackend {
   /** Worker threads ended because a call hung (for tests and diagnostics). */
   terminated = 0
 
-  constructor(private readonly timeoutMs: number = DEFAULT_KEYRING_TIMEOUT_MS) {}
+  constructor(
+    private readonly timeoutMs: number = DEFAULT_KEYRING_TIMEOUT_MS,
+    /** The module the worker loads instead of @napi-rs/keyring (tests: a stand-in that hangs or fails to load). */
+    private readonly binding: string | null = null,
+  ) {}
 
   async get(account: string): Promise<string | null> {
     const v = await this.call({ op: 'get', account })
@@ -144,7 +148,7 @@ export class WorkerKeyring implements KeyringBackend {
 
   private ensureWorker(): Worker {
     if (this.worker !== null) return this.worker
-    const path = bindingPath()
+    const path = this.binding ?? bindingPath()
     if (path === null) throw new KeyringError('binding_missing', 'the package @napi-rs/keyring is not installed')
     const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { bindingPath: path, service: KEYRING_SERVICE, target: KEYRING_TARGET } })
     // An idle worker must not keep the daemon alive (nor wake it: it waits on its port only).
