@@ -91,8 +91,6 @@ export class AuthState extends EventEmitter<StateEvents> {
   private readonly stores = new Map<CredentialsStore, CredentialStore>()
   /** The Secret Service's signals, while a keyring store is configured (reconnected on the next read once lost). */
   private busWatch: SignalWatch | null = null
-  /** Keyring signals seen (each one re-reads; for tests and diagnostics). */
-  private busSignals = 0
   private readonly envApiKey: string | null
   private readonly overrides: ConfigOverride[]
   private readonly watcher: HomeWatcher
@@ -184,7 +182,14 @@ export class AuthState extends EventEmitter<StateEvents> {
     let store = this.stores.get(kind)
     if (store === undefined) {
       const keyring = (): KeyringBackend => (this.keyring ??= new WorkerKeyring(this.keyringTimeoutMs))
-      store = kind === 'file' ? fileStore(this.home) : kind === 'keyring' ? keyringStore(this.home, keyring()) : kind === 'auto' ? autoStore(this.home, keyring()) : ephemeralStore()
+      store =
+        kind === 'file'
+          ? fileStore(this.home)
+          : kind === 'keyring'
+            ? keyringStore(this.home, keyring())
+            : kind === 'auto'
+              ? autoStore(this.home, keyring())
+              : ephemeralStore()
       this.stores.set(kind, store)
     }
     return store
@@ -201,14 +206,11 @@ export class AuthState extends EventEmitter<StateEvents> {
       return
     }
     if (this.busWatch !== null) return
-    const path = sessionBusPath(this.busAddress)
-    if (path === null || process.getuid === undefined) return
-    const watch = new SignalWatch(path, SECRET_SERVICE_RULES, process.getuid())
+    const socketPath = sessionBusPath(this.busAddress)
+    if (socketPath === null || process.getuid === undefined) return
+    const watch = new SignalWatch(socketPath, SECRET_SERVICE_RULES, process.getuid())
     this.busWatch = watch
-    watch.on('signal', () => {
-      this.busSignals++
-      this.schedule()
-    })
+    watch.on('signal', () => this.schedule())
     // A change between our read and the match rules being in place would be missed: read once more.
     watch.on('subscribed', () => this.schedule())
     watch.on('closed', () => {
@@ -223,11 +225,6 @@ export class AuthState extends EventEmitter<StateEvents> {
    */
   async rereadIfStale(): Promise<void> {
     if (this.store.usesKeyring && performance.now() - this.loadedAt > this.keyringRereadMs) await this.reload()
-  }
-
-  /** Whether the Secret Service's signals are being listened to, and how many arrived (tests, diagnostics). */
-  get keyringWatch(): { listening: boolean; signals: number } {
-    return { listening: this.busWatch !== null, signals: this.busSignals }
   }
 
   /** What is watched right now (for tests and diagnostics). */
