@@ -117,7 +117,7 @@ t.test('stop() leaves no process and no file behind', async (t) => {
   // A Secret Service of its own, frozen, so stop() has to thaw it to end it.
   const own = await startSecretService({ t })
   const dir = path.dirname(own.busAddress.slice('unix:path='.length))
-  const pids = [own.keyringPid, own.busPid]
+  const pids = [own.keyringPid!, own.busPid]
   own.freeze()
   await own.stop()
   for (const pid of pids) t.notOk(fs.existsSync(`/proc/${pid}`), `pid ${pid} is gone`)
