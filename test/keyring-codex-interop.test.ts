@@ -63,6 +63,7 @@ async function codexStatus(home: string): Promise<CodexRun & { text: string }> {
   return { ...r, text: r.stdout + r.stderr }
 }
 
+t.jobs = 2 // the two stores are independent: a home, an account and a daemon each
 for (const store of ['keyring', 'auto'] as const) {
   t.test(`cli_auth_credentials_store = "${store}"`, async (t: Test) => {
     const home = await codexHome(world)
@@ -158,8 +159,8 @@ for (const store of ['keyring', 'auto'] as const) {
       } else {
         t.equal(st.code, 0, 'codex login status: exit 0', { diagnostic: st.code !== 0, output: shown(st) })
         t.ok(st.text.includes(tail(key(5))), "Codex uses the file's key")
-        const s = await nextAuthChanged(sub, (s) => s.loggedIn, 'logged in from auth.json')
-        t.equal(s.source, 'auth.json', 'source "auth.json"')
+        const s = await nextAuthChanged(sub, (s) => s.loggedIn && s.source === 'auth.json', 'logged in from auth.json')
+        t.equal(s.mode, 'apikey', 'authChanged: logged in from auth.json')
         t.ok((await c.call('getAuth')).result?.token === key(5), "getAuth serves the file's key")
       }
     })

@@ -17,7 +17,7 @@ import t from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
 import { connect, subscribe } from './support/daemon.js'
-import { mintTokens, startProvider, type TestProvider, type TokenCall } from './support/provider.js'
+import { mintTokens, startProvider, type EndpointAnswer, type TestProvider, type TokenCall } from './support/provider.js'
 import { authFileFor, CODEX_UA, codexHome, DAEMON_UA, requireCodex, startCodexWorld, tokenId, writeAuthJson, type CodexRun, type CodexWorld } from './support/codex.js'
 import { until } from './support/until.js'
 import { entryAuth, entryPayload, keyringDaemon, nextAuthChanged, startSecretService, useCodexStore, type SecretService } from './support/secret-service.js'
@@ -27,10 +27,12 @@ await requireCodex()
 let provider: TestProvider
 let world: CodexWorld
 let ss: SecretService
+/** Every answer of the token endpoint (to know which access tokens Codex's refreshes got). */
+const answers: EndpointAnswer[] = []
 t.before(async () => {
   // Logins last 15 minutes: not due for the daemon (exp − 10 min is 5 minutes away) and outside
   // Codex's 300 s window, so only a 401 makes Codex refresh. Refreshed tokens last an hour.
-  provider = await startProvider({ ttl: { authorizationCode: 900, refreshToken: 3600 } })
+  provider = await startProvider({ ttl: { authorizationCode: 900, refreshToken: 3600 }, onAnswer: (a) => answers.push(a) })
   world = await startCodexWorld(provider)
   ss = await startSecretService()
 })
@@ -55,6 +57,12 @@ function shown(r: CodexRun): string {
   const tail = r.stderr.split('\n').filter((l) => l.trim() !== '').slice(-8).join('\n')
   return `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}; stderr tail:\n${tail}`
 }
+
+/** The access tokens Codex's own refreshes were given. */
+const codexRefreshedTokens = (): string[] =>
+  answers
+    .filter((a) => isRefresh(a.call) && CODEX_UA.test(a.call.userAgent) && a.status === 200)
+    .map((a) => (JSON.parse(a.body) as { access_token: string }).access_token)
 
 const entryTokens = async (home: string) => entryAuth(await ss.codexEntry(home)).tokens
 
@@ -150,8 +158,10 @@ t.test('auto with a ChatGPT auth.json: Codex moves the login to the keyring, the
 
   const s = await nextAuthChanged(sub, (s) => s.loggedIn && s.source === 'keyring', 'the login now comes from the keyring')
   t.equal(s.mode, 'chatgpt')
+  // One of Codex's refreshed tokens: after a second refresh (a silent SetSecret) the daemon may
+  // still serve the first, valid for an hour, until it needs more (docs/keyring.md#signals-what-can-be-watched).
   const g = await c.call('getAuth')
-  t.ok(g.result?.token === saved?.accessToken, "getAuth serves Codex's new token from the entry", { diagnostic: g.error !== undefined, error: g.error })
+  t.ok(g.result !== undefined && codexRefreshedTokens().includes(g.result.token), "getAuth serves a token Codex's refresh got", { diagnostic: g.error !== undefined, error: g.error })
   t.equal(daemonRefreshes().length, 0, 'the daemon spent nothing', { calls: callSummary() })
   t.equal(reused(), 0, 'no refresh token spent twice')
   await until('status still logged in from the keyring', async () => {

@@ -121,14 +121,14 @@ t.test('auto without a D-Bus session: the file, like Codex', async (t) => {
   t.ok((st.stdout + st.stderr).includes(own.slice(-5)), "Codex reads the daemon's file")
 })
 
-t.test('a frozen Secret Service: a timeout problem, status answers, nothing written; served once it answers', async (t) => {
+t.test('a frozen Secret Service', async (t) => {
   const env = { ...ss.env, CODEX_AUTHD_KEYRING_TIMEOUT_MS: String(KEYRING_TIMEOUT_MS) }
   const keyringHome = await home('keyring')
   const autoHome = await home('auto')
   const key = 'sk-unreachable-frozen-0123456789abcdef-33333'
   await ss.storeCodexEntry(keyringHome, JSON.stringify({ auth_mode: 'apikey', OPENAI_API_KEY: key }))
 
-  ss.freeze()
+  await ss.freeze()
   t.teardown(() => ss.thaw())
   // Both daemons start against the frozen Secret Service: their first read must end by its deadline.
   const dk = await keyringDaemon(t, world, keyringHome, env)
@@ -136,39 +136,55 @@ t.test('a frozen Secret Service: a timeout problem, status answers, nothing writ
   const ck = await connect(t, dk)
   const ca = await connect(t, da)
 
-  const statusMs: number[] = []
-  const timedOut = async (c: typeof ck, what: string): Promise<any> =>
-    until(`${what}: status reports keyring_unreachable (timeout)`, async () => {
-      const t0 = Date.now()
-      const s = (await c.call('status')).result
-      statusMs.push(Date.now() - t0)
-      return problem(s, 'keyring_unreachable')?.details?.cause === 'timeout' ? s : null
-    }, 30_000, 50)
-  const sk = await timedOut(ck, 'keyring')
-  t.match(problem(sk, 'keyring_unreachable').message, /unlock|restart/i, 'the message says what to do')
-  t.equal(sk.loggedIn, false)
-  await timedOut(ca, 'auto')
-  t.ok(ss.frozen, 'all of it while the Secret Service is frozen')
+  await t.test('a timeout problem, status answers, no login written elsewhere', async (t) => {
+    const statusMs: number[] = []
+    const timedOut = async (c: typeof ck, what: string): Promise<any> =>
+      until(
+        `${what}: status reports keyring_unreachable (timeout)`,
+        async () => {
+          const t0 = Date.now()
+          const s = (await c.call('status')).result
+          statusMs.push(Date.now() - t0)
+          return problem(s, 'keyring_unreachable')?.details?.cause === 'timeout' ? s : null
+        },
+        30_000,
+        50,
+      )
+    const sk = await timedOut(ck, 'keyring')
+    t.match(problem(sk, 'keyring_unreachable').message, /unlock|restart/i, 'the message says what to do')
+    t.equal(sk.loggedIn, false)
+    await timedOut(ca, 'auto')
 
-  const t0 = Date.now()
-  const g = await ck.call('getAuth')
-  t.ok(namesKeyring(g.error), `getAuth names the keyring, not a bare "Not logged in" (after ${Date.now() - t0} ms)`)
-  for (const [c, h, store] of [[ck, keyringHome, 'keyring'], [ca, autoHome, 'auto']] as const) {
-    const li = await c.call('login', { method: 'apikey', apiKey: `sk-unreachable-frozen-${store}-login-0123456789abcdef` })
-    t.ok(li.error, `${store}: the daemon's login fails`)
-    t.notOk(fs.existsSync(path.join(h, 'auth.json')), `${store}: no auth.json written instead (Codex would read the keyring once it answers)`)
-  }
-  const during = (await ck.call('status')).result
-  t.ok(during, 'status still answers')
-  t.comment(`status while frozen: ${statusMs.length} calls, max ${Math.max(...statusMs)} ms (keyring deadline ${KEYRING_TIMEOUT_MS} ms)`)
+    const t0 = Date.now()
+    const g = await ck.call('getAuth')
+    t.ok(namesKeyring(g.error), `getAuth names the keyring, not a bare "Not logged in" (after ${Date.now() - t0} ms)`)
+    for (const [c, h, store] of [
+      [ck, keyringHome, 'keyring'],
+      [ca, autoHome, 'auto'],
+    ] as const) {
+      const li = await c.call('login', { method: 'apikey', apiKey: `sk-unreachable-frozen-${store}-login-0123456789abcdef` })
+      t.ok(li.error, `${store}: the daemon's login fails`)
+      t.notOk(fs.existsSync(path.join(h, 'auth.json')), `${store}: no auth.json written instead (Codex would read the keyring once it answers)`)
+    }
+    t.ok((await ck.call('status')).result, 'status still answers')
+    t.ok(ss.frozen, 'all of it while the Secret Service is frozen')
+    t.comment(`status while frozen: ${statusMs.length} calls, max ${Math.max(...statusMs)} ms (keyring deadline ${KEYRING_TIMEOUT_MS} ms)`)
+  })
 
-  ss.thaw()
-  const served = await until('getAuth serves the entry once the Secret Service answers', async () => {
-    const r = await ck.call('getAuth')
-    return r.result?.token === key ? r.result : null
-  }, 30_000, 100)
-  t.equal(served.mode, 'apikey', 'served after the thaw')
-  const after = (await ck.call('status')).result
-  t.equal(problem(after, 'keyring_unreachable'), null, 'the problem is gone')
-  t.equal(after.source, 'keyring')
+  await t.test('once it answers again, the entry is served', async (t) => {
+    await ss.thaw()
+    const served = await until(
+      'getAuth serves the entry once the Secret Service answers',
+      async () => {
+        const r = await ck.call('getAuth')
+        return r.result?.token === key ? r.result : null
+      },
+      30_000,
+      100,
+    )
+    t.equal(served.mode, 'apikey', 'served after the thaw')
+    const after = (await ck.call('status')).result
+    t.equal(problem(after, 'keyring_unreachable'), null, 'the problem is gone')
+    t.equal(after.source, 'keyring')
+  })
 })

@@ -127,10 +127,13 @@ export interface SecretService {
   /** gnome-keyring-daemon's pid (the process freeze() stops); null on a bus without one */
   readonly keyringPid: number | null
   readonly busPid: number
-  /** SIGSTOP gnome-keyring-daemon: calls are queued by the bus and never answered. */
-  freeze(): void
-  /** SIGCONT: the queued calls are answered. */
-  thaw(): void
+  /**
+   * SIGSTOP gnome-keyring-daemon: calls are queued by the bus and never answered. Resolves once
+   * the kernel reports it stopped (a signal is delivered asynchronously).
+   */
+  freeze(): Promise<void>
+  /** SIGCONT: the queued calls are answered. Resolves once it is running again. */
+  thaw(): Promise<void>
   readonly frozen: boolean
   /** Whether a call to the Secret Service (ReadAlias) is answered within `timeoutMs`. */
   answers(timeoutMs?: number): Promise<boolean>
@@ -247,6 +250,16 @@ function runTool(cmd: string, args: string[], env: Record<string, string>, input
       child.stdin!.end(input)
     }
   })
+}
+
+/** Whether a process is stopped by a signal (state T in /proc/<pid>/stat); false once it is gone. */
+export function isStopped(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] === 'T'
+  } catch {
+    return false
+  }
 }
 
 /** `secret-tool` arguments for attributes: alternating names and values. */
@@ -376,13 +389,15 @@ export async function startSecretService(opts: SecretServiceOptions = {}): Promi
       get frozen() {
         return frozen
       },
-      freeze() {
+      async freeze() {
         keyring.child.kill('SIGSTOP')
         frozen = true
+        await until('gnome-keyring-daemon stopped', () => isStopped(keyring.child.pid!))
       },
-      thaw() {
+      async thaw() {
         keyring.child.kill('SIGCONT')
         frozen = false
+        await until('gnome-keyring-daemon running again', () => !isStopped(keyring.child.pid!))
       },
       async answers(timeoutMs = CALL_TIMEOUT_MS) {
         return (await busctl(['call', ...SERVICE, 'ReadAlias', 's', 'default'], timeoutMs)).code === 0
