@@ -4,6 +4,7 @@ import type { LevelWithSilent } from 'pino'
 import { CLIENT_COMMANDS, DAEMON_COMMANDS, UsageError, nearestWord, otherBinaryHint } from '../cli-common.js'
 import { parseConfigOverride, type ConfigOverride } from '../codex/config.js'
 import type { IssuerKind } from '../net/issuer.js'
+import { DEFAULT_KEYRING_TIMEOUT_MS } from '../store/keyring-backend.js'
 
 export const DEFAULT_ISSUER = 'https://auth.openai.com'
 export const DEFAULT_CLIENT_ID = 'app_EMoamEEZ73f0CkXaXp7hrann'
@@ -146,4 +147,13 @@ function parsePorts(s: string): number[] {
 export function recoveryScaleFromEnv(env: NodeJS.ProcessEnv): number {
   const scale = Number(env.CODEX_AUTHD_RECOVERY_SCALE ?? NaN)
   return Number.isFinite(scale) && scale > 0 ? scale : 1
+}
+
+/**
+ * CODEX_AUTHD_KEYRING_TIMEOUT_MS: the deadline of each keyring call (docs/keyring.md#plan-for-the-store);
+ * default 3000 ms (libdbus itself gives up after about 2 s on a Secret Service that does not answer).
+ */
+export function keyringTimeoutFromEnv(env: NodeJS.ProcessEnv): number {
+  const ms = Number(env.CODEX_AUTHD_KEYRING_TIMEOUT_MS ?? NaN)
+  return Number.isFinite(ms) && ms > 0 ? ms : DEFAULT_KEYRING_TIMEOUT_MS
 }

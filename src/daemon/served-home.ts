@@ -14,7 +14,7 @@ import { resolveAuthTarget } from '../store/authstore.js'
 import type { LockHandle } from '../os/flock.js'
 import { credentialLockPath, OwnedElsewhereError, takeCredentialLock, takeHomeLock } from '../store/ownership.js'
 import type { Problem } from '../types.js'
-import type { DaemonOptions } from './options.js'
+import { keyringTimeoutFromEnv, type DaemonOptions } from './options.js'
 import { NotServedError } from './views.js'
 
 /** A lock could not be taken for a reason other than another daemon holding it. */
@@ -118,7 +118,13 @@ export class ServedHome implements HomeView {
       throw new HomeLockError(`cannot lock the credential file of ${target}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`)
     }
     const envApiKey = ctx.env.OPENAI_API_KEY?.trim() ? ctx.env.OPENAI_API_KEY : null
-    const state = new AuthState({ home: target, envApiKey, overrides: options.overrides })
+    const state = new AuthState({
+      home: target,
+      envApiKey,
+      overrides: options.overrides,
+      keyringTimeoutMs: keyringTimeoutFromEnv(ctx.env),
+      busAddress: ctx.env.DBUS_SESSION_BUS_ADDRESS,
+    })
     const refresher = new Refresher({
       home: target,
       state,
