@@ -89,7 +89,7 @@ for (const store of ['keyring', 'auto'] as const) {
       t.ok(g.result?.token === key(1), "getAuth serves the entry's key")
       const s = (await c.call('status')).result
       t.equal(s?.source, 'keyring', 'status.source is "keyring"')
-      t.equal(s?.settings?.credentialsStore, store)
+      t.equal(s?.settings?.credentialsStore, store, `settings.credentialsStore is "${store}"`)
       if (store === 'keyring') {
         t.ok(hasProblem(s, 'auth_file_ignored'), `the ignored auth.json is a problem (problems: ${problemCodes(s)})`)
         const p = s?.problems?.find((p: any) => p.code === 'auth_file_ignored')
@@ -103,7 +103,7 @@ for (const store of ['keyring', 'auto'] as const) {
       t.equal(await ss.codexEntry(home), null, 'the entry is gone')
       t.notOk(fs.existsSync(authJson), 'auth.json is gone (Codex deletes both)')
       const s = await nextAuthChanged(sub, (s) => !s.loggedIn, 'logged out')
-      t.equal(s.loggedIn, false)
+      t.equal(s.loggedIn, false, 'authChanged: logged out')
       t.equal((await c.call('getAuth')).error?.code, -32001, 'getAuth: not logged in')
     })
 
@@ -114,7 +114,7 @@ for (const store of ['keyring', 'auto'] as const) {
       const s = await nextAuthChanged(sub, (s) => s.loggedIn && s.mode === 'apikey', 'logged in with an API key')
       t.equal(s.source, 'keyring', 'authChanged: source "keyring"')
       const g = await c.call('getAuth')
-      t.equal(g.result?.mode, 'apikey')
+      t.equal(g.result?.mode, 'apikey', 'getAuth: an API key')
       t.ok(g.result?.token === key(3), 'getAuth serves the key Codex stored')
     })
 

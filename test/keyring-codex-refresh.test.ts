@@ -98,7 +98,7 @@ t.test('keyring: Codex refreshes on its own, the daemon adopts; the daemon refre
     t.equal(daemonRefreshes().length, 0, 'the daemon spent nothing', { calls: callSummary() })
     t.equal(reused(), 0, 'no refresh token spent twice')
     const st = (await c.call('status')).result
-    t.equal(st?.loggedIn, true)
+    t.equal(st?.loggedIn, true, 'status: logged in')
     t.equal(st?.refresh?.lastError, null, 'no refresh error recorded')
   })
 
@@ -157,7 +157,7 @@ t.test('auto with a ChatGPT auth.json: Codex moves the login to the keyring, the
   t.ok(saved !== null && saved.refreshToken !== minted.refreshToken, "the entry holds Codex's rotated tokens")
 
   const s = await nextAuthChanged(sub, (s) => s.loggedIn && s.source === 'keyring', 'the login now comes from the keyring')
-  t.equal(s.mode, 'chatgpt')
+  t.equal(s.mode, 'chatgpt', 'authChanged: a ChatGPT login from the keyring')
   // One of Codex's refreshed tokens: after a second refresh (a silent SetSecret) the daemon may
   // still serve the first, valid for an hour, until it needs more (docs/keyring.md#signals-what-can-be-watched).
   const g = await c.call('getAuth')

@@ -70,7 +70,7 @@ t.test('keyring without a D-Bus session: the daemon names the cause, as Codex fa
   const p = problem(s, 'keyring_unreachable')
   t.equal(p.details?.cause, 'no_session', `cause no_session (problems: ${problemCodes(s)})`)
   t.match(p.message, /DBUS_SESSION_BUS_ADDRESS/, 'the message says what to check')
-  t.equal(s.source, null)
+  t.equal(s.source, null, 'no source')
 
   const g = await c.call('getAuth')
   t.ok(namesKeyring(g.error), `getAuth names the keyring, not a bare "Not logged in" (code ${g.error?.code}, problem ${g.error?.data?.problem})`)
@@ -152,7 +152,7 @@ t.test('a frozen Secret Service', async (t) => {
       )
     const sk = await timedOut(ck, 'keyring')
     t.match(problem(sk, 'keyring_unreachable').message, /unlock|restart/i, 'the message says what to do')
-    t.equal(sk.loggedIn, false)
+    t.equal(sk.loggedIn, false, 'not logged in (the entry could not be read)')
     await timedOut(ca, 'auto')
 
     const t0 = Date.now()
@@ -185,6 +185,6 @@ t.test('a frozen Secret Service', async (t) => {
     t.equal(served.mode, 'apikey', 'served after the thaw')
     const after = (await ck.call('status')).result
     t.equal(problem(after, 'keyring_unreachable'), null, 'the problem is gone')
-    t.equal(after.source, 'keyring')
+    t.equal(after.source, 'keyring', 'source "keyring"')
   })
 })
