@@ -13,60 +13,71 @@
 // The provider rotates refresh tokens and revokes the grant on reuse, so a double spend shows as
 // REUSED. Codex runs in a loopback-only namespace (test/support/codex.ts) and reaches the private
 // Secret Service (test/support/secret-service.ts) over its path socket. No token is printed.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
 import { connect, subscribe } from './support/daemon.js'
-import { mintTokens, startProvider, type EndpointAnswer, type TestProvider, type TokenCall } from './support/provider.js'
-import { authFileFor, CODEX_UA, codexHome, DAEMON_UA, requireCodex, startCodexWorld, tokenId, writeAuthJson, type CodexRun, type CodexWorld } from './support/codex.js'
+import { mintTokens, startProvider, type EndpointAnswer, type TokenCall } from './support/provider.js'
+import { authFileFor, CODEX_UA, codexHome, DAEMON_UA, requireCodex, startCodexWorld, tokenId, writeAuthJson, type CodexRun } from './support/codex.js'
 import { until } from './support/until.js'
 import { entryAuth, entryPayload, keyringDaemon, nextAuthChanged, startSecretService, useCodexStore, type SecretService } from './support/secret-service.js'
 
 await requireCodex()
 
-let provider: TestProvider
-let world: CodexWorld
 let ss: SecretService
-/** Every answer of the token endpoint (to know which access tokens Codex's refreshes got). */
-const answers: EndpointAnswer[] = []
 t.before(async () => {
-  // Logins last 15 minutes: not due for the daemon (exp − 10 min is 5 minutes away) and outside
-  // Codex's 300 s window, so only a 401 makes Codex refresh. Refreshed tokens last an hour.
-  provider = await startProvider({ ttl: { authorizationCode: 900, refreshToken: 3600 }, onAnswer: (a) => answers.push(a) })
-  world = await startCodexWorld(provider)
   ss = await startSecretService()
 })
-t.teardown(async () => {
-  await ss?.stop()
-  await world?.close()
-  await provider?.stop()
-})
+t.teardown(() => ss?.stop())
 
 const EXEC = ['exec', '--skip-git-repo-check', 'hi']
 const isRefresh = (c: TokenCall): boolean => c.endpoint === 'token' && c.grantType === 'refresh_token'
-const codexRefreshes = (): TokenCall[] => provider.calls.filter((c) => isRefresh(c) && CODEX_UA.test(c.userAgent))
-const daemonRefreshes = (): TokenCall[] => provider.calls.filter((c) => isRefresh(c) && DAEMON_UA.test(c.userAgent))
-const reused = (): number => provider.calls.filter((c) => c.refreshTokenReuse).length
-/** What the provider saw, for failure messages: user agents, reasons, statuses; never tokens. */
-const callSummary = (): string =>
-  provider.calls
-    .map((c) => `${c.endpoint} ${c.grantType ?? ''} ${c.userAgent.split(' ')[0]} ${c.refreshReason ?? ''} -> ${c.status}${c.error ? ` ${c.error}` : ''}${c.refreshTokenReuse ? ' REUSED' : ''}`)
-    .join('\n')
 
 function shown(r: CodexRun): string {
   const tail = r.stderr.split('\n').filter((l) => l.trim() !== '').slice(-8).join('\n')
   return `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}; stderr tail:\n${tail}`
 }
 
-/** The access tokens Codex's own refreshes were given. */
-const codexRefreshedTokens = (): string[] =>
-  answers
-    .filter((a) => isRefresh(a.call) && CODEX_UA.test(a.call.userAgent) && a.status === 200)
-    .map((a) => (JSON.parse(a.body) as { access_token: string }).access_token)
-
 const entryTokens = async (home: string) => entryAuth(await ss.codexEntry(home)).tokens
 
+/**
+ * A provider and a Codex world of one test's own, so that the two tests run in parallel and each
+ * counts only its own token-endpoint calls.
+ */
+async function side(t: Test) {
+  const answers: EndpointAnswer[] = []
+  // Logins last 15 minutes: not due for the daemon (exp − 10 min is 5 minutes away) and outside
+  // Codex's 300 s window, so only a 401 makes Codex refresh. Refreshed tokens last an hour.
+  const provider = await startProvider({ ttl: { authorizationCode: 900, refreshToken: 3600 }, onAnswer: (a) => answers.push(a) })
+  const world = await startCodexWorld(provider)
+  t.teardown(async () => {
+    await world.close()
+    await provider.stop()
+  })
+  const refreshes = (ua: RegExp): TokenCall[] => provider.calls.filter((c) => isRefresh(c) && ua.test(c.userAgent))
+  return {
+    provider,
+    world,
+    codexRefreshes: () => refreshes(CODEX_UA),
+    daemonRefreshes: () => refreshes(DAEMON_UA),
+    reused: (): number => provider.calls.filter((c) => c.refreshTokenReuse).length,
+    /** What the provider saw, for failure messages: user agents, reasons, statuses; never tokens. */
+    callSummary: (): string =>
+      provider.calls
+        .map((c) => `${c.endpoint} ${c.grantType ?? ''} ${c.userAgent.split(' ')[0]} ${c.refreshReason ?? ''} -> ${c.status}${c.error ? ` ${c.error}` : ''}${c.refreshTokenReuse ? ' REUSED' : ''}`)
+        .join('\n'),
+    /** The access tokens Codex's own refreshes were given. */
+    codexRefreshedTokens: (): string[] =>
+      answers
+        .filter((a) => isRefresh(a.call) && CODEX_UA.test(a.call.userAgent) && a.status === 200)
+        .map((a) => (JSON.parse(a.body) as { access_token: string }).access_token),
+  }
+}
+
+t.jobs = 2 // a provider, a world, a home and a daemon each; only the Secret Service is shared
+
 t.test('keyring: Codex refreshes on its own, the daemon adopts; the daemon refreshes, Codex reads the entry', async (t) => {
+  const { provider, world, codexRefreshes, daemonRefreshes, reused, callSummary } = await side(t)
   const home = await codexHome(world)
   useCodexStore(home, 'keyring')
   const minted = await mintTokens(provider)
@@ -124,6 +135,7 @@ t.test('keyring: Codex refreshes on its own, the daemon adopts; the daemon refre
 })
 
 t.test('auto with a ChatGPT auth.json: Codex moves the login to the keyring, the daemon never loses it', async (t) => {
+  const { provider, world, codexRefreshes, daemonRefreshes, reused, callSummary, codexRefreshedTokens } = await side(t)
   const home = await codexHome(world)
   useCodexStore(home, 'auto')
   const authJson = path.join(home, 'auth.json')

@@ -59,6 +59,8 @@ async function home(store: 'keyring' | 'auto'): Promise<string> {
   return h
 }
 
+t.jobs = 2 // independent: a home and a daemon each; only the frozen case uses the Secret Service
+
 t.test('keyring without a D-Bus session: the daemon names the cause, as Codex fails', async (t) => {
   const h = await home('keyring')
   const d = await keyringDaemon(t, world, h, NOWHERE)
