@@ -21,7 +21,11 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
-import { tempDir } from './daemon.js'
+import { parseAuthFile, serializeAuthFile } from '../../src/codex/authfile.js'
+import type { AuthFile } from '../../src/types.js'
+import type { CodexWorld } from './codex.js'
+import { startDaemon, stopAtTeardown, tempDir, type RunningDaemon } from './daemon.js'
+import type { RawConnection } from './rpc.js'
 import { registerAuthJsonSecrets } from './secrets.js'
 import { until } from './until.js'
 
@@ -41,7 +45,7 @@ export function codexKeyringAccount(codexHome: string): string {
 }
 
 /** The attributes of Codex's entry for a CODEX_HOME, as Codex searches for it first. */
-export function codexEntryAttributes(codexHome: string): Record<string, string> {
+export function codexEntryAttributes(codexHome: string): { service: string; username: string; target: string } {
   return { service: CODEX_SERVICE, username: codexKeyringAccount(codexHome), target: CODEX_TARGET }
 }
 
@@ -61,6 +65,52 @@ export function useCodexStore(codexHome: string, store: 'file' | 'keyring' | 'au
   fs.writeFileSync(file, [`cli_auth_credentials_store = "${store}"`, ...kept, ''].join('\n'))
 }
 
+/** The entry's payload for an auth.json: the same structure as compact JSON, as Codex stores it. */
+export function entryPayload(auth: AuthFile): string {
+  return JSON.stringify(JSON.parse(serializeAuthFile(auth)))
+}
+
+/** The auth.json structure an entry holds (throws naming the item when it does not parse). */
+export function entryAuth(item: SecretItem | null): AuthFile {
+  if (item?.secret == null) throw new Error('no readable Secret Service entry')
+  registerAuthJsonSecrets(item.secret, 'Secret Service entry')
+  const parsed = parseAuthFile(item.secret, `Secret Service item ${item.path}`)
+  if (!parsed.ok) throw new Error(parsed.problem.message)
+  return parsed.auth
+}
+
+/**
+ * A daemon on `home` reaching this Secret Service (env: DBUS_SESSION_BUS_ADDRESS and any knob),
+ * refreshing against the world's provider, stopped at teardown.
+ */
+export async function keyringDaemon(
+  t: { teardown(fn: () => unknown): void },
+  world: CodexWorld,
+  home: string,
+  env: Record<string, string>,
+): Promise<RunningDaemon> {
+  return stopAtTeardown(t, await startDaemon({ home, env, args: ['--issuer', world.provider.issuer, '--issuer-kind', 'openai'] }))
+}
+
+/** The next authChanged on a subscribed connection whose Status satisfies `pred`; throws naming `what` after `timeoutMs`. */
+export async function nextAuthChanged(sub: RawConnection, pred: (status: any) => boolean, what: string, timeoutMs = 20_000): Promise<any> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for authChanged: ${what}`)), timeoutMs)
+  })
+  const wait = (async () => {
+    for (;;) {
+      const m = await sub.next()
+      if (m.method === 'authChanged' && pred(m.params)) return m.params
+    }
+  })()
+  try {
+    return await Promise.race([wait, timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 export interface SecretItem {
   /** D-Bus object path of the item */
   path: string
@@ -74,13 +124,16 @@ export interface SecretService {
   /** What a process needs to reach this Secret Service (pass to the daemon and to Codex). */
   readonly env: { DBUS_SESSION_BUS_ADDRESS: string }
   readonly busAddress: string
-  /** gnome-keyring-daemon's pid (the process freeze() stops) */
-  readonly keyringPid: number
+  /** gnome-keyring-daemon's pid (the process freeze() stops); null on a bus without one */
+  readonly keyringPid: number | null
   readonly busPid: number
-  /** SIGSTOP gnome-keyring-daemon: calls are queued by the bus and never answered. */
-  freeze(): void
-  /** SIGCONT: the queued calls are answered. */
-  thaw(): void
+  /**
+   * SIGSTOP gnome-keyring-daemon: calls are queued by the bus and never answered. Resolves once
+   * the kernel reports it stopped (a signal is delivered asynchronously).
+   */
+  freeze(): Promise<void>
+  /** SIGCONT: the queued calls are answered. Resolves once it is running again. */
+  thaw(): Promise<void>
   readonly frozen: boolean
   /** Whether a call to the Secret Service (ReadAlias) is answered within `timeoutMs`. */
   answers(timeoutMs?: number): Promise<boolean>
@@ -103,6 +156,11 @@ export interface SecretServiceOptions {
   t?: { teardown(fn: () => unknown): void }
   /** bound for start-up (default 30 s: a loaded 2-core machine) */
   startTimeoutMs?: number
+  /**
+   * false: the bus alone, with nobody owning org.freedesktop.secrets (a session without a Secret
+   * Service); items(), store() and friends then fail. Default true.
+   */
+  keyring?: boolean
 }
 
 /** Bound for one busctl / secret-tool call; only reached if the Secret Service hangs. */
@@ -194,6 +252,16 @@ function runTool(cmd: string, args: string[], env: Record<string, string>, input
   })
 }
 
+/** Whether a process is stopped by a signal (state T in /proc/<pid>/stat); false once it is gone. */
+export function isStopped(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] === 'T'
+  } catch {
+    return false
+  }
+}
+
 /** `secret-tool` arguments for attributes: alternating names and values. */
 function attributeArgs(attributes: Record<string, string>): string[] {
   return Object.entries(attributes).flat()
@@ -249,6 +317,8 @@ export async function startSecretService(opts: SecretServiceOptions = {}): Promi
     const busAddress = `unix:path=${socket}`
     const env = { DBUS_SESSION_BUS_ADDRESS: busAddress }
     const toolEnv = { ...baseEnv, ...env, HOME: home, XDG_RUNTIME_DIR: runtime }
+
+    if (opts.keyring === false) return busOnly(busAddress, bus.child.pid!, stop)
 
     // 2. The keyring, unlocked with an empty password on stdin.
     const keyring = track(
@@ -319,13 +389,15 @@ export async function startSecretService(opts: SecretServiceOptions = {}): Promi
       get frozen() {
         return frozen
       },
-      freeze() {
+      async freeze() {
         keyring.child.kill('SIGSTOP')
         frozen = true
+        await until('gnome-keyring-daemon stopped', () => isStopped(keyring.child.pid!))
       },
-      thaw() {
+      async thaw() {
         keyring.child.kill('SIGCONT')
         frozen = false
+        await until('gnome-keyring-daemon running again', () => !isStopped(keyring.child.pid!))
       },
       async answers(timeoutMs = CALL_TIMEOUT_MS) {
         return (await busctl(['call', ...SERVICE, 'ReadAlias', 's', 'default'], timeoutMs)).code === 0
@@ -356,5 +428,28 @@ export async function startSecretService(opts: SecretServiceOptions = {}): Promi
   } catch (e) {
     await stop()
     throw e
+  }
+}
+
+/** A SecretService whose bus has no Secret Service on it: only env, busAddress and stop() work. */
+function busOnly(busAddress: string, busPid: number, stop: () => Promise<void>): SecretService {
+  const none = (): never => {
+    throw new Error('this bus has no Secret Service (started with keyring: false)')
+  }
+  return {
+    env: { DBUS_SESSION_BUS_ADDRESS: busAddress },
+    busAddress,
+    keyringPid: null,
+    busPid,
+    frozen: false,
+    freeze: none,
+    thaw: none,
+    answers: async () => false,
+    items: none,
+    codexEntry: none,
+    store: none,
+    storeCodexEntry: none,
+    clear: none,
+    stop,
   }
 }
