@@ -14,12 +14,10 @@ import { fakeJwt } from './support/tokens.js'
 import { connect, makeHome, startDaemon, stopAtTeardown, subscribe } from './support/daemon.js'
 import { mintTokens } from './support/provider.js'
 import { authFileFor, daemon, provider, refreshCalls, status } from './support/refresh.js'
-import { codexEntryAttributes, codexKeyringAccount, startSecretService, useCodexStore, type SecretItem } from './support/secret-service.js'
-import type { RawConnection } from './support/rpc.js'
+import { codexEntryAttributes, codexKeyringAccount, entryAuth, entryPayload, nextAuthChanged, startSecretService, useCodexStore } from './support/secret-service.js'
 import { registerAuthJsonSecrets, registerSecret } from './support/secrets.js'
 import { until } from './support/until.js'
 import { WorkerKeyring } from '../src/store/keyring-backend.js'
-import { keyringPayload as entryPayload, parseKeyringValue } from '../src/store/keyring-entry.js'
 import type { AuthFile } from '../src/types.js'
 
 const KEYRING_TIMEOUT_MS = 1500
@@ -44,34 +42,6 @@ const sub = await subscribe(t, d)
 process.env.DBUS_SESSION_BUS_ADDRESS = ss.busAddress
 const writer = new WorkerKeyring(20_000)
 t.teardown(() => writer.close())
-
-/** The auth.json structure an entry holds (throws when there is none or it does not parse). */
-function entryAuth(item: SecretItem | null): AuthFile {
-  if (item?.secret == null) throw new Error('no readable Secret Service entry')
-  registerAuthJsonSecrets(item.secret, 'Secret Service entry')
-  const parsed = parseKeyringValue(item.secret, item.attributes.username ?? '')
-  if (!parsed.ok) throw new Error(parsed.problem.message)
-  return parsed.auth
-}
-
-/** The next authChanged whose Status satisfies `pred` (bounded: a missed signal fails, it does not hang). */
-async function nextAuthChanged(conn: RawConnection, pred: (s: any) => boolean, what: string, timeoutMs = 20_000): Promise<any> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for authChanged: ${what}`)), timeoutMs)
-  })
-  const wait = (async () => {
-    for (;;) {
-      const m = await conn.next()
-      if (m.method === 'authChanged' && pred(m.params)) return m.params
-    }
-  })()
-  try {
-    return await Promise.race([wait, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 const problemCodes = (s: any): string[] => s.problems.map((x: any) => x.code).sort()
 
