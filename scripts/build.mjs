@@ -39,7 +39,7 @@ const common = {
 // needs it too (the peer check of src/os/peercred.ts, and the exec listener's probe of the home's
 // owner lock through src/os/flock.ts), loaded only when used.
 const withKoffi = {
-  external: ['koffi'],
+  external: ['koffi', '@napi-rs/keyring'],
   define: { ...common.define, 'import.meta.url': 'importMetaUrl' },
   inject: ['scripts/import-meta-url.mjs'],
 }

@@ -2,10 +2,11 @@
 # The Debian packages the tests drive for real: systemd's socket activation and unit checker,
 # tinyproxy, chromium, fish and tcsh (they read back what `codex-auth env --shell` prints),
 # util-linux's flock/setpriv/unshare, bsdutils's script, iproute2, tmux (a real terminal for
-# codex-auth login's live line and the daemon's pretty log), OpenSSH's server and client
-# (the remote-machine tests forward the restricted socket with `ssh -R` into a second user's
-# home). Installs the missing ones when running as root (CI and these development machines);
-# otherwise says what is missing. Then, as root, the test user those tests run as.
+# codex-auth login's live line and the daemon's pretty log), a private Secret Service
+# (dbus-daemon, gnome-keyring, libsecret-tools's secret-tool; systemd's busctl), OpenSSH's server
+# and client (the remote-machine tests forward the restricted socket with `ssh -R` into a second
+# user's home). Installs the missing ones when running as root (CI and these development
+# machines); otherwise says what is missing. Then, as root, the test user those tests run as.
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/bin/$1" ] || [ -x "/usr/sbin/$1" ]; }
@@ -21,6 +22,10 @@ have tinyproxy || need+=(tinyproxy)
 have chromium || need+=(chromium)
 have fish || need+=(fish)
 have tcsh || need+=(tcsh)
+have busctl || need+=(systemd)
+have dbus-daemon || need+=(dbus-daemon)
+have gnome-keyring-daemon || need+=(gnome-keyring)
+have secret-tool || need+=(libsecret-tools)
 have tmux || need+=(tmux)
 have sshd || need+=(openssh-server)
 have ssh || need+=(openssh-client)

@@ -9,7 +9,10 @@ export type ProblemCode =
   | 'auth_unreadable'
   | 'auth_permissions'
   | 'policy_conflict'
-  | 'store_unsupported'
+  | 'store_ephemeral'
+  | 'keyring_unreachable'
+  | 'keyring_entry_invalid'
+  | 'auth_file_ignored'
   | 'mode_unsupported'
   | 'refresh_pending'
 
@@ -20,7 +23,12 @@ export interface Problem {
   file: string | null
   line: number | null
   column: number | null
+  /** Only `keyring_unreachable` has details: why (docs/contract.md#problems). */
+  details?: { cause: KeyringCause }
 }
+
+/** Why the keyring could not be used (`keyring_unreachable`'s `details.cause`). */
+export type KeyringCause = 'no_session' | 'no_provider' | 'timeout' | 'locked' | 'binding_missing' | 'error'
 
 export type PreferredAuthMethod = 'chatgpt' | 'apikey'
 export type ForcedLoginMethod = 'chatgpt' | 'api'
@@ -87,12 +95,15 @@ export interface AccessTokenClaims {
   iat: number | null
 }
 
+/** Where a stored credential was read: auth.json, or the keyring entry (docs/keyring.md). */
+export type CredentialSource = 'auth.json' | 'keyring'
+
 /** The credential the daemon serves, decided by resolve() (docs/codex-compat.md#which-credential-is-served). */
 export type Resolved =
-  | { kind: 'apikey'; apiKey: string; source: 'env' | 'auth.json' }
+  | { kind: 'apikey'; apiKey: string; source: 'env' | CredentialSource }
   | {
       kind: 'chatgpt'
-      source: 'auth.json'
+      source: CredentialSource
       tokens: TokenData
       idClaims: IdTokenClaims
       accessClaims: AccessTokenClaims

@@ -140,22 +140,16 @@ t.test('an invalid override names -c, not the file', async (t) => {
   t.match(nested.problems[0]?.message, /forced_login_method = a table/)
 })
 
-t.test('stores other than file: store_unsupported, value kept', async (t) => {
-  const cases: [string, RegExp][] = [
-    ['keyring', /keyring support is not yet available/],
-    ['auto', /auth\.json is used/],
-    ['ephemeral', /ephemeral/],
-  ]
-  for (const [store, says] of cases) {
+t.test('stores: file, keyring and auto are served without a problem; ephemeral is store_ephemeral', async (t) => {
+  for (const store of ['file', 'keyring', 'auto']) {
     const r = resolveSettings(`model = "o4"\ncli_auth_credentials_store = "${store}"\n`, FILE, [])
     t.equal(r.settings.credentialsStore, store, `${store}: kept`)
-    t.same(
-      r.problems.map((p) => [p.code, p.file, p.line, p.column]),
-      [['store_unsupported', FILE, 2, 30]],
-      `${store}: problem with position`,
-    )
-    t.match(r.problems[0]?.message, says, `${store}: message`)
+    t.same(r.problems, [], `${store}: no problem`)
   }
-  const viaOverride = resolveSettings(null, FILE, [parseConfigOverride('cli_auth_credentials_store=keyring')])
-  t.same(viaOverride.problems.map((p) => [p.code, p.file, p.line]), [['store_unsupported', '-c', null]])
+  const r = resolveSettings(`model = "o4"\ncli_auth_credentials_store = "ephemeral"\n`, FILE, [])
+  t.equal(r.settings.credentialsStore, 'ephemeral')
+  t.same(r.problems.map((p) => [p.code, p.file, p.line, p.column]), [['store_ephemeral', FILE, 2, 30]], 'problem with position')
+  t.match(r.problems[0]?.message, /only inside the Codex process/)
+  const viaOverride = resolveSettings(null, FILE, [parseConfigOverride('cli_auth_credentials_store=ephemeral')])
+  t.same(viaOverride.problems.map((p) => [p.code, p.file, p.line]), [['store_ephemeral', '-c', null]])
 })

@@ -7,6 +7,7 @@ import path from 'node:path'
 import { connect, makeHome, startDaemon, stopAtTeardown, tempDir, type RunningDaemon } from './support/daemon.js'
 import type { RawConnection } from './support/rpc.js'
 import { fakeJwt } from './support/tokens.js'
+import { until } from './support/until.js'
 
 const AUTH_CLAIM = 'https://api.openai.com/auth'
 
@@ -350,26 +351,39 @@ t.test('-32006 unreadable auth.json, with file/line/column; status lists it', as
   t.match(p, { file: path.join(home, 'auth.json'), line: 5, column: 3 })
 })
 
-t.test('status problems: store_unsupported (keyring), auth_permissions (0644)', async (t) => {
+t.test('status problems: store_ephemeral, auth_permissions (0644)', async (t) => {
   const a = chatgptAuth('perm')
-  const home = await homeWith({ auth: a.json, authMode: 0o644, config: '# comment\ncli_auth_credentials_store = "keyring"\n' })
+  const home = await homeWith({ auth: a.json, authMode: 0o644, config: '# comment\ncli_auth_credentials_store = "ephemeral"\n' })
   const d = await daemon(t, { home })
   const c = await connect(t, d)
   const s = (await c.call('status')).result
-  t.equal(s.loggedIn, true, 'the file is still read')
-  t.equal(s.settings.credentialsStore, 'keyring')
-  const codes = s.problems.map((p: any) => p.code).sort()
-  t.same(codes, ['auth_permissions', 'store_unsupported'])
-  const store = s.problems.find((p: any) => p.code === 'store_unsupported')
+  t.equal(s.loggedIn, false, 'ephemeral: auth.json is not read (Codex does not read it either)')
+  t.equal(s.settings.credentialsStore, 'ephemeral')
+  t.same(s.problems.map((p: any) => p.code), ['store_ephemeral'])
+  const store = s.problems.find((p: any) => p.code === 'store_ephemeral')
   t.equal(store.file, path.join(home, 'config.toml'))
   t.equal(store.line, 2)
-  const perm = s.problems.find((p: any) => p.code === 'auth_permissions')
+  t.match(store.message, /only inside the Codex process/)
+  const g = await c.call('getAuth', {})
+  t.equal(g.error.code, -32001, 'not logged in, and why')
+  t.match(g.error.message, /ephemeral/)
+  t.match(g.error.data, { reason: 'not_logged_in', problem: 'store_ephemeral' })
+
+  // The same home with the file store: the file is served, and its mode reported.
+  fs.writeFileSync(path.join(home, 'config.toml'), '# comment\n')
+  const s2 = await until('the daemon reads the new config.toml', async () => {
+    const r = (await c.call('status')).result
+    return r.settings.credentialsStore === 'file' ? r : null
+  })
+  t.equal(s2.loggedIn, true, 'the file is read')
+  t.same(s2.problems.map((p: any) => p.code), ['auth_permissions'])
+  const perm = s2.problems.find((p: any) => p.code === 'auth_permissions')
   t.equal(perm.file, path.join(home, 'auth.json'))
   t.match(perm.message, /644/)
-  for (const p of s.problems) {
+  for (const p of [...s.problems, ...s2.problems]) {
     t.same(Object.keys(p).sort(), ['code', 'column', 'file', 'line', 'message'])
   }
-  const text = JSON.stringify(s)
+  const text = JSON.stringify([s, s2])
   t.notOk(text.includes(a.access) || text.includes(a.refresh) || text.includes(a.id), 'no secret in status')
   t.equal((fs.statSync(path.join(home, 'auth.json')).mode & 0o777).toString(8), '644', 'the daemon did not chmod the file')
 })

@@ -10,6 +10,7 @@ import { parseAuthFile, unwritableValue } from '../src/codex/authfile.js'
 import { persistChatgptLogin } from '../src/login/persist.js'
 import type { AuthFile } from '../src/types.js'
 import { codexLoginStatus } from './support/codex.js'
+import { fileStore } from '../src/store/credential-store.js'
 import { runCli, tempDir } from './support/daemon.js'
 import { authFile, setup } from './support/login-helpers.js'
 import { chatgptAuth, fakeJwt } from './support/tokens.js'
@@ -78,7 +79,7 @@ t.test('tokens that would not read back fail the login before any lock; the file
   const old = chatgptAuth('kept')
   fs.writeFileSync(file, old.text, { mode: 0o600 })
   const tokens = { idToken: fakeJwt({ email: 'new@example.com' }), accessToken: fakeJwt({ exp: 1 }), refreshToken: 'rt-new\ud800' }
-  await t.rejects(persistChatgptLogin(home, tokens, null, new Date()), { name: 'LoginError', code: 'login_failed', message: /tokens\.refresh_token holds a lone UTF-16 surrogate/ })
+  await t.rejects(persistChatgptLogin(fileStore(home), tokens, null, new Date()), { name: 'LoginError', code: 'login_failed', message: /tokens\.refresh_token holds a lone UTF-16 surrogate/ })
   t.equal(fs.readFileSync(file, 'utf8'), old.text, 'unchanged')
   t.notOk(fs.existsSync(path.join(home, 'auth.json.lock')), 'no lock was even taken')
 })

@@ -1,6 +1,6 @@
 // The package a user installs. `npm pack`, then `npm install -g` of the tarball by an
 // unprivileged user whose PATH holds node, npm and sh and no compiler (no cc, make, python3),
-// offline from an npm cache primed with koffi: nothing is compiled (every .node file is one koffi
+// offline from an npm cache primed with koffi and @napi-rs/keyring: nothing is compiled (every .node file is one koffi
 // ships prebuilt), only what dist/ loads is installed, and the installed bins run as that user.
 import t from 'tap'
 import { execFile, execFileSync, spawn } from 'node:child_process'
@@ -59,11 +59,19 @@ t.test('npm pack → npm install -g as an unprivileged user with no compiler, of
   const tgz = path.join(work, tgzName)
   t.ok(fs.existsSync(tgz), `packed ${tgzName}`)
 
-  // The run-time dependencies are koffi alone, plus its prebuilt package for this platform.
-  t.same(Object.keys(pkg.dependencies), ['koffi'], 'koffi is the only run-time dependency')
+  // The run-time dependencies are koffi and @napi-rs/keyring (loaded only for the keyring stores),
+  // each with its prebuilt package for this platform.
+  t.same(Object.keys(pkg.dependencies).sort(), ['@napi-rs/keyring', 'koffi'], 'koffi and @napi-rs/keyring are the only run-time dependencies')
   const koffiVersion = pkg.dependencies.koffi!
+  const keyringVersion = pkg.dependencies['@napi-rs/keyring']!
   const platformPkg = `@koromix/koffi-${process.platform}-${process.arch}`
-  execFileSync(process.execPath, [npmCli, 'cache', 'add', `koffi@${koffiVersion}`, `${platformPkg}@${koffiVersion}`, '--cache', cache, '--loglevel=error'], { stdio: ['ignore', 'ignore', 'inherit'] })
+  const libc = process.platform === 'linux' ? ((process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header?.glibcVersionRuntime ? '-gnu' : '-musl') : ''
+  const keyringPlatformPkg = `@napi-rs/keyring-${process.platform}-${process.arch}${libc}`
+  execFileSync(
+    process.execPath,
+    [npmCli, 'cache', 'add', `koffi@${koffiVersion}`, `${platformPkg}@${koffiVersion}`, `@napi-rs/keyring@${keyringVersion}`, `${keyringPlatformPkg}@${keyringVersion}`, '--cache', cache, '--loglevel=error'],
+    { stdio: ['ignore', 'ignore', 'inherit'] },
+  )
 
   // A PATH with node, npm and sh (npm runs install scripts with sh) and nothing else.
   fs.symlinkSync(process.execPath, path.join(bin, 'node'))
@@ -94,14 +102,15 @@ t.test('npm pack → npm install -g as an unprivileged user with no compiler, of
 
   const installed = path.join(prefix, 'lib', 'node_modules', pkg.name)
   const modules = path.join(installed, 'node_modules')
-  t.same(fs.readdirSync(modules).filter((n) => !n.startsWith('.')).sort(), ['@koromix', 'koffi'], 'only koffi (and its binaries) installed beside dist/')
+  t.same(fs.readdirSync(modules).filter((n) => !n.startsWith('.')).sort(), ['@koromix', '@napi-rs', 'koffi'], 'only koffi and @napi-rs/keyring (and their binaries) installed beside dist/')
   t.same(fs.readdirSync(path.join(modules, '@koromix')), [path.basename(platformPkg)], `one prebuilt package: ${platformPkg}`)
+  t.same(fs.readdirSync(path.join(modules, '@napi-rs')).sort(), ['keyring', path.basename(keyringPlatformPkg)], `one prebuilt keyring package: ${keyringPlatformPkg}`)
   // Every .node file is one koffi's platform package ships; nothing was built (no build/ dir).
   const nodeFiles = findFiles(work, (n) => n.endsWith('.node')).map((p) => path.relative(modules, p))
   t.ok(nodeFiles.length > 0, `prebuilt binaries: ${nodeFiles.join(', ')}`)
   t.ok(
-    nodeFiles.every((p) => p.startsWith(`${platformPkg}/`)),
-    'every .node file comes from the prebuilt package',
+    nodeFiles.every((p) => p.startsWith(`${platformPkg}/`) || p.startsWith(`${keyringPlatformPkg}/`)),
+    'every .node file comes from a prebuilt package',
   )
   t.notOk(fs.existsSync(path.join(modules, 'koffi', 'build')), 'koffi built nothing (no build/)')
   const installedSize = findFiles(installed, () => true).reduce((n, f) => n + fs.statSync(f).size, 0)

@@ -164,8 +164,7 @@ export function resolveSettings(tomlText: string | null, file: string, overrides
     const v = tree[KEYS.store]
     if (v === 'file' || v === 'keyring' || v === 'auto' || v === 'ephemeral') {
       settings.credentialsStore = v as CredentialsStore
-      const message = storeMessage(v as CredentialsStore)
-      if (message !== null) problems.push({ code: 'store_unsupported', message, ...where(KEYS.store) })
+      if (v === 'ephemeral') problems.push({ code: 'store_ephemeral', message: EPHEMERAL_MESSAGE, ...where(KEYS.store) })
     } else {
       invalid(KEYS.store, '"file", "keyring", "auto" or "ephemeral"', '"file"')
     }
@@ -174,16 +173,9 @@ export function resolveSettings(tomlText: string | null, file: string, overrides
   return { settings, problems }
 }
 
-/** Why a store other than `file` is only half-served (docs/codex-compat.md#credential-stores). */
-function storeMessage(store: CredentialsStore): string | null {
-  switch (store) {
-    case 'file':
-      return null
-    case 'keyring':
-      return 'cli_auth_credentials_store = "keyring": keyring support is not yet available; auth.json is read if present and never written'
-    case 'auto':
-      return 'cli_auth_credentials_store = "auto": keyring support is not yet available; auth.json is used, as Codex falls back to it, but never written'
-    case 'ephemeral':
-      return 'cli_auth_credentials_store = "ephemeral": in-memory credentials of a Codex process cannot be shared; auth.json is read if present and never written'
-  }
-}
+/**
+ * `ephemeral`: credentials only inside the Codex process that logged in (docs/keyring.md); `file`,
+ * `keyring` and `auto` are all served (store/credential-store.ts).
+ */
+export const EPHEMERAL_MESSAGE =
+  'cli_auth_credentials_store = "ephemeral": the credentials live only inside the Codex process that logged in; codex-authd cannot read, share, refresh or write them (use "file", "keyring" or "auto")'

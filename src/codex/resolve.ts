@@ -3,7 +3,7 @@
 // Pure. Messages name sources and settings, never a key or token.
 import { CODEX_AUTH_MODES } from './authfile.js'
 import { decodeAccessTokenClaims, decodeIdTokenClaims } from './jwt.js'
-import type { AuthFile, IdTokenClaims, Problem, Resolved, Settings, TokenData } from '../types.js'
+import type { AuthFile, CredentialSource, IdTokenClaims, Problem, Resolved, Settings, TokenData } from '../types.js'
 import { clip } from '../text.js'
 
 export interface ResolveInput {
@@ -11,6 +11,8 @@ export interface ResolveInput {
   envApiKey: string | null
   settings: Settings
   auth: AuthFile | null
+  /** Where `auth` was read (Status.source); default auth.json. */
+  source?: CredentialSource
   /** Path shown in `mode_unsupported` problems; defaults to 'auth.json'. */
   authPath?: string | null
 }
@@ -28,7 +30,7 @@ export const API_KEY_PLANS: readonly string[] = Object.freeze(['enterprise', 'hc
 
 interface KeyCandidate {
   apiKey: string
-  source: 'env' | 'auth.json'
+  source: 'env' | CredentialSource
 }
 
 function nonEmpty(v: string | null | undefined): string | null {
@@ -41,9 +43,9 @@ function nonEmpty(v: string | null | undefined): string | null {
  * The key docs/codex-compat.md#which-credential-is-served means: auth.json's if non-empty after
  * trimming, else the env's. Served trimmed, since surrounding whitespace can never be part of a working key.
  */
-export function pickApiKey(auth: AuthFile | null, envApiKey: string | null): KeyCandidate | null {
+export function pickApiKey(auth: AuthFile | null, envApiKey: string | null, stored: CredentialSource = 'auth.json'): KeyCandidate | null {
   const fromFile = nonEmpty(auth?.openaiApiKey)
-  if (fromFile !== null) return { apiKey: fromFile, source: 'auth.json' }
+  if (fromFile !== null) return { apiKey: fromFile, source: stored }
   const fromEnv = nonEmpty(envApiKey)
   if (fromEnv !== null) return { apiKey: fromEnv, source: 'env' }
   return null
@@ -62,8 +64,8 @@ function apikey(k: KeyCandidate): Resolved {
   return { kind: 'apikey', apiKey: k.apiKey, source: k.source }
 }
 
-function chatgpt(tokens: TokenData, idClaims: IdTokenClaims): Resolved {
-  return { kind: 'chatgpt', source: 'auth.json', tokens, idClaims, accessClaims: decodeAccessTokenClaims(tokens.accessToken) }
+function chatgpt(tokens: TokenData, idClaims: IdTokenClaims, source: CredentialSource): Resolved {
+  return { kind: 'chatgpt', source, tokens, idClaims, accessClaims: decodeAccessTokenClaims(tokens.accessToken) }
 }
 
 function policy(message: string): Problem {
@@ -95,7 +97,8 @@ export function resolveAuth(input: ResolveInput): ResolveResult {
   const keyAllowed = forced !== 'chatgpt'
   const tokensAllowed = forced !== 'api'
 
-  const key = pickApiKey(auth, input.envApiKey)
+  const stored = input.source ?? 'auth.json'
+  const key = pickApiKey(auth, input.envApiKey, stored)
   const tokens = auth?.tokens ?? null
   const usableKey = keyAllowed ? key : null
 
@@ -123,7 +126,7 @@ export function resolveAuth(input: ResolveInput): ResolveResult {
   // Rule 3.
   if (tokens !== null && tokensAllowed) {
     const idClaims = decodeIdTokenClaims(tokens.idToken)
-    if (usableKey?.source === 'auth.json' && accountTypeNeedsApiKey(auth as AuthFile, idClaims)) {
+    if (usableKey !== null && usableKey.source !== 'env' && accountTypeNeedsApiKey(auth as AuthFile, idClaims)) {
       return { resolved: apikey(usableKey), problems }
     }
     const allowed = settings.forcedChatgptWorkspaceIds
@@ -138,7 +141,7 @@ export function resolveAuth(input: ResolveInput): ResolveResult {
         return { resolved: { kind: 'forbidden', message }, problems }
       }
     }
-    return { resolved: chatgpt(tokens, idClaims), problems }
+    return { resolved: chatgpt(tokens, idClaims, stored), problems }
   }
 
   // Rule 4.
@@ -153,7 +156,7 @@ export function resolveAuth(input: ResolveInput): ResolveResult {
     return { resolved: { kind: 'forbidden', message }, problems }
   }
   if (forced === 'chatgpt' && key !== null) {
-    const from = key.source === 'env' ? 'the OPENAI_API_KEY environment variable' : 'auth.json'
+    const from = key.source === 'env' ? 'the OPENAI_API_KEY environment variable' : key.source === 'keyring' ? 'the keyring' : 'auth.json'
     const message =
       `ChatGPT login is required (forced_login_method = "chatgpt"), but only an API key (from ${from}) is available. ` +
       'Log in with ChatGPT; auth.json is left untouched.'

@@ -13,9 +13,14 @@ import { PlaceholderLimitError } from '../broker/placeholders.js'
 export function toRpcError(e: unknown): RpcError | null {
   if (e instanceof RpcError) return e
   if (e instanceof NotServedError) {
-    return new RpcError(e.reason === 'forbidden_by_policy' ? ErrorCode.ForbiddenByPolicy : ErrorCode.NotLoggedIn, e.message)
+    const data = e.problem !== null ? { problem: e.problem } : undefined
+    return new RpcError(e.reason === 'forbidden_by_policy' ? ErrorCode.ForbiddenByPolicy : ErrorCode.NotLoggedIn, e.message, data)
   }
-  if (e instanceof StoreError) return new RpcError(ErrorCode.StoreUnreadable, e.message, { file: e.file, line: e.line, column: e.column })
+  if (e instanceof StoreError) {
+    // A keyring problem names itself (docs/contract.md#errors): data.problem, and data.details for keyring_unreachable.
+    const named = e.problem !== null ? { problem: e.problem, ...(e.details ? { details: e.details } : {}) } : {}
+    return new RpcError(ErrorCode.StoreUnreadable, e.message, { file: e.file, line: e.line, column: e.column, ...named })
+  }
   if (e instanceof PlaceholderLimitError) return new RpcError(ErrorCode.ServerBusy, e.message)
   if (e instanceof RefreshError) return new RpcError(ErrorCode.RefreshFailed, e.message, { kind: e.kind })
   if (e instanceof LoginError) {

@@ -5,6 +5,7 @@ import { CLIENT_COMMANDS, DAEMON_COMMANDS, UsageError, nearestWord, otherBinaryH
 import { parseConfigOverride, type ConfigOverride } from '../codex/config.js'
 import type { IssuerKind } from '../net/issuer.js'
 import { DEFAULT_PLACEHOLDER_TTL_MS } from '../broker/placeholders.js'
+import { DEFAULT_KEYRING_TIMEOUT_MS } from '../store/keyring-backend.js'
 
 export const DEFAULT_ISSUER = 'https://auth.openai.com'
 export const DEFAULT_CLIENT_ID = 'app_EMoamEEZ73f0CkXaXp7hrann'
@@ -156,4 +157,19 @@ export function recoveryScaleFromEnv(env: NodeJS.ProcessEnv): number {
 export function placeholderTtlFromEnv(env: NodeJS.ProcessEnv): number {
   const ms = Number(env.CODEX_AUTHD_PLACEHOLDER_TTL_MS ?? NaN)
   return Number.isFinite(ms) && ms > 0 ? ms : DEFAULT_PLACEHOLDER_TTL_MS
+}
+
+/**
+ * CODEX_AUTHD_KEYRING_REREAD_MS: how old a read of a keyring entry may be when getAuth serves it
+ * (default 5000, src/state/cache.ts); CODEX_AUTHD_KEYRING_TIMEOUT_MS: the deadline of each keyring call (docs/keyring.md#plan-for-the-store);
+ * default 3000 ms (libdbus itself gives up after about 2 s on a Secret Service that does not answer).
+ */
+export function keyringRereadFromEnv(env: NodeJS.ProcessEnv): number | undefined {
+  const ms = Number(env.CODEX_AUTHD_KEYRING_REREAD_MS ?? NaN)
+  return Number.isFinite(ms) && ms >= 0 ? ms : undefined
+}
+
+export function keyringTimeoutFromEnv(env: NodeJS.ProcessEnv): number {
+  const ms = Number(env.CODEX_AUTHD_KEYRING_TIMEOUT_MS ?? NaN)
+  return Number.isFinite(ms) && ms > 0 ? ms : DEFAULT_KEYRING_TIMEOUT_MS
 }

@@ -20,17 +20,26 @@ export interface DaemonInfo {
 /** Nothing can be served: nobody is logged in (in a way we serve), or policy forbids what is there. */
 export class NotServedError extends Error {
   readonly reason: 'not_logged_in' | 'forbidden_by_policy'
-  constructor(reason: 'not_logged_in' | 'forbidden_by_policy', message: string) {
+  constructor(
+    reason: 'not_logged_in' | 'forbidden_by_policy',
+    message: string,
+    /** The problem that says why (store_ephemeral), sent as data.problem. */
+    readonly problem: Problem['code'] | null = null,
+  ) {
     super(message)
     this.name = 'NotServedError'
     this.reason = reason
   }
 }
 
-/** auth.json cannot be parsed: where, as the state found it. */
+/** auth.json or the keyring entry cannot be read: where and why, as the state found it. */
 export function unreadableError(p: Problem): StoreError {
-  return new StoreError('unreadable', p.message, { file: p.file, line: p.line, column: p.column })
+  const named = p.code === 'auth_unreadable' ? null : p.code
+  return new StoreError('unreadable', p.message, { file: p.file, line: p.line, column: p.column }, named, p.details ?? null)
 }
+
+/** Problems that mean the stored credential could not be read at all (getAuth's -32006). */
+const UNREADABLE: readonly Problem['code'][] = ['auth_unreadable', 'keyring_entry_invalid', 'keyring_unreachable']
 
 function isoFromSeconds(s: number | null): string | null {
   return s === null ? null : new Date(s * 1000).toISOString()
@@ -59,13 +68,11 @@ export function grantFrom(snap: Snapshot): AuthGrant {
       // The home leads nowhere, or to a directory another daemon owns: say so rather than "Not logged in".
       const home = snap.problems.find((p) => p.code === 'home_owned' || p.code === 'home_invalid')
       if (home) throw new NotServedError('not_logged_in', home.message)
-      const unreadable = snap.problems.find((p) => p.code === 'auth_unreadable')
+      const unreadable = snap.problems.find((p) => UNREADABLE.includes(p.code))
       if (unreadable) throw unreadableError(unreadable)
-      // keyring/ephemeral: nothing in auth.json, and the configured store is one we cannot read.
-      const store = snap.settings.credentialsStore
-      if (store === 'keyring' || store === 'ephemeral') {
-        throw new StoreError('unsupported', `the configured credential store "${store}" is not supported yet`)
-      }
+      // Ephemeral credentials exist only inside the Codex process: say so, never a bare "Not logged in".
+      const ephemeral = snap.problems.find((p) => p.code === 'store_ephemeral')
+      if (ephemeral) throw new NotServedError('not_logged_in', `Not logged in: ${ephemeral.message}`, 'store_ephemeral')
       throw new NotServedError('not_logged_in', 'Not logged in')
     }
   }
@@ -104,7 +111,7 @@ export function buildStatus(
       forcedLoginMethod: snap.settings.forcedLoginMethod,
       credentialsStore: snap.settings.credentialsStore,
     },
-    problems: snap.problems.map((p) => ({ code: p.code, message: p.message, file: p.file, line: p.line, column: p.column })),
+    problems: snap.problems.map((p) => ({ code: p.code, message: p.message, file: p.file, line: p.line, column: p.column, ...(p.details ? { details: { ...p.details } } : {}) })),
     daemon: { ...daemon },
     counters,
   }

@@ -19,7 +19,8 @@
 //   deleted with live tokens otherwise); wasLoggedIn = an auth.json existed (an env key is not
 //   something logout can remove). Lock timeout: -32004 "credential commit lock timed out"
 //   (data.lock names the lock); the file is then untouched, as in Codex.
-// - A store other than `file` (keyring/auto/ephemeral): login and logout answer -32006.
+// - Every store is written through the configured one (file, keyring, auto: docs/keyring.md);
+//   `ephemeral`: login and logout answer -32006 (those credentials live only in a Codex process).
 // - A workspace-policy failure revokes the just-issued refresh token (nobody will hold it).
 import type { Logger } from '../log.js'
 import { decodeIdTokenClaims, isCodexValidIdToken } from '../codex/jwt.js'
@@ -27,8 +28,8 @@ import type { IssuerConfig } from '../net/issuer.js'
 import { oidcConfiguration, openAiEndpoints, originator } from '../net/issuer.js'
 import type { LoginMethod, LoginResult, LoginStarted, LogoutResult } from '../rpc/contract.js'
 import type { AuthState } from '../state/cache.js'
-import { readAuth } from '../store/authstore.js'
 import { StoreError } from '../store/errors.js'
+import { EPHEMERAL_MESSAGE } from '../codex/config.js'
 import type { Settings } from '../types.js'
 import { buildAuthorizeUrl, checkWorkspace } from './authorize.js'
 import { BrowserLoginServer } from './browser.js'
@@ -36,7 +37,7 @@ import { startOidcDevice, startOpenAiDevice, type DeviceLogin } from './device.j
 import { LoginError } from './errors.js'
 import { PortsBusyError } from './loopback.js'
 import { describeOidcError, exchangeCodeOidc, exchangeCodeOpenAi, revokeTokens, type LoginTokens } from './oauth.js'
-import { lockTimeoutMessage, persistApiKeyLogin, persistChatgptLogin, removeAuthFile } from './persist.js'
+import { persistApiKeyLogin, persistChatgptLogin, removeCredential } from './persist.js'
 import { generatePkce, generateState } from './pkce.js'
 import { LoginSession, type SuccessInfo } from './session.js'
 
@@ -63,11 +64,8 @@ export interface LoginDeps {
 }
 
 function storeCheck(settings: Settings): void {
-  if (settings.credentialsStore !== 'file') {
-    throw new StoreError(
-      'unsupported',
-      `cli_auth_credentials_store = "${settings.credentialsStore}" is not supported yet; codex-authd only writes auth.json (store "file")`,
-    )
+  if (settings.credentialsStore === 'ephemeral') {
+    throw new StoreError('unsupported', EPHEMERAL_MESSAGE, { file: null, line: null, column: null }, 'store_ephemeral')
   }
 }
 
@@ -221,7 +219,7 @@ export class LoginManager {
       void revokeTokens(this.deps.issuer, this.deps.env, tokens).catch(() => false)
       throw new LoginError('forbidden_by_policy', policy.message)
     }
-    const { previous } = await persistChatgptLogin(this.deps.home, tokens, claims.accountId, new Date(), this.deps.lockTimeoutMs)
+    const { previous } = await persistChatgptLogin(this.deps.state.store, tokens, claims.accountId, new Date(), this.deps.lockTimeoutMs)
     await this.deps.state.reload()
     const old = previous?.tokens ?? null
     if (old !== null && old.refreshToken !== tokens.refreshToken && (old.refreshToken !== '' || old.accessToken !== '')) {
@@ -313,7 +311,7 @@ export class LoginManager {
   // ---------------------------------------------------------------- API key
 
   private async apiKeyLogin(apiKey: string): Promise<LoginStarted> {
-    await persistApiKeyLogin(this.deps.home, apiKey, this.deps.lockTimeoutMs)
+    await persistApiKeyLogin(this.deps.state.store, apiKey, this.deps.lockTimeoutMs)
     await this.deps.state.reload()
     const session = new LoginSession('apikey')
     this.remember(session)
@@ -327,13 +325,13 @@ export class LoginManager {
   async logout(revoke: boolean): Promise<LogoutResult> {
     storeCheck(this.settings)
     // As Codex: read without a lock, revoke, then delete under the locks without comparing.
-    const before = await readAuth(this.deps.home)
+    const store = this.deps.state.store
+    const before = (await store.load()).read
     let revoked = false
     if (revoke && before.state === 'ok' && before.auth.tokens !== null) {
       revoked = await revokeTokens(this.deps.issuer, this.deps.env, before.auth.tokens)
     }
-    const removed = await removeAuthFile(this.deps.home, this.deps.lockTimeoutMs)
-    if (!removed.ok) throw new LoginError('store_failed', lockTimeoutMessage(removed.lock, removed.holder), { lock: removed.lock })
+    const removed = await removeCredential(store, this.deps.lockTimeoutMs)
     await this.deps.state.reload()
     this.deps.log.info({ wasLoggedIn: removed.existed, revoked }, 'logged out')
     return { wasLoggedIn: removed.existed, revoked }

@@ -3,7 +3,8 @@
 // Unknown top-level fields of the old file are kept (docs/codex-compat.md#file-format: unknown fields survive our
 // rewrites); everything else is exactly what Codex 0.171 writes.
 import { formatLastRefresh, unwritableValue } from '../codex/authfile.js'
-import { AuthWriteError, commitAuth, type CommitResult } from '../store/authstore.js'
+import { AuthWriteError, type CommitResult } from '../store/authstore.js'
+import type { CredentialStore } from '../store/credential-store.js'
 import type { AuthFile } from '../types.js'
 import { LoginError } from './errors.js'
 import type { LoginTokens } from './oauth.js'
@@ -41,14 +42,15 @@ export function apiKeyAuthFile(apiKey: string, keep: AuthFile | null): AuthFile 
 /** A commit that could not be made, as a LoginError (store_failed); never quotes contents. */
 function commitFailure(r: CommitResult): LoginError {
   if (r.outcome === 'lock_timeout') return new LoginError('store_failed', lockTimeoutMessage(r.lock, r.holder), { lock: r.lock })
+  if (r.outcome === 'keyring_failed') return new LoginError('store_failed', `the login could not be saved: ${r.problem.message}`)
   return new LoginError('store_failed', 'auth.json could not be written')
 }
 
-async function commit(home: string, build: (current: AuthFile | null) => AuthFile, lockTimeoutMs?: number): Promise<{ previous: AuthFile | null; written: AuthFile }> {
+async function commit(store: CredentialStore, build: (current: AuthFile | null) => AuthFile, lockTimeoutMs?: number): Promise<{ previous: AuthFile | null; written: AuthFile }> {
   let previous: AuthFile | null = null
   let result: CommitResult
   try {
-    result = await commitAuth(home, {
+    result = await store.commit({
       overwriteUnreadable: true,
       lockTimeoutMs,
       update: (current) => {
@@ -69,30 +71,33 @@ async function commit(home: string, build: (current: AuthFile | null) => AuthFil
  * Tokens that would not read back (docs/codex-compat.md#what-codex-rejects) fail the login before
  * any lock is taken: the file on disk, and the credential served, stay as they were.
  */
-export function persistChatgptLogin(home: string, tokens: LoginTokens, accountId: string | null, now: Date, lockTimeoutMs?: number) {
+export function persistChatgptLogin(store: CredentialStore, tokens: LoginTokens, accountId: string | null, now: Date, lockTimeoutMs?: number) {
   // The fields checked are all ours; the unknown fields kept from the current file were read back already.
   const bad = unwritableValue(chatgptAuthFile(tokens, accountId, now, null))
   if (bad !== null) return Promise.reject(new LoginError('login_failed', `The issuer's answer cannot be saved so that Codex reads it back: ${bad.reason}`))
-  return commit(home, (current) => chatgptAuthFile(tokens, accountId, now, current), lockTimeoutMs)
+  return commit(store, (current) => chatgptAuthFile(tokens, accountId, now, current), lockTimeoutMs)
 }
 
 /** Writes an API-key login; a key Codex could not read back is `invalid_value` (field apiKey), nothing touched. */
-export function persistApiKeyLogin(home: string, apiKey: string, lockTimeoutMs?: number) {
+export function persistApiKeyLogin(store: CredentialStore, apiKey: string, lockTimeoutMs?: number) {
   const bad = unwritableValue(apiKeyAuthFile(apiKey, null))
   if (bad !== null) {
     const message = 'apiKey holds a control character, a bidi mark or a lone surrogate: Codex could not read it back from auth.json; nothing was written'
     return Promise.reject(new LoginError('invalid_value', message, { field: 'apiKey' }))
   }
-  return commit(home, (current) => apiKeyAuthFile(apiKey, current), lockTimeoutMs)
+  return commit(store, (current) => apiKeyAuthFile(apiKey, current), lockTimeoutMs)
 }
 
-export type RemoveResult = { ok: true; existed: boolean } | { ok: false; lock: 'auth.lock' | 'auth.json.lock'; holder: LockHolder | null }
-
-/** Logout's delete: under both locks, whatever the file holds (Codex does not compare). */
-export async function removeAuthFile(home: string, lockTimeoutMs?: number): Promise<RemoveResult> {
-  const r = await commitAuth(home, { overwriteUnreadable: true, lockTimeoutMs, update: () => null })
-  if (r.outcome === 'deleted') return { ok: true, existed: r.existed }
-  if (r.outcome === 'lock_timeout') return { ok: false, lock: r.lock, holder: r.holder }
-  // update always returns null, so nothing else can come back; treat it as "not removed".
-  return { ok: false, lock: 'auth.json.lock', holder: null }
+/** Logout's delete: under both locks, whatever the store holds (Codex does not compare). */
+export async function removeCredential(store: CredentialStore, lockTimeoutMs?: number): Promise<{ existed: boolean }> {
+  let r: CommitResult
+  try {
+    r = await store.commit({ overwriteUnreadable: true, lockTimeoutMs, update: () => null })
+  } catch (e) {
+    if (e instanceof AuthWriteError) throw new LoginError('store_failed', `auth.json could not be removed (${(e.cause as NodeJS.ErrnoException | undefined)?.code ?? 'I/O error'})`)
+    throw e
+  }
+  if (r.outcome === 'deleted') return { existed: r.existed }
+  // update always returns null: a lock timeout or an unreachable keyring is all that can come back.
+  throw commitFailure(r)
 }

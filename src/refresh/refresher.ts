@@ -7,7 +7,7 @@ import { NetworkError, post, preloadHttp } from '../net/http.js'
 import { oidcConfiguration, openAiEndpoints, originator, type IssuerConfig } from '../net/issuer.js'
 import type { ErrorInfo, RefreshState } from '../rpc/contract.js'
 import type { AuthState, PendingTokens } from '../state/cache.js'
-import { AuthWriteError, commitAuth, readAuth, readAuthAfterWriters, sha256Hex, stillHolds, stillSameFile, type CommitResult, type HeldToken } from '../store/authstore.js'
+import { AuthWriteError, sha256Hex, stillHolds, type CommitResult, type HeldToken } from '../store/authstore.js'
 import { deleteJournals, readJournals, writeJournal, type JournalPlaces } from '../store/journal.js'
 import { orTimeout } from '../timeout.js'
 import type { AccessTokenClaims, AuthFile, TokenData } from '../types.js'
@@ -199,8 +199,16 @@ export class Refresher {
     }
   }
 
+  /** getAuth, first: under a keyring store, an old read of the entry is done again (AuthState.rereadIfStale). */
+  rereadIfStale(): Promise<void> {
+    return this.o.state.rereadIfStale()
+  }
+
   /** getAuth (docs/refresh.md#getauth-and-refresh): wait for a due or running refresh; serve what is valid; else RefreshError. */
   async ensureFresh(minValiditySeconds: number): Promise<void> {
+    // A keyring entry replaced by Codex emits no signal (docs/keyring.md#signals-what-can-be-watched):
+    // before refreshing or refusing for want of validity, read it again.
+    if (this.o.state.store.usesKeyring && this.validMs() < minValiditySeconds * 1000) await this.o.state.reload()
     const outcome = await this.ensureFreshOnce(minValiditySeconds, true)
     // The refresh found another writer's file and adopted it, but that token is not good enough
     // either: refresh it now, with the adopted refresh token (Codex does the same, docs/codex-compat.md#locks),
@@ -210,11 +218,7 @@ export class Refresher {
 
   private async ensureFreshOnce(minValiditySeconds: number, mayRetry: boolean): Promise<'adopted' | undefined> {
     const minMs = minValiditySeconds * 1000
-    const validMs = (): number => {
-      const r = this.o.state.current.resolved
-      if (r.kind !== 'chatgpt' || r.accessClaims.exp === null) return Infinity
-      return r.accessClaims.exp * 1000 - this.o.now()
-    }
+    const validMs = (): number => this.validMs()
     const cand = this.candidate()
     if (cand === null) {
       // Nothing this daemon can refresh: never serve a token that is not good enough (docs/contract.md).
@@ -238,6 +242,13 @@ export class Refresher {
     throw new RefreshError(this.failureFor(outcome, validMs(), minValiditySeconds))
   }
 
+  /** How long the token served now stays valid (Infinity: an API key, or no expiry). */
+  private validMs(): number {
+    const r = this.o.state.current.resolved
+    if (r.kind !== 'chatgpt' || r.accessClaims.exp === null) return Infinity
+    return r.accessClaims.exp * 1000 - this.o.now()
+  }
+
   /**
    * A getAuth caller's bounded wait for the refresh in flight (docs/refresh.md#getauth-and-refresh).
    * Callers arriving within the same second share one timer, so a storm of them costs one timer,
@@ -257,10 +268,10 @@ export class Refresher {
     const snap = this.o.state.current
     const store = snap.settings.credentialsStore
     const why =
-      store !== 'file'
+      store === 'ephemeral'
         ? `the configured credential store (${store}) is not one this daemon can refresh`
         : snap.read.state === 'unreadable'
-          ? 'auth.json cannot be read, so no refresh could be written back'
+          ? `${snap.read.problem.code === 'auth_unreadable' ? 'auth.json' : 'the keyring entry'} cannot be read, so no refresh could be written back`
           : 'these tokens cannot be refreshed here'
     return { kind: 'rejected', permanent: true, message: `Failed to refresh token: ${tooShort(validMs, minValiditySeconds)}, and ${why}`, status: null }
   }
@@ -339,7 +350,7 @@ export class Refresher {
   private candidate(): Candidate | null {
     const snap = this.o.state.current
     // docs/refresh.md#which-tokens: only when we can write the result back; refresh pauses while the file is unreadable.
-    if (snap.settings.credentialsStore !== 'file') return null
+    if (snap.settings.credentialsStore === 'ephemeral') return null
     if (snap.read.state === 'unreadable' && snap.pending === null) return null
     const auth = snap.pending?.auth ?? (snap.read.state === 'ok' ? snap.read.auth : null)
     if (auth === null || auth.tokens === null) return null
@@ -432,9 +443,10 @@ export class Refresher {
 
     // (1) Re-read without a lock: someone else may have refreshed or logged in already. When
     // auth.json is still the version the state last read (one stat), that read is current: no
-    // read, and no trip through the thread pool while a storm of callers waits.
+    // read, and no trip through the thread pool while a storm of callers waits. A keyring entry
+    // is always read again (its replacement is silent).
     const last = this.o.state.current.read
-    const disk = stillSameFile(this.o.home, last) ? last : await readAuth(this.o.home)
+    const disk = await this.o.state.store.reread(last)
     if (disk.state === 'unreadable') return { ok: false, skipped: 'unreadable' }
     if (!stillHolds(disk, cand.held)) {
       this.o.log.info('auth.json changed before refresh; adopting it')
@@ -533,7 +545,7 @@ export class Refresher {
     for (;;) {
       const remaining = deadline - this.o.now()
       const changed = this.nextChange()
-      const cur = await readAuthAfterWriters(this.o.home, Math.max(0, remaining))
+      const cur = await this.o.state.store.readAfterWriters(Math.max(0, remaining))
       if (cur.state !== 'unreadable' && !stillHolds(cur, held)) {
         changed.cancel()
         await this.o.state.reload()
@@ -613,7 +625,7 @@ export class Refresher {
   private async commitOnce(pending: PendingTokens): Promise<boolean> {
     let res: CommitResult | { outcome: 'write_error' }
     try {
-      res = await commitAuth(this.o.home, {
+      res = await this.o.state.store.commit({
         lockTimeoutMs: this.o.lockTimeoutMs,
         precondition: (cur) => stillHolds(cur, { refreshToken: pending.fileRefreshToken, accountId: pending.accountId }),
         update: (cur) => (cur === null ? null : mergeRefreshed(cur, pending.auth)),
@@ -628,7 +640,7 @@ export class Refresher {
     if (res.outcome === 'written') {
       // What we wrote is the file now: the state takes it without reading it back.
       await this.o.state.wrote(res.written, pending)
-      this.o.log.info('refreshed tokens written to auth.json')
+      this.o.log.info({ store: this.o.state.store.kind }, res.written.read.store === 'keyring' ? 'refreshed tokens written to the keyring' : 'refreshed tokens written to auth.json')
       await this.settleJournal()
       return true
     }
@@ -639,7 +651,7 @@ export class Refresher {
       await this.settleJournal()
       return true
     }
-    this.o.log.warn({ outcome }, 'refreshed tokens could not be written yet; holding them')
+    this.o.log.warn({ outcome, cause: res.outcome === 'keyring_failed' ? res.problem.details?.cause : undefined }, 'refreshed tokens could not be written yet; holding them')
     return false
   }
 
@@ -692,7 +704,7 @@ export class Refresher {
     const held: HeldToken = { refreshTokenSha256: record.fileRefreshTokenSha256, accountId: record.accountId }
     let res: CommitResult | { outcome: 'write_error' }
     try {
-      res = await commitAuth(this.o.home, {
+      res = await this.o.state.store.commit({
         lockTimeoutMs: this.o.lockTimeoutMs,
         precondition: (cur) => stillHolds(cur, held),
         update: (cur) => (cur === null ? null : mergeRefreshed(cur, record.auth)),
@@ -709,7 +721,7 @@ export class Refresher {
       await deleteJournals(this.journalPlaces)
       return
     }
-    const cur = await readAuth(this.o.home)
+    const cur = (await this.o.state.store.load()).read
     if (cur.state === 'unreadable') {
       this.journalUnsettled = true
       this.o.log.warn({ journal: path }, 'auth.json is unreadable: the journaled refresh result waits for it')

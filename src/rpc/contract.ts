@@ -24,6 +24,11 @@ export interface StatusProblem {
   file: string | null
   line: number | null
   column: number | null
+  /**
+   * Added 2026-11-30, only on `keyring_unreachable`: `cause` is `no_session` | `no_provider` |
+   * `timeout` | `locked` | `binding_missing` | `error` (docs/contract.md#problems).
+   */
+  details?: { cause: string }
 }
 
 export type RefreshState = 'idle' | 'refreshing' | 'backoff' | 'failed'

@@ -6,13 +6,18 @@ import path from 'node:path'
 import { EventEmitter } from 'node:events'
 import { resolveSettings, type ConfigOverride } from '../codex/config.js'
 import { resolveAuth } from '../codex/resolve.js'
-import { readAuth, stillHolds, type AuthRead, type OwnWrite } from '../store/authstore.js'
+import { stillHolds, type AuthRead, type OwnWrite } from '../store/authstore.js'
+import { autoStore, ephemeralStore, fileStore, keyringStore, type CredentialStore } from '../store/credential-store.js'
+import { WorkerKeyring, type KeyringBackend } from '../store/keyring-backend.js'
+import { SECRET_SERVICE_RULES, SignalWatch, sessionBusPath } from '../os/dbus-signals.js'
 import { danglingLinkTarget, readSmallTextFile } from '../store/textfile.js'
 import { homeExposure } from './exposure.js'
 import { HomeWatcher } from './watcher.js'
-import type { AuthFile, Problem, Resolved, Settings } from '../types.js'
+import type { AuthFile, CredentialSource, CredentialsStore, Problem, Resolved, Settings } from '../types.js'
 
 export const CONFIG_MAX_BYTES = 1024 * 1024
+/** getAuth re-reads a keyring entry read longer ago than this (docs/keyring.md#what-is-built). */
+export const DEFAULT_KEYRING_REREAD_MS = 5000
 
 /** New tokens a refresh obtained but could not write yet (docs/refresh.md#pending-tokens). */
 export interface PendingTokens {
@@ -56,6 +61,14 @@ export interface StateOptions {
    * coalesced event (and with chokidar, a change within 50 ms of the previous was dropped).
    */
   trailingMs?: number
+  /** Deadline of each keyring call (CODEX_AUTHD_KEYRING_TIMEOUT_MS). */
+  keyringTimeoutMs?: number
+  /** How old a keyring read may be for getAuth (CODEX_AUTHD_KEYRING_REREAD_MS; default 5 s). */
+  keyringRereadMs?: number
+  /** DBUS_SESSION_BUS_ADDRESS, for the Secret Service's signals (unset: not watched). */
+  busAddress?: string
+  /** The keyring calls (tests may pass their own); default a worker thread over @napi-rs/keyring. */
+  keyring?: KeyringBackend
 }
 
 export interface StateEvents {
@@ -69,13 +82,23 @@ export interface StateEvents {
 
 export class AuthState extends EventEmitter<StateEvents> {
   readonly home: string
-  private readonly opts: Required<Omit<StateOptions, 'home' | 'envApiKey' | 'overrides'>>
+  private readonly opts: { settleMs: number; trailingMs: number }
+  private readonly keyringTimeoutMs: number | undefined
+  private readonly keyringRereadMs: number
+  private readonly busAddress: string | undefined
+  /** Made on first use of a keyring store: the file store never loads the binding. */
+  private keyring: KeyringBackend | null
+  private readonly stores = new Map<CredentialsStore, CredentialStore>()
+  /** The Secret Service's signals, while a keyring store is configured (reconnected on the next read once lost). */
+  private busWatch: SignalWatch | null = null
   private readonly envApiKey: string | null
   private readonly overrides: ConfigOverride[]
   private readonly watcher: HomeWatcher
   private snap: Snapshot
   private fingerprint = ''
   private reads = 0
+  /** performance.now() when the store was last read (a keyring entry's replacement is silent). */
+  private loadedAt = -Infinity
   /** Reads that read and parsed auth.json's bytes (not recognised as our own write). */
   private authParses = 0
   /**
@@ -92,7 +115,14 @@ export class AuthState extends EventEmitter<StateEvents> {
   private settling = false
   private stopped = false
   /** The last read, kept so that setPending can resolve again without I/O. */
-  private inputs: { read: AuthRead; fileAuth: AuthFile | null; settings: Settings; configProblems: Problem[] } | null = null
+  private inputs: {
+    read: AuthRead
+    fileAuth: AuthFile | null
+    source: CredentialSource
+    storeKind: CredentialsStore
+    settings: Settings
+    configProblems: Problem[]
+  } | null = null
 
   constructor(options: StateOptions) {
     super()
@@ -100,6 +130,10 @@ export class AuthState extends EventEmitter<StateEvents> {
     this.envApiKey = options.envApiKey
     this.overrides = options.overrides
     this.opts = { settleMs: options.settleMs ?? 50, trailingMs: options.trailingMs ?? 60 }
+    this.keyringTimeoutMs = options.keyringTimeoutMs
+    this.keyringRereadMs = options.keyringRereadMs ?? DEFAULT_KEYRING_REREAD_MS
+    this.busAddress = options.busAddress
+    this.keyring = options.keyring ?? null
     this.watcher = new HomeWatcher(this.home)
     this.watcher.on('change', () => this.schedule())
     // Synchronous, as the watcher emits it: the owner may recreate the home before the watcher looks again.
@@ -131,7 +165,66 @@ export class AuthState extends EventEmitter<StateEvents> {
     this.stopped = true
     if (this.trailing) clearTimeout(this.trailing)
     this.watcher.close()
+    this.busWatch?.close()
     await this.running?.catch(() => {})
+    this.keyring?.close()
+  }
+
+  /**
+   * The configured credential store (docs/keyring.md): where the refresher and the logins read
+   * and commit. Follows config.toml as last read.
+   */
+  get store(): CredentialStore {
+    return this.storeFor(this.snap.settings.credentialsStore)
+  }
+
+  private storeFor(kind: CredentialsStore): CredentialStore {
+    let store = this.stores.get(kind)
+    if (store === undefined) {
+      const keyring = (): KeyringBackend => (this.keyring ??= new WorkerKeyring(this.keyringTimeoutMs))
+      store =
+        kind === 'file'
+          ? fileStore(this.home)
+          : kind === 'keyring'
+            ? keyringStore(this.home, keyring())
+            : kind === 'auto'
+              ? autoStore(this.home, keyring())
+              : ephemeralStore()
+      this.stores.set(kind, store)
+    }
+    return store
+  }
+
+  /**
+   * Listen to the Secret Service while a keyring store is configured: an entry created or deleted
+   * (a Codex login or logout) re-reads at once. A replacement emits nothing, so the refresher and
+   * getAuth re-read too (docs/keyring.md#signals-what-can-be-watched). No bus: nothing to listen to.
+   */
+  private watchKeyring(wanted: boolean): void {
+    if (!wanted || this.stopped) {
+      this.busWatch?.close()
+      return
+    }
+    if (this.busWatch !== null) return
+    const socketPath = sessionBusPath(this.busAddress)
+    if (socketPath === null || process.getuid === undefined) return
+    const watch = new SignalWatch(socketPath, SECRET_SERVICE_RULES, process.getuid())
+    this.busWatch = watch
+    watch.on('signal', () => this.schedule())
+    // A change between our read and the match rules being in place would be missed: read once more.
+    watch.on('subscribed', () => this.schedule())
+    watch.on('closed', () => {
+      if (this.busWatch === watch) this.busWatch = null
+    })
+  }
+
+  /**
+   * getAuth under a keyring store: read the store again when its last read is older than
+   * keyringRereadMs, since a Codex that replaced the entry (SetSecret: a re-login, a refresh) sent
+   * no signal. Driven by callers, never a timer; one keyring read per window however many callers.
+   */
+  async rereadIfStale(): Promise<void> {
+    if (this.store.usesKeyring && performance.now() - this.loadedAt > this.keyringRereadMs) await this.reload()
   }
 
   /** What is watched right now (for tests and diagnostics). */
@@ -185,7 +278,7 @@ export class AuthState extends EventEmitter<StateEvents> {
     if (this.running) this.again = true
     // Not loaded yet (a journal committed at start): the first read finds our version.
     if (this.inputs === null) return this.reload()
-    this.inputs = { ...this.inputs, read: written.read, fileAuth: written.read.auth }
+    this.inputs = { ...this.inputs, read: written.read, fileAuth: written.read.auth, source: sourceOf(written.read, this.inputs.source) }
     this.recompute()
     return Promise.resolve()
   }
@@ -221,13 +314,8 @@ export class AuthState extends EventEmitter<StateEvents> {
     this.watcher.sync()
     const configFile = path.join(this.home, 'config.toml')
     const ownWrites = this.ownWrites
-    const [read, configText, exposure] = await Promise.all([readAuth(this.home, this.ownWrite), readSmallTextFile(configFile, CONFIG_MAX_BYTES), homeExposure(this.home)])
-    if (read.state !== 'absent' && read !== this.ownWrite?.read) this.authParses++
-    if (ownWrites !== this.ownWrites) {
-      // We wrote auth.json while this read ran: it may show the file before our write. Once more.
-      this.again = true
-      return
-    }
+    // config.toml first: it says which store to read (cli_auth_credentials_store).
+    const [configText, exposure] = await Promise.all([readSmallTextFile(configFile, CONFIG_MAX_BYTES), homeExposure(this.home)])
     const configProblems: Problem[] = [...exposure]
     let text: string | null = null
     if (configText.state === 'ok') text = configText.text
@@ -242,12 +330,24 @@ export class AuthState extends EventEmitter<StateEvents> {
     }
     const settingsResult = resolveSettings(text, configFile, this.overrides)
     configProblems.push(...settingsResult.problems)
+    const store = this.storeFor(settingsResult.settings.credentialsStore)
+    this.watchKeyring(store.usesKeyring)
+    const loaded = await store.load(this.ownWrite)
+    this.loadedAt = performance.now()
+    const read = loaded.read
+    configProblems.push(...loaded.problems)
+    if (read.state !== 'absent' && read !== this.ownWrite?.read) this.authParses++
+    if (ownWrites !== this.ownWrites) {
+      // We wrote the credential while this read ran: it may show it before our write. Once more.
+      this.again = true
+      return
+    }
     // A dangling symlink reads as absent (as in Codex), but the user should hear why.
     if (configText.state === 'absent') {
       const to = await danglingLinkTarget(configFile)
       if (to !== null) configProblems.push(fileProblem('config_invalid', configFile, `${configFile} is a symlink to ${to}, which does not exist; using defaults`))
     }
-    if (read.state === 'absent') {
+    if (read.state === 'absent' && store.kind !== 'keyring') {
       const authFile = path.join(this.home, 'auth.json')
       const to = await danglingLinkTarget(authFile)
       if (to !== null) {
@@ -259,8 +359,9 @@ export class AuthState extends EventEmitter<StateEvents> {
     if (read.state === 'ok') served = read.auth
     else if (read.state === 'absent') served = null
     else {
-      // Unparsable: maybe a writer is half-way through. Look again once before believing it.
-      if (this.snap.read.state === 'ok' && !this.settling) {
+      // Unparsable: maybe a writer is half-way through. Look again once before believing it (a
+      // keyring that cannot be reached is not half-way through anything).
+      if (read.problem.code === 'auth_unreadable' && this.snap.read.state === 'ok' && !this.settling) {
         this.settling = true
         setTimeout(() => {
           void this.reloadInBackground().finally(() => {
@@ -269,17 +370,25 @@ export class AuthState extends EventEmitter<StateEvents> {
         }, this.opts.settleMs).unref()
         return
       }
-      served = this.snap.served
+      // The last good credential, as long as it came from this same store (not a store switched away from).
+      served = this.inputs?.storeKind === store.kind ? this.snap.served : null
     }
     // A watch armed after the read may have missed a change: read once more.
     if (read.state !== 'unreadable' && (await this.watcher.followTarget())) this.again = true
-    this.inputs = { read, fileAuth: served, settings: settingsResult.settings, configProblems }
+    this.inputs = {
+      read,
+      fileAuth: served,
+      source: sourceOf(read, this.inputs?.source ?? 'auth.json'),
+      storeKind: store.kind,
+      settings: settingsResult.settings,
+      configProblems,
+    }
     this.recompute()
   }
 
   private recompute(): void {
     if (this.inputs === null) return
-    const { read, fileAuth, settings, configProblems } = this.inputs
+    const { read, fileAuth, source, settings, configProblems } = this.inputs
     let pending = this.snap.pending
     let served = fileAuth
     if (pending !== null && pending === this.ownWrite?.settles && read === this.ownWrite.read) {
@@ -298,7 +407,7 @@ export class AuthState extends EventEmitter<StateEvents> {
     }
     const problems = [...configProblems]
     if (read.state === 'unreadable') problems.push(read.problem)
-    if (read.state === 'ok' && (read.mode & 0o044) !== 0) {
+    if (read.state === 'ok' && read.store !== 'keyring' && (read.mode & 0o044) !== 0) {
       problems.push({
         code: 'auth_permissions',
         message: `${read.targetPath} is readable by group or other (mode ${read.mode.toString(8)}); run: chmod 600 ${read.targetPath}`,
@@ -321,7 +430,7 @@ export class AuthState extends EventEmitter<StateEvents> {
         column: null,
       })
     }
-    const { resolved, problems: resolveProblems } = resolveAuth({ envApiKey: this.envApiKey, settings, auth: served })
+    const { resolved, problems: resolveProblems } = resolveAuth({ envApiKey: this.envApiKey, settings, auth: served, source })
     problems.push(...resolveProblems)
     const next: Snapshot = { generation: this.snap.generation, read, served, settings, resolved, problems, pending }
     const fp = fingerprintOf(next)
@@ -352,13 +461,19 @@ function fingerprintOf(s: Snapshot): string {
     r.kind === 'apikey'
       ? ['apikey', r.source, r.apiKey]
       : r.kind === 'chatgpt'
-        ? ['chatgpt', r.tokens.accessToken, r.tokens.accountId, r.idClaims.email, r.idClaims.planType]
+        ? ['chatgpt', r.source, r.tokens.accessToken, r.tokens.accountId, r.idClaims.email, r.idClaims.planType]
         : r.kind === 'forbidden'
           ? ['forbidden', r.message]
           : r.kind === 'unsupported'
             ? ['unsupported', r.mode]
             : ['none']
   return JSON.stringify([cred, s.settings, s.problems.map((p) => [p.code, p.message, p.line, p.column])])
+}
+
+/** Where a read's credential came from; for anything but a good read, where the last good one did. */
+function sourceOf(read: AuthRead, last: CredentialSource): CredentialSource {
+  if (read.state !== 'ok') return last
+  return read.store === 'keyring' ? 'keyring' : 'auth.json'
 }
 
 function fileProblem(code: Problem['code'], file: string, message: string): Problem {

@@ -10,6 +10,8 @@ import type { AuthFile, Problem } from '../types.js'
 import { acquireLock, LockTimeoutError, type LockHandle } from '../os/flock.js'
 import type { LockHolder } from '../os/lockholder.js'
 import { writeFileAtomic, type AtomicWriteOptions } from './atomic-write.js'
+import { KeyringError } from './keyring-backend.js'
+import { keyringUnreachable } from './keyring-entry.js'
 import { errCode, errText, fileIdentity, readSmallTextFileUnless } from './textfile.js'
 
 /** Files larger than this are reported, never read whole (real auth.json files are ~4 KiB). */
@@ -30,6 +32,8 @@ export type AuthRead =
       isSymlink: boolean
       /** The version read (fileIdentity of the target); absent when not known. */
       identity?: string
+      /** Read from the keyring entry, not from a file (`text` is the entry's value; docs/keyring.md). */
+      store?: 'keyring'
     }
   | { state: 'unreadable'; problem: Problem }
 
@@ -71,6 +75,21 @@ export type CommitResult =
   | { outcome: 'precondition_failed'; current: AuthRead }
   | { outcome: 'unreadable'; problem: Problem }
   | { outcome: 'lock_timeout'; lock: 'auth.lock' | 'auth.json.lock'; holder: LockHolder | null }
+  /** The keyring could not be used (keyring_unreachable): nothing was written. */
+  | { outcome: 'keyring_failed'; problem: Problem }
+
+/**
+ * Where a commit reads the current credential and puts the next one: auth.json (fileBacking), or
+ * a keyring entry (store/credential-store.ts). A KeyringError thrown by one ends the commit as
+ * `keyring_failed`, with the locks released.
+ */
+export interface CommitBacking {
+  read(): Promise<AuthRead>
+  /** Puts `next`; `beforeVisible` is told what a read will find, before anyone can see it. */
+  write(next: AuthFile, beforeVisible: (written: OwnWrite) => void): Promise<OwnWrite>
+  /** Removes the credential; true when there was one. */
+  remove(): Promise<boolean>
+}
 
 /** An I/O failure while writing or deleting; names the path and errno, never contents. */
 export class AuthWriteError extends Error {
@@ -187,7 +206,7 @@ export function stillSameFile(home: string, read: AuthRead): boolean {
  * Codex's protocol holds auth.lock while it writes, so this read sees its result, not the file
  * before it. Past the bound it reads without the lock.
  */
-export async function readAuthAfterWriters(home: string, timeoutMs: number): Promise<AuthRead> {
+export async function readAuthAfterWriters(home: string, timeoutMs: number, read: () => Promise<AuthRead> = () => readAuth(home)): Promise<AuthRead> {
   let lock: LockHandle | null = null
   try {
     lock = await acquireLock(join(home, 'auth.lock'), { timeoutMs, mode: 0o666 })
@@ -195,9 +214,44 @@ export async function readAuthAfterWriters(home: string, timeoutMs: number): Pro
     if (!(err instanceof LockTimeoutError)) throw err
   }
   try {
-    return await readAuth(home)
+    return await read()
   } finally {
     await lock?.release().catch(() => {})
+  }
+}
+
+/** auth.json (through its symlinks) as the place a commit reads and writes. */
+export function fileBacking(target: AuthTarget): CommitBacking {
+  return {
+    read: () => readTarget(target),
+    async write(next, beforeVisible) {
+      const text = serializeAuthFile(next)
+      // What a read of the file gives once it is in place, without reading it (we know what we wrote).
+      const writtenAs = (identity: string): OwnWrite => ({
+        read: { state: 'ok', auth: next, text, mode: 0o600, targetPath: target.targetPath, isSymlink: target.isSymlink, identity },
+        identity,
+      })
+      let written: OwnWrite | null = null
+      // The directory is synced too: a refresh journal is deleted once this write is settled.
+      const identity = await writePrivateFileAtomic(target.targetPath, text, {
+        tempPrefix: '.auth-',
+        syncDir: true,
+        beforeRename: (id) => {
+          written = writtenAs(id)
+          beforeVisible(written)
+        },
+      })
+      return written ?? writtenAs(identity)
+    },
+    async remove() {
+      try {
+        await unlink(target.targetPath)
+        return true
+      } catch (err) {
+        if (errCode(err) === 'ENOENT') return false
+        throw new AuthWriteError(target.targetPath, err)
+      }
+    },
   }
 }
 
@@ -208,7 +262,25 @@ export async function readAuthAfterWriters(home: string, timeoutMs: number): Pro
  * 'precondition_failed' the file is untouched. Locks are released in Codex's order: temp fd,
  * auth.json.lock, auth.lock. I/O errors throw AuthWriteError after cleanup.
  */
-export async function commitAuth(home: string, opts: CommitOptions): Promise<CommitResult> {
+export function commitAuth(home: string, opts: CommitOptions): Promise<CommitResult> {
+  return commitWith(home, fileBacking, opts)
+}
+
+/**
+ * commitAuth's sequence with the credential read and put through `backing` (made once auth.lock
+ * is held and auth.json's target is known): the keyring stores commit under the same locks in the
+ * same order (docs/keyring.md#files-and-locks).
+ */
+export async function commitWith(home: string, backingFor: (target: AuthTarget) => CommitBacking, opts: CommitOptions): Promise<CommitResult> {
+  try {
+    return await commitLocked(home, backingFor, opts)
+  } catch (e) {
+    if (e instanceof KeyringError) return { outcome: 'keyring_failed', problem: keyringUnreachable(e.keyringCause, e.detail, false) }
+    throw e
+  }
+}
+
+async function commitLocked(home: string, backingFor: (target: AuthTarget) => CommitBacking, opts: CommitOptions): Promise<CommitResult> {
   const timeoutMs = opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS
   const held: LockHandle[] = []
   try {
@@ -221,7 +293,8 @@ export async function commitAuth(home: string, opts: CommitOptions): Promise<Com
     }
 
     const target = await resolveAuthTarget(home)
-    const first = await readTarget(target)
+    const backing = backingFor(target)
+    const first = await backing.read()
     // 'unreadable' before the precondition: a refresh keeps its tokens pending for an unreadable
     // file (docs/refresh.md#the-sequence, step 6) but drops them when the precondition fails.
     if (first.state === 'unreadable' && !opts.overwriteUnreadable) return { outcome: 'unreadable', problem: first.problem }
@@ -236,37 +309,14 @@ export async function commitAuth(home: string, opts: CommitOptions): Promise<Com
       throw err
     }
 
-    const base = await readTarget(target)
+    const base = await backing.read()
     if (base.state === 'unreadable' && !opts.overwriteUnreadable) return { outcome: 'unreadable', problem: base.problem }
     if (opts.precondition && !opts.precondition(base)) return { outcome: 'precondition_failed', current: base }
 
     const next = opts.update(base.state === 'ok' ? base.auth : null)
-    if (next === null) {
-      try {
-        await unlink(target.targetPath)
-        return { outcome: 'deleted', existed: true }
-      } catch (err) {
-        if (errCode(err) === 'ENOENT') return { outcome: 'deleted', existed: false }
-        throw new AuthWriteError(target.targetPath, err)
-      }
-    }
-    // The directory is synced too: a refresh journal is deleted once this write is settled.
-    const text = serializeAuthFile(next)
-    // What a read of the file gives once it is in place, without reading it (we know what we wrote).
-    const writtenAs = (identity: string): OwnWrite => ({
-      read: { state: 'ok', auth: next, text, mode: 0o600, targetPath: target.targetPath, isSymlink: target.isSymlink, identity },
-      identity,
-    })
-    let written: OwnWrite | null = null
-    const identity = await writePrivateFileAtomic(target.targetPath, text, {
-      tempPrefix: '.auth-',
-      syncDir: true,
-      beforeRename: (id) => {
-        written = writtenAs(id)
-        opts.onWrite?.(written)
-      },
-    })
-    return { outcome: 'written', auth: next, written: written ?? writtenAs(identity) }
+    if (next === null) return { outcome: 'deleted', existed: await backing.remove() }
+    const written = await backing.write(next, (w) => opts.onWrite?.(w))
+    return { outcome: 'written', auth: next, written }
   } finally {
     // Newest first: auth.json.lock, then auth.lock (the temp fd is closed inside the write).
     for (const lock of held.reverse()) await lock.release().catch(() => {})
