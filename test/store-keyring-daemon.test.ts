@@ -34,7 +34,8 @@ useCodexStore(home, 'keyring')
 const stale: AuthFile = { authMode: 'apikey', openaiApiKey: 'sk-test-stale-file-000000001', tokens: null, lastRefresh: null, extra: {} }
 fs.writeFileSync(path.join(home, 'auth.json'), JSON.stringify({ auth_mode: 'apikey', OPENAI_API_KEY: stale.openaiApiKey }), { mode: 0o600 })
 registerSecret(stale.openaiApiKey, 'stale auth.json key')
-const d = await daemon(t, home, p, { env: { ...ss.env, CODEX_AUTHD_KEYRING_TIMEOUT_MS: String(KEYRING_TIMEOUT_MS) } })
+// getAuth re-reads a keyring read older than 2 s (default 5 s).
+const d = await daemon(t, home, p, { env: { ...ss.env, CODEX_AUTHD_KEYRING_TIMEOUT_MS: String(KEYRING_TIMEOUT_MS), CODEX_AUTHD_KEYRING_REREAD_MS: '2000' } })
 const c = await connect(t, d)
 const sub = await subscribe(t, d)
 
@@ -99,6 +100,7 @@ t.test('a silent replacement (SetSecret, no signal) is read again before a refre
   const b = authFileFor(await mintTokens(p))
   registerAuthJsonSecrets(entryPayload(b))
   const account = codexKeyringAccount(home)
+  await c.call('getAuth', {}) // a fresh read now: what follows is the validity rule, not the read's age
   await writer.set(account, entryPayload(b))
   const before = refreshCalls(p)
   // The cache holds 10 min of validity; asking for 20 makes the daemon read the entry again,
@@ -148,6 +150,14 @@ t.test('login with an API key and logout write the entry, as Codex does', async 
   const s = await status(c)
   t.equal(s.source, 'keyring')
   t.equal(s.mode, 'apikey')
+
+  // Codex logs in again with another key: SetSecret on the item, no signal. getAuth reads the
+  // entry again once its last read is older than the window (2 s here).
+  const key2 = 'sk-test-keyring-relogin-987654321'
+  registerSecret(key2, 'api key')
+  await writer.set(codexKeyringAccount(home), `{"auth_mode":"apikey","OPENAI_API_KEY":"${key2}"}`)
+  await until('the replaced key is served', async () => (await c.call('getAuth', {})).result?.token === key2, 20_000, 100)
+
   const out = await c.call('logout', {})
   t.same(out.result, { wasLoggedIn: true, revoked: false })
   t.equal(await ss.codexEntry(home), null, 'the entry is deleted')

@@ -339,6 +339,8 @@ async function start(options: DaemonOptions, ctx: DaemonContext, closers: Closer
       })
     },
     status: () => served.refresher.status(),
+    // A read of the served home's store (a keyring entry replaced silently); a relink reads anew anyway.
+    rereadIfStale: () => served.refresher.rereadIfStale(),
   }
   const logins: MethodDeps['logins'] = {
     start: (method, apiKey) => served.logins.start(method, apiKey),

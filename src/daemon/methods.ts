@@ -31,7 +31,7 @@ export interface MethodDeps {
   daemon: DaemonInfo
   /** CODEX_HOME as given and where it leads now (it changes with a relink). */
   home(): { given: string; target: string | null }
-  refresher: Pick<Refresher, 'ensureFresh' | 'forceRefresh' | 'status'>
+  refresher: Pick<Refresher, 'ensureFresh' | 'forceRefresh' | 'status' | 'rereadIfStale'>
   logins: Pick<LoginManager, 'start' | 'wait' | 'cancel' | 'logout'>
   broker: Pick<Broker, 'refresh' | 'revoke' | 'counters'>
   /** Refresh-token spends of the served home, by reason (status counters). */
@@ -152,6 +152,8 @@ export function methodTable(deps: MethodDeps): MethodTable {
   /** getAuth's work: a token valid for minValiditySeconds, refreshed first when needed. */
   async function getAuth(params: unknown): Promise<Methods['getAuth'][1]> {
     const { minValiditySeconds } = parseGetAuthParams(params)
+    // A keyring entry Codex replaced sends no signal: read it again if the last read is old.
+    await deps.refresher.rereadIfStale()
     const before = deps.snapshot()
     // docs/architecture.md: the last good credential of an unparsable file is served until it
     // expires; then the file is the error (-32006), not the refresh.

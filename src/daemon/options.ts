@@ -150,9 +150,15 @@ export function recoveryScaleFromEnv(env: NodeJS.ProcessEnv): number {
 }
 
 /**
- * CODEX_AUTHD_KEYRING_TIMEOUT_MS: the deadline of each keyring call (docs/keyring.md#plan-for-the-store);
+ * CODEX_AUTHD_KEYRING_REREAD_MS: how old a read of a keyring entry may be when getAuth serves it
+ * (default 5000, src/state/cache.ts); CODEX_AUTHD_KEYRING_TIMEOUT_MS: the deadline of each keyring call (docs/keyring.md#plan-for-the-store);
  * default 3000 ms (libdbus itself gives up after about 2 s on a Secret Service that does not answer).
  */
+export function keyringRereadFromEnv(env: NodeJS.ProcessEnv): number | undefined {
+  const ms = Number(env.CODEX_AUTHD_KEYRING_REREAD_MS ?? NaN)
+  return Number.isFinite(ms) && ms >= 0 ? ms : undefined
+}
+
 export function keyringTimeoutFromEnv(env: NodeJS.ProcessEnv): number {
   const ms = Number(env.CODEX_AUTHD_KEYRING_TIMEOUT_MS ?? NaN)
   return Number.isFinite(ms) && ms > 0 ? ms : DEFAULT_KEYRING_TIMEOUT_MS

@@ -14,7 +14,7 @@ import { resolveAuthTarget } from '../store/authstore.js'
 import type { LockHandle } from '../os/flock.js'
 import { credentialLockPath, OwnedElsewhereError, takeCredentialLock, takeHomeLock } from '../store/ownership.js'
 import type { Problem } from '../types.js'
-import { keyringTimeoutFromEnv, type DaemonOptions } from './options.js'
+import { keyringRereadFromEnv, keyringTimeoutFromEnv, type DaemonOptions } from './options.js'
 import { NotServedError } from './views.js'
 
 /** A lock could not be taken for a reason other than another daemon holding it. */
@@ -61,7 +61,7 @@ export interface HomeView {
   readonly ready: Promise<void>
   /** `ready` has resolved. */
   readonly refresherStarted: boolean
-  readonly refresher: Pick<Refresher, 'ensureFresh' | 'forceRefresh' | 'status' | 'brokerState' | 'brokerSpend' | 'spendsByReason'>
+  readonly refresher: Pick<Refresher, 'ensureFresh' | 'forceRefresh' | 'status' | 'brokerState' | 'brokerSpend' | 'spendsByReason' | 'rereadIfStale'>
   readonly logins: Pick<LoginManager, 'start' | 'wait' | 'cancel' | 'logout'>
   reload(): Promise<void>
   /** Stop serving; `keep` is a lock handed to the next home, not to be released. */
@@ -123,6 +123,7 @@ export class ServedHome implements HomeView {
       envApiKey,
       overrides: options.overrides,
       keyringTimeoutMs: keyringTimeoutFromEnv(ctx.env),
+      keyringRereadMs: keyringRereadFromEnv(ctx.env),
       busAddress: ctx.env.DBUS_SESSION_BUS_ADDRESS,
     })
     const refresher = new Refresher({
@@ -236,6 +237,7 @@ export class UnservedHome implements HomeView {
   private readonly snap: Snapshot
   readonly refresher = {
     ensureFresh: async (): Promise<void> => {},
+    rereadIfStale: async (): Promise<void> => {},
     forceRefresh: async (): Promise<void> => {},
     status: (): RefreshStatus => ({ state: 'idle', lastError: null, nextAttemptAt: null, nextRefreshAt: null }),
     // Nothing to spend: the broker answers every token 401 after its re-read (docs/broker.md).

@@ -195,6 +195,11 @@ export class Refresher {
     }
   }
 
+  /** getAuth, first: under a keyring store, an old read of the entry is done again (AuthState.rereadIfStale). */
+  rereadIfStale(): Promise<void> {
+    return this.o.state.rereadIfStale()
+  }
+
   /** getAuth (docs/refresh.md#getauth-and-refresh): wait for a due or running refresh; serve what is valid; else RefreshError. */
   async ensureFresh(minValiditySeconds: number): Promise<void> {
     // A keyring entry replaced by Codex emits no signal (docs/keyring.md#signals-what-can-be-watched):

@@ -16,6 +16,8 @@ import { HomeWatcher } from './watcher.js'
 import type { AuthFile, CredentialSource, CredentialsStore, Problem, Resolved, Settings } from '../types.js'
 
 export const CONFIG_MAX_BYTES = 1024 * 1024
+/** getAuth re-reads a keyring entry read longer ago than this (docs/keyring.md#what-is-built). */
+export const DEFAULT_KEYRING_REREAD_MS = 5000
 
 /** New tokens a refresh obtained but could not write yet (docs/refresh.md#pending-tokens). */
 export interface PendingTokens {
@@ -61,6 +63,8 @@ export interface StateOptions {
   trailingMs?: number
   /** Deadline of each keyring call (CODEX_AUTHD_KEYRING_TIMEOUT_MS). */
   keyringTimeoutMs?: number
+  /** How old a keyring read may be for getAuth (CODEX_AUTHD_KEYRING_REREAD_MS; default 5 s). */
+  keyringRereadMs?: number
   /** DBUS_SESSION_BUS_ADDRESS, for the Secret Service's signals (unset: not watched). */
   busAddress?: string
   /** The keyring calls (tests may pass their own); default a worker thread over @napi-rs/keyring. */
@@ -80,20 +84,21 @@ export class AuthState extends EventEmitter<StateEvents> {
   readonly home: string
   private readonly opts: { settleMs: number; trailingMs: number }
   private readonly keyringTimeoutMs: number | undefined
+  private readonly keyringRereadMs: number
   private readonly busAddress: string | undefined
   /** Made on first use of a keyring store: the file store never loads the binding. */
   private keyring: KeyringBackend | null
   private readonly stores = new Map<CredentialsStore, CredentialStore>()
   /** The Secret Service's signals, while a keyring store is configured (reconnected on the next read once lost). */
   private busWatch: SignalWatch | null = null
-  /** Keyring signals seen (each one re-reads; for tests and diagnostics). */
-  private busSignals = 0
   private readonly envApiKey: string | null
   private readonly overrides: ConfigOverride[]
   private readonly watcher: HomeWatcher
   private snap: Snapshot
   private fingerprint = ''
   private reads = 0
+  /** performance.now() when the store was last read (a keyring entry's replacement is silent). */
+  private loadedAt = -Infinity
   /** Reads that read and parsed auth.json's bytes (not recognised as our own write). */
   private authParses = 0
   /**
@@ -126,6 +131,7 @@ export class AuthState extends EventEmitter<StateEvents> {
     this.overrides = options.overrides
     this.opts = { settleMs: options.settleMs ?? 50, trailingMs: options.trailingMs ?? 60 }
     this.keyringTimeoutMs = options.keyringTimeoutMs
+    this.keyringRereadMs = options.keyringRereadMs ?? DEFAULT_KEYRING_REREAD_MS
     this.busAddress = options.busAddress
     this.keyring = options.keyring ?? null
     this.watcher = new HomeWatcher(this.home)
@@ -176,7 +182,14 @@ export class AuthState extends EventEmitter<StateEvents> {
     let store = this.stores.get(kind)
     if (store === undefined) {
       const keyring = (): KeyringBackend => (this.keyring ??= new WorkerKeyring(this.keyringTimeoutMs))
-      store = kind === 'file' ? fileStore(this.home) : kind === 'keyring' ? keyringStore(this.home, keyring()) : kind === 'auto' ? autoStore(this.home, keyring()) : ephemeralStore()
+      store =
+        kind === 'file'
+          ? fileStore(this.home)
+          : kind === 'keyring'
+            ? keyringStore(this.home, keyring())
+            : kind === 'auto'
+              ? autoStore(this.home, keyring())
+              : ephemeralStore()
       this.stores.set(kind, store)
     }
     return store
@@ -193,14 +206,11 @@ export class AuthState extends EventEmitter<StateEvents> {
       return
     }
     if (this.busWatch !== null) return
-    const path = sessionBusPath(this.busAddress)
-    if (path === null || process.getuid === undefined) return
-    const watch = new SignalWatch(path, SECRET_SERVICE_RULES, process.getuid())
+    const socketPath = sessionBusPath(this.busAddress)
+    if (socketPath === null || process.getuid === undefined) return
+    const watch = new SignalWatch(socketPath, SECRET_SERVICE_RULES, process.getuid())
     this.busWatch = watch
-    watch.on('signal', () => {
-      this.busSignals++
-      this.schedule()
-    })
+    watch.on('signal', () => this.schedule())
     // A change between our read and the match rules being in place would be missed: read once more.
     watch.on('subscribed', () => this.schedule())
     watch.on('closed', () => {
@@ -208,9 +218,13 @@ export class AuthState extends EventEmitter<StateEvents> {
     })
   }
 
-  /** Whether the Secret Service's signals are being listened to, and how many arrived (tests, diagnostics). */
-  get keyringWatch(): { listening: boolean; signals: number } {
-    return { listening: this.busWatch !== null, signals: this.busSignals }
+  /**
+   * getAuth under a keyring store: read the store again when its last read is older than
+   * keyringRereadMs, since a Codex that replaced the entry (SetSecret: a re-login, a refresh) sent
+   * no signal. Driven by callers, never a timer; one keyring read per window however many callers.
+   */
+  async rereadIfStale(): Promise<void> {
+    if (this.store.usesKeyring && performance.now() - this.loadedAt > this.keyringRereadMs) await this.reload()
   }
 
   /** What is watched right now (for tests and diagnostics). */
@@ -319,6 +333,7 @@ export class AuthState extends EventEmitter<StateEvents> {
     const store = this.storeFor(settingsResult.settings.credentialsStore)
     this.watchKeyring(store.usesKeyring)
     const loaded = await store.load(this.ownWrite)
+    this.loadedAt = performance.now()
     const read = loaded.read
     configProblems.push(...loaded.problems)
     if (read.state !== 'absent' && read !== this.ownWrite?.read) this.authParses++

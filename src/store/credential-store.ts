@@ -53,15 +53,11 @@ export function fileStore(home: string): CredentialStore {
   return {
     kind: 'file',
     usesKeyring: false,
-    load: async (ownWrite) => fromFile(await readAuth(home, ownWrite ?? null)),
+    load: async (ownWrite) => ({ read: await readAuth(home, ownWrite ?? null), problems: [] }),
     reread: async (last) => (stillSameFile(home, last) ? last : readAuth(home)),
     readAfterWriters: (timeoutMs) => readAuthAfterWriters(home, timeoutMs),
     commit: (opts) => commitAuth(home, opts),
   }
-}
-
-function fromFile(read: AuthRead): Loaded {
-  return { read, problems: [] }
 }
 
 /** The entry's account for `home` (its canonical path, as Codex computes it). */
@@ -89,10 +85,12 @@ async function readEntry(keyring: KeyringBackend, home: string, ownWrite: OwnWri
 
 /** The entry as a commit's place: written, then auth.json unlinked, as Codex saves (docs/keyring.md#files-and-locks). */
 function entryBacking(keyring: KeyringBackend, home: string, target: AuthTarget): CommitBacking {
-  const unlinkFile = async (): Promise<void> => {
-    // Codex removes auth.json after the entry is saved or deleted; a failure is only logged there.
-    await unlink(target.linkPath).catch(() => {})
-  }
+  // Codex removes auth.json after the entry is saved or deleted; a failure is only logged there.
+  const unlinkFile = (): Promise<boolean> =>
+    unlink(target.linkPath).then(
+      () => true,
+      () => false,
+    )
   return {
     read: () => readEntry(keyring, home, null),
     async write(next, beforeVisible) {
@@ -108,12 +106,7 @@ function entryBacking(keyring: KeyringBackend, home: string, target: AuthTarget)
     },
     async remove() {
       const existed = await keyring.delete(await accountOf(home))
-      // Codex unlinks auth.json too, and only logs a failure.
-      const fileExisted = await unlink(target.linkPath).then(
-        () => true,
-        () => false,
-      )
-      return existed || fileExisted
+      return (await unlinkFile()) || existed
     },
   }
 }
