@@ -14,7 +14,7 @@
 import t, { type Test } from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
-import { connect, subscribe } from './support/daemon.js'
+import { connect, nextAuthChanged, subscribe } from './support/daemon.js'
 import { startProvider, type TestProvider } from './support/provider.js'
 import { codexHome, requireCodex, startCodexWorld, writeAuthJson, type CodexRun, type CodexWorld } from './support/codex.js'
 import { until } from './support/until.js'
@@ -22,7 +22,6 @@ import {
   CODEX_SERVICE,
   codexEntryAttributes,
   keyringDaemon,
-  nextAuthChanged,
   startSecretService,
   useCodexStore,
   type SecretService,

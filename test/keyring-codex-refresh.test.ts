@@ -16,11 +16,11 @@
 import t, { type Test } from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
-import { connect, subscribe } from './support/daemon.js'
+import { connect, nextAuthChanged, subscribe } from './support/daemon.js'
 import { mintTokens, startProvider, type EndpointAnswer, type TokenCall } from './support/provider.js'
 import { authFileFor, CODEX_UA, codexHome, DAEMON_UA, requireCodex, startCodexWorld, tokenId, writeAuthJson, type CodexRun } from './support/codex.js'
 import { until } from './support/until.js'
-import { entryAuth, entryPayload, keyringDaemon, nextAuthChanged, startSecretService, useCodexStore, type SecretService } from './support/secret-service.js'
+import { entryAuth, entryPayload, keyringDaemon, startSecretService, useCodexStore, type SecretService } from './support/secret-service.js'
 
 await requireCodex()
 

@@ -15,11 +15,11 @@
 import t from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
-import { connect, subscribe, tempDir } from './support/daemon.js'
+import { connect, nextAuthChanged, subscribe, tempDir } from './support/daemon.js'
 import { startProvider, type TestProvider } from './support/provider.js'
 import { codexHome, requireCodex, startCodexWorld, type CodexRun, type CodexWorld } from './support/codex.js'
 import { until } from './support/until.js'
-import { keyringDaemon, nextAuthChanged, startSecretService, useCodexStore, type SecretService } from './support/secret-service.js'
+import { keyringDaemon, startSecretService, useCodexStore, type SecretService } from './support/secret-service.js'
 
 await requireCodex()
 

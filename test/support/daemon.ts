@@ -249,6 +249,25 @@ export async function subscribe(t: { teardown(fn: () => unknown): void }, d: Run
   return c
 }
 
+/** The next authChanged on a subscribed connection whose Status satisfies `pred`; throws naming `what` after `timeoutMs`. */
+export async function nextAuthChanged(sub: RawConnection, pred: (status: any) => boolean, what: string, timeoutMs = 20_000): Promise<any> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for authChanged: ${what}`)), timeoutMs)
+  })
+  const wait = (async () => {
+    for (;;) {
+      const m = await sub.next()
+      if (m.method === 'authChanged' && pred(m.params)) return m.params
+    }
+  })()
+  try {
+    return await Promise.race([wait, timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 export interface CliResult {
   code: number | null
   signal: string | null

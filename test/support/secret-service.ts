@@ -25,7 +25,6 @@ import { parseAuthFile, serializeAuthFile } from '../../src/codex/authfile.js'
 import type { AuthFile } from '../../src/types.js'
 import type { CodexWorld } from './codex.js'
 import { startDaemon, stopAtTeardown, tempDir, type RunningDaemon } from './daemon.js'
-import type { RawConnection } from './rpc.js'
 import { registerAuthJsonSecrets } from './secrets.js'
 import { until } from './until.js'
 
@@ -90,25 +89,6 @@ export async function keyringDaemon(
   env: Record<string, string>,
 ): Promise<RunningDaemon> {
   return stopAtTeardown(t, await startDaemon({ home, env, args: ['--issuer', world.provider.issuer, '--issuer-kind', 'openai'] }))
-}
-
-/** The next authChanged on a subscribed connection whose Status satisfies `pred`; throws naming `what` after `timeoutMs`. */
-export async function nextAuthChanged(sub: RawConnection, pred: (status: any) => boolean, what: string, timeoutMs = 20_000): Promise<any> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for authChanged: ${what}`)), timeoutMs)
-  })
-  const wait = (async () => {
-    for (;;) {
-      const m = await sub.next()
-      if (m.method === 'authChanged' && pred(m.params)) return m.params
-    }
-  })()
-  try {
-    return await Promise.race([wait, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
 }
 
 export interface SecretItem {
