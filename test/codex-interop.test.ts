@@ -14,7 +14,7 @@ import { parseAuthFile, serializeAuthFile } from '../src/codex/authfile.js'
 import { connect, subscribe } from './support/daemon.js'
 import type { RawConnection } from './support/rpc.js'
 import { decodeJwtPayload, mintTokens, startProvider, type TestProvider } from './support/provider.js'
-import { authFileFor, CODEX_UA, codexDaemon, codexHome, requireCodex, DAEMON_UA, endedByItself, startCodexWorld, writeAuthJson, type CodexWorld } from './support/codex.js'
+import { authFileFor, CODEX_UA, codexDaemon, codexHome, requireCodex, DAEMON_UA, endedByItself, startCodexWorld, writeAuthJson, type CodexWorld, shown } from './support/codex.js'
 
 await requireCodex()
 
@@ -48,12 +48,6 @@ async function nextChange(c: RawConnection, pred: (status: any) => boolean, what
   } finally {
     clearTimeout(timer)
   }
-}
-
-/** Codex prints its outcome on stderr; keep what a reader of a failure needs, minus noise. */
-function shown(r: { code: number | null; signal: string | null; stderr: string; stdout: string }): string {
-  const tail = r.stderr.split('\n').filter((l) => l.trim() !== '').slice(-8).join('\n')
-  return `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}; stderr tail:\n${tail}`
 }
 
 const codexRefreshes = () => provider.countCalls((c) => c.endpoint === 'token' && c.grantType === 'refresh_token' && CODEX_UA.test(c.userAgent))

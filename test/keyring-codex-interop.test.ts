@@ -16,12 +16,14 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { connect, nextAuthChanged, subscribe } from './support/daemon.js'
 import { startProvider, type TestProvider } from './support/provider.js'
-import { codexHome, requireCodex, startCodexWorld, writeAuthJson, type CodexRun, type CodexWorld } from './support/codex.js'
+import { codexHome, requireCodex, startCodexWorld, writeAuthJson, type CodexRun, type CodexWorld, shown } from './support/codex.js'
 import { until } from './support/until.js'
 import {
   CODEX_SERVICE,
   codexEntryAttributes,
   keyringDaemon,
+  startKeyringCodexWorld,
+
   startSecretService,
   useCodexStore,
   type SecretService,
@@ -34,20 +36,8 @@ let provider: TestProvider
 let world: CodexWorld
 let ss: SecretService
 t.before(async () => {
-  provider = await startProvider()
-  world = await startCodexWorld(provider)
-  ss = await startSecretService()
+  ;({ provider, world, ss } = await startKeyringCodexWorld(t))
 })
-t.teardown(async () => {
-  await ss?.stop()
-  await world?.close()
-  await provider?.stop()
-})
-
-function shown(r: CodexRun): string {
-  const tail = (r.stdout + '\n' + r.stderr).split('\n').filter((l) => l.trim() !== '').slice(-6).join('\n')
-  return `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}:\n${tail}`
-}
 
 const apikeyAuth = (key: string): AuthFile => ({ authMode: 'apikey', openaiApiKey: key, tokens: null, lastRefresh: null, extra: {} })
 /** The entry Codex writes for an API key: `{"auth_mode":"apikey","OPENAI_API_KEY":"…"}` (docs/keyring.md#the-entry). */

@@ -18,7 +18,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { connect, nextAuthChanged, subscribe } from './support/daemon.js'
 import { mintTokens, startProvider, type EndpointAnswer, type TokenCall } from './support/provider.js'
-import { authFileFor, CODEX_UA, codexHome, DAEMON_UA, requireCodex, startCodexWorld, tokenId, writeAuthJson, type CodexRun } from './support/codex.js'
+import { authFileFor, CODEX_UA, codexHome, DAEMON_UA, requireCodex, startCodexWorld, tokenId, writeAuthJson, type CodexRun, shown } from './support/codex.js'
 import { until } from './support/until.js'
 import { entryAuth, entryPayload, keyringDaemon, startSecretService, useCodexStore, type SecretService } from './support/secret-service.js'
 
@@ -32,11 +32,6 @@ t.teardown(() => ss?.stop())
 
 const EXEC = ['exec', '--skip-git-repo-check', 'hi']
 const isRefresh = (c: TokenCall): boolean => c.endpoint === 'token' && c.grantType === 'refresh_token'
-
-function shown(r: CodexRun): string {
-  const tail = r.stderr.split('\n').filter((l) => l.trim() !== '').slice(-8).join('\n')
-  return `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}; stderr tail:\n${tail}`
-}
 
 const entryTokens = async (home: string) => entryAuth(await ss.codexEntry(home)).tokens
 

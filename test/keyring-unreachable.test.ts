@@ -17,9 +17,9 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { connect, nextAuthChanged, subscribe, tempDir } from './support/daemon.js'
 import { startProvider, type TestProvider } from './support/provider.js'
-import { codexHome, requireCodex, startCodexWorld, type CodexRun, type CodexWorld } from './support/codex.js'
+import { codexHome, requireCodex, startCodexWorld, type CodexRun, type CodexWorld, shown } from './support/codex.js'
 import { until } from './support/until.js'
-import { keyringDaemon, startSecretService, useCodexStore, type SecretService } from './support/secret-service.js'
+import { keyringDaemon, startKeyringCodexWorld, startSecretService, useCodexStore, type SecretService } from './support/secret-service.js'
 
 await requireCodex()
 
@@ -30,23 +30,11 @@ let provider: TestProvider
 let world: CodexWorld
 let ss: SecretService
 t.before(async () => {
-  provider = await startProvider()
-  world = await startCodexWorld(provider)
-  ss = await startSecretService()
-})
-t.teardown(async () => {
-  await ss?.stop()
-  await world?.close()
-  await provider?.stop()
+  ;({ provider, world, ss } = await startKeyringCodexWorld(t))
 })
 
 /** A session bus address with no socket behind it. */
 const NOWHERE = { DBUS_SESSION_BUS_ADDRESS: `unix:path=${path.join(tempDir('cad-nobus-'), 'bus')}` }
-
-function shown(r: CodexRun): string {
-  const tail = (r.stdout + '\n' + r.stderr).split('\n').filter((l) => l.trim() !== '').slice(-6).join('\n')
-  return `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}:\n${tail}`
-}
 
 const problem = (status: any, code: string): any => (status?.problems ?? []).find((p: any) => p.code === code) ?? null
 const problemCodes = (status: any): string => (status?.problems ?? []).map((p: any) => `${p.code}${p.details ? `(${p.details.cause})` : ''}`).join(', ') || 'none'

@@ -9,8 +9,8 @@ import t from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
 import { startProvider, type TestProvider } from './support/provider.js'
-import { codexHome, requireCodex, startCodexWorld, type CodexRun, type CodexWorld } from './support/codex.js'
-import { codexKeyringAccount, startSecretService, useCodexStore, type SecretService } from './support/secret-service.js'
+import { codexHome, requireCodex, startCodexWorld, type CodexRun, type CodexWorld, shown } from './support/codex.js'
+import { codexKeyringAccount, startKeyringCodexWorld, startSecretService, useCodexStore, type SecretService } from './support/secret-service.js'
 
 await requireCodex()
 
@@ -18,22 +18,10 @@ let provider: TestProvider
 let world: CodexWorld
 let ss: SecretService
 t.before(async () => {
-  provider = await startProvider()
-  world = await startCodexWorld(provider)
-  const t0 = Date.now()
-  ss = await startSecretService()
-  t.comment(`Secret Service ready in ${Date.now() - t0} ms`)
+  let ssStartMs: number
+  ;({ provider, world, ss, ssStartMs } = await startKeyringCodexWorld(t))
+  t.comment(`Secret Service ready in ${ssStartMs} ms`)
 })
-t.teardown(async () => {
-  await ss?.stop()
-  await world?.close()
-  await provider?.stop()
-})
-
-function shown(r: CodexRun): string {
-  const tail = (r.stdout + '\n' + r.stderr).split('\n').filter((l) => l.trim() !== '').slice(-6).join('\n')
-  return `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}:\n${tail}`
-}
 
 async function keyringHome(): Promise<string> {
   const home = await codexHome(world)

@@ -77,6 +77,4 @@ export function fileTokens(home: string) {
   return parsed.auth.tokens
 }
 
-export function shown(r: CodexRun): string {
-  return `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}; stderr tail:\n${r.stderr.split('\n').filter((l) => l.trim() !== '').slice(-6).join('\n')}`
-}
+export { shown } from './codex.js'

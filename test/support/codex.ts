@@ -318,6 +318,12 @@ export function endedByItself(r: CodexRun): boolean {
   return r.signal === null && r.code !== null && r.code !== 124 && r.code !== 137
 }
 
+/** A Codex run as a failing assertion shows it: the exit and the last lines it printed (stdout and stderr). */
+export function shown(r: Pick<CodexRun, 'code' | 'signal' | 'stdout' | 'stderr'>): string {
+  const tail = (r.stdout + '\n' + r.stderr).split('\n').filter((l) => l.trim() !== '').slice(-8).join('\n')
+  return `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}:\n${tail}`
+}
+
 export interface CodexRunOptions {
   /** stdin text; default: stdin is /dev/null ('ignore') */
   input?: string

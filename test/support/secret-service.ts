@@ -23,7 +23,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { parseAuthFile, serializeAuthFile } from '../../src/codex/authfile.js'
 import type { AuthFile } from '../../src/types.js'
-import type { CodexWorld } from './codex.js'
+import { startCodexWorld, type CodexWorld } from './codex.js'
+import { startProvider, type TestProvider } from './provider.js'
 import { startDaemon, stopAtTeardown, tempDir, type RunningDaemon } from './daemon.js'
 import { registerAuthJsonSecrets } from './secrets.js'
 import { until } from './until.js'
@@ -432,4 +433,28 @@ function busOnly(busAddress: string, busPid: number, stop: () => Promise<void>):
     clear: none,
     stop,
   }
+}
+
+/** The in-process provider, the real Codex's world and a private Secret Service, as most keyring files need them. */
+export interface KeyringCodexWorld {
+  provider: TestProvider
+  world: CodexWorld
+  ss: SecretService
+  /** How long the Secret Service took to be ready. */
+  ssStartMs: number
+}
+
+/** Starts all three (stopped at the file's teardown, in reverse order). Call it from `t.before`. */
+export async function startKeyringCodexWorld(t: { teardown(fn: () => Promise<void>): void }): Promise<KeyringCodexWorld> {
+  const provider = await startProvider()
+  const world = await startCodexWorld(provider)
+  const t0 = Date.now()
+  const ss = await startSecretService()
+  const ssStartMs = Date.now() - t0
+  t.teardown(async () => {
+    await ss.stop()
+    await world.close()
+    await provider.stop()
+  })
+  return { provider, world, ss, ssStartMs }
 }
