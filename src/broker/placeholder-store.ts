@@ -4,6 +4,7 @@
 import { readFile } from 'node:fs/promises'
 import { writeFileAtomic } from '../store/atomic-write.js'
 import type { PlaceholderRecord } from './placeholders.js'
+import { CoalescedTask } from '../coalesce.js'
 
 export const PLACEHOLDER_FILE = 'authd-placeholders.json'
 const FORMAT_VERSION = 1
@@ -77,34 +78,21 @@ function isRecord(r: unknown): r is PlaceholderRecord {
  * ends (with whatever is current then), so bursts cost two writes, never a queue.
  */
 export class PlaceholderWriter {
-  private running: Promise<void> | null = null
-  private again = false
+  private readonly writes: CoalescedTask
 
   constructor(
     private readonly file: string,
     private readonly records: () => PlaceholderRecord[],
     private readonly onError: (e: unknown) => void,
-  ) {}
+  ) {
+    this.writes = new CoalescedTask(() => savePlaceholders(this.file, this.records()).catch(this.onError))
+  }
 
-  /** Resolves once the records as they are now (or later) are on disk, or the write failed (reported). */
+  /**
+   * Resolves once the records as they are now (or later) are on disk, or the write failed
+   * (reported): a save asked for during a write makes one more write, which holds these records.
+   */
   save(): Promise<void> {
-    if (this.running !== null) {
-      // The running loop writes once more after its current write: that one holds these records.
-      this.again = true
-      return this.running
-    }
-    this.running = (async () => {
-      try {
-        do {
-          this.again = false
-          await savePlaceholders(this.file, this.records())
-        } while (this.again)
-      } catch (e) {
-        this.onError(e)
-      } finally {
-        this.running = null
-      }
-    })()
-    return this.running
+    return this.writes.run()
   }
 }

@@ -14,6 +14,7 @@ import { danglingLinkTarget, readSmallTextFile } from '../store/textfile.js'
 import { homeExposure } from './exposure.js'
 import { HomeWatcher } from './watcher.js'
 import type { AuthFile, CredentialSource, CredentialsStore, Problem, Resolved, Settings } from '../types.js'
+import { CoalescedTask } from '../coalesce.js'
 
 export const CONFIG_MAX_BYTES = 1024 * 1024
 /** getAuth re-reads a keyring entry read longer ago than this (docs/keyring.md#what-is-built). */
@@ -109,8 +110,8 @@ export class AuthState extends EventEmitter<StateEvents> {
   private ownWrite: (OwnWrite & { settles: PendingTokens | null }) | null = null
   /** Bumped by expectOwnWrite() and wrote(): a read that overlapped either may be stale and is done again. */
   private ownWrites = 0
-  private running: Promise<void> | null = null
-  private again = false
+  /** Re-reads, coalesced: one asked for while one runs makes one more run. */
+  private readonly rereads = new CoalescedTask(() => this.readAndResolve(), () => !this.stopped)
   private trailing: NodeJS.Timeout | null = null
   private settling = false
   private stopped = false
@@ -166,7 +167,7 @@ export class AuthState extends EventEmitter<StateEvents> {
     if (this.trailing) clearTimeout(this.trailing)
     this.watcher.close()
     this.busWatch?.close()
-    await this.running?.catch(() => {})
+    await this.rereads.current?.catch(() => {})
     this.keyring?.close()
   }
 
@@ -242,21 +243,7 @@ export class AuthState extends EventEmitter<StateEvents> {
 
   /** Re-read now (coalesced: a reload asked for while one runs makes one more run). */
   reload(): Promise<void> {
-    if (this.running) {
-      this.again = true
-      return this.running
-    }
-    this.running = (async () => {
-      try {
-        do {
-          this.again = false
-          await this.readAndResolve()
-        } while (this.again && !this.stopped)
-      } finally {
-        this.running = null
-      }
-    })()
-    return this.running
+    return this.rereads.run()
   }
 
   /**
@@ -268,14 +255,14 @@ export class AuthState extends EventEmitter<StateEvents> {
   expectOwnWrite(written: OwnWrite, settles: PendingTokens | null): void {
     this.ownWrite = { ...written, settles }
     this.ownWrites++
-    if (this.running) this.again = true // a read under way may show the file before our write
+    this.rereads.invalidate() // a read under way may show the file before our write
   }
 
   /** Our commit landed: what was written is the file's content now, without reading it back. */
   wrote(written: OwnWrite, settles: PendingTokens | null): Promise<void> {
     if (this.ownWrite?.read !== written.read) this.expectOwnWrite(written, settles)
     this.ownWrites++
-    if (this.running) this.again = true
+    this.rereads.invalidate()
     // Not loaded yet (a journal committed at start): the first read finds our version.
     if (this.inputs === null) return this.reload()
     this.inputs = { ...this.inputs, read: written.read, fileAuth: written.read.auth, source: sourceOf(written.read, this.inputs.source) }
@@ -339,7 +326,7 @@ export class AuthState extends EventEmitter<StateEvents> {
     if (read.state !== 'absent' && read !== this.ownWrite?.read) this.authParses++
     if (ownWrites !== this.ownWrites) {
       // We wrote the credential while this read ran: it may show it before our write. Once more.
-      this.again = true
+      this.rereads.invalidate()
       return
     }
     // A dangling symlink reads as absent (as in Codex), but the user should hear why.
@@ -374,7 +361,7 @@ export class AuthState extends EventEmitter<StateEvents> {
       served = this.inputs?.storeKind === store.kind ? this.snap.served : null
     }
     // A watch armed after the read may have missed a change: read once more.
-    if (read.state !== 'unreadable' && (await this.watcher.followTarget())) this.again = true
+    if (read.state !== 'unreadable' && (await this.watcher.followTarget())) this.rereads.invalidate()
     this.inputs = {
       read,
       fileAuth: served,
