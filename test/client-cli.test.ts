@@ -153,7 +153,7 @@ t.test("status wording (Codex 0.171's lines)", async (t) => {
     problems: [
       { code: 'auth_permissions', message: 'auth.json is readable by others', file: '/h/auth.json', line: null, column: null },
       { code: 'config_invalid', message: 'invalid value', file: '/h/config.toml', line: 2, column: 19 },
-      { code: 'store_unsupported', message: 'keyring is not supported', file: null, line: null, column: null },
+      { code: 'auth_file_ignored', message: 'auth.json is ignored under the keyring store', file: '/h/auth.json', line: null, column: null },
     ],
   })
   t.strictSame(attentionLines(troubled), [
@@ -162,7 +162,7 @@ t.test("status wording (Codex 0.171's lines)", async (t) => {
     'Problem (auth_permissions): auth.json is readable by others [/h/auth.json]',
     'Problem (config_invalid): invalid value [/h/config.toml:2:19]',
     '  Fix /h/config.toml (defaults are used meanwhile); codex-authd reads it again when it changes.',
-    'Problem (store_unsupported): keyring is not supported',
+    'Problem (auth_file_ignored): auth.json is ignored under the keyring store [/h/auth.json]',
   ])
   const ctx = { now: Date.parse('2030-01-01T00:00:00Z'), setup: { kind: 'none' } as const }
   const lines = statusLines(troubled, null, ctx)

@@ -385,7 +385,6 @@ export const PROBLEM_SEVERITY: Readonly<Record<string, CheckStatus>> = {
   auth_unreadable: 'fail',
   auth_permissions: 'warn',
   policy_conflict: 'fail',
-  store_unsupported: 'fail',
   mode_unsupported: 'fail',
   refresh_pending: 'warn',
   keyring_unreachable: 'fail',
