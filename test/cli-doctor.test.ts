@@ -437,6 +437,15 @@ const ROWS: Row[] = [
     },
   },
   {
+    name: 'a restricted socket, no alias: the exec --remote alias to add',
+    change: (f) => {
+      remote(f)
+      f.broker.alias = null
+    },
+    want: { 'socket.restricted': 'ok', broker: 'warn', 'service.units': 'absent' },
+    say: { broker: { fix: /^add alias codex='codex-auth exec --remote -- codex' to your shell's rc file \(README: "Remote machines and containers"\)$/ } },
+  },
+  {
     name: 'a restricted socket, no home yet, no auth.json: ok (exec --remote makes them); the daemon\'s store home not compared',
     change: (f) => {
       remote(f)

@@ -650,6 +650,8 @@ function unsetLine(shell: string | null, vars: readonly string[]): string {
 }
 
 const ALIAS_LINE = "alias codex='codex-auth exec -- codex'"
+/** On a machine with a forwarded restricted socket Codex must run in remote mode (docs/remote.md#exec---remote). */
+const REMOTE_ALIAS_LINE = "alias codex='codex-auth exec --remote -- codex'"
 
 function brokerCheck(f: DoctorFacts): Check {
   const b = f.broker
@@ -664,12 +666,13 @@ function brokerCheck(f: DoctorFacts): Check {
         details,
       }
     }
+    const alias = onRestricted(f) ? REMOTE_ALIAS_LINE : ALIAS_LINE
     const looked = b.rcFiles.length > 0 ? ` in ${b.rcFiles.join(', ')}` : ''
     return {
       id,
       status: 'warn',
-      summary: `Codex started from this shell refreshes its tokens by itself: no CODEX_REFRESH_TOKEN_URL_OVERRIDE here, and no \`${ALIAS_LINE}\`${looked} (an alias of this shell cannot be seen from here: \`type codex\` shows it)`,
-      fix: `add ${ALIAS_LINE} to your shell's rc file (README: "Codex's own refreshes")`,
+      summary: `Codex started from this shell refreshes its tokens by itself: no CODEX_REFRESH_TOKEN_URL_OVERRIDE here, and no \`${alias}\`${looked} (an alias of this shell cannot be seen from here: \`type codex\` shows it)`,
+      fix: `add ${alias} to your shell's rc file (README: ${onRestricted(f) ? '"Remote machines and containers"' : '"Codex\'s own refreshes"'})`,
       details,
     }
   }
