@@ -1,7 +1,8 @@
 // `codex-auth doctor` (docs/contract.md#codex-auth-doctor): the pure core on a table of fact sets,
 // then the bundle end to end against one real daemon in several states — no daemon, healthy,
 // auth.json 0644, auth.json broken while the key is still served, a stale override and a live
-// `codex-auth exec` listener, a `codex` of another version, service units installed then edited.
+// `codex-auth exec` listener, a `codex` of another version, the restricted socket with a
+// placeholder auth.json written by hand (a remote machine), service units installed then edited.
 import t, { type Test } from 'tap'
 import * as fs from 'node:fs'
 import * as net from 'node:net'
@@ -11,6 +12,7 @@ import { rcFilesFor } from '../src/client/doctor-gather.js'
 import { commandHelp, completionScript, parseArgs } from '../src/client/cli-util.js'
 import type { Status } from '../src/rpc/contract.js'
 import { CODEX_VERIFIED_VERSION } from '../src/version.js'
+import { restrictedSocketPath } from '../src/paths.js'
 import { CODEX_BIN, codexBin } from './support/codex.js'
 import { connect } from '../src/client/index.js'
 import { CLI_BIN, ROOT, runCli, runDaemonCommand, startDaemon, stopAtTeardown, tempDir } from './support/daemon.js'
@@ -22,6 +24,16 @@ import { until } from './support/until.js'
 // ---------------------------------------------------------------------------------------------
 
 const ME = 1000
+const NOW = Date.parse('2026-11-30T12:00:00Z')
+const iso = (ms: number): string => new Date(ms).toISOString()
+
+/** The facts of a forwarded restricted socket on a remote machine: `placeholderList` refused. */
+const remote = (f: DoctorFacts): void => {
+  if (f.daemon.state === 'answered') f.daemon.restricted = true
+  f.restricted = null
+  f.home = { shell: '/r/.codex', shellTarget: '/r/.codex', shellIsDefault: true, checked: '/r/.codex', stat: { uid: ME, mode: 0o40700, kind: 'directory' } }
+  f.auth = { path: '/r/.codex/auth.json', stat: { uid: ME, mode: 0o100600, kind: 'file' }, local: { state: 'ok' } }
+}
 
 function status(over: Partial<Status> = {}): Status {
   return {
@@ -43,6 +55,7 @@ function status(over: Partial<Status> = {}): Status {
 function healthy(): DoctorFacts {
   return {
     platform: 'linux',
+    now: NOW,
     me: ME,
     clientVersion: '1.2.3',
     clientProtocol: 1,
@@ -56,7 +69,7 @@ function healthy(): DoctorFacts {
       allowed: null,
       allowedError: null,
     },
-    daemon: { state: 'answered', version: '1.2.3', protocol: 1, status: status(), elapsedMs: 3 },
+    daemon: { state: 'answered', version: '1.2.3', protocol: 1, status: status(), elapsedMs: 3, restricted: false },
     home: { shell: '/h/.codex', shellTarget: '/h/.codex', shellIsDefault: true, checked: '/h/.codex', stat: { uid: ME, mode: 0o40700, kind: 'directory' } },
     auth: { path: '/h/.codex/auth.json', stat: { uid: ME, mode: 0o100600, kind: 'file' }, local: null },
     service: {
@@ -70,6 +83,9 @@ function healthy(): DoctorFacts {
     },
     broker: { overrides: [], shell: 'bash', alias: { file: '/h/.bashrc', line: 12 }, rcFiles: ['/h/.bashrc'] },
     codexCli: { state: 'ran', path: '/usr/bin/codex', version: CODEX_VERIFIED_VERSION, output: `codex-cli ${CODEX_VERIFIED_VERSION}`, elapsedMs: 50 },
+    placeholder: null,
+    restricted: { path: '/run/user/1000/codex-authd/default.restricted.sock', served: true, tooLong: false, file: { uid: ME, mode: 0o140600, kind: 'socket' } },
+    dbus: { addressSet: true, runtimeBus: '/run/user/1000/bus' },
     verifiedCodexVersion: CODEX_VERIFIED_VERSION,
   }
 }
@@ -184,6 +200,7 @@ const ROWS: Row[] = [
         version: '1.2.3',
         protocol: 1,
         elapsedMs: 1,
+        restricted: false,
         status: status({ loggedIn: false, mode: null, source: null, problems: [{ code: 'config_invalid', message: 'bad value', file: '/h/.codex/config.toml', line: 3, column: 7 }] }),
       }
       f.auth.stat = null
@@ -374,6 +391,169 @@ const ROWS: Row[] = [
     want: { codex_cli: 'warn' },
     say: { codex_cli: { summary: new RegExp(`0\\.180\\.0 .*verified with ${CODEX_VERIFIED_VERSION.replace(/\./g, '\\.')}`) } },
   },
+  {
+    name: 'a placeholder in auth.json, its access token fresh: ok, with the case a sink cannot cover',
+    change: (f) => {
+      f.placeholder = { path: '/h/.codex/auth.json', accessExpiresAt: iso(NOW + 50 * 60_000), lastRefresh: iso(NOW - 10 * 60_000) }
+    },
+    want: { 'auth_file.placeholder': 'ok' },
+    say: { 'auth_file.placeholder': { summary: /holds a placeholder .*valid until 2026-11-30T12:50:00\.000Z\. The one case a sink cannot cover: a Codex started without `codex-auth exec --remote` .*401.*asks to sign in again; run Codex as `codex-auth exec --remote -- codex …`, and keep `codex-auth sink --codex-home \/h\/\.codex` running/ } },
+  },
+  {
+    name: 'a placeholder whose access token is within Codex\'s 5-minute window: warn, nothing keeps it fresh',
+    change: (f) => {
+      f.placeholder = { path: '/h/.codex/auth.json', accessExpiresAt: iso(NOW + 4 * 60_000), lastRefresh: null }
+    },
+    want: { 'auth_file.placeholder': 'warn' },
+    say: { 'auth_file.placeholder': { summary: /expires at 2026-11-30T12:04:00\.000Z, within Codex's 5-minute window: nothing keeps it fresh/, fix: /^run Codex as `codex-auth exec --remote -- codex …`; keep `codex-auth sink --codex-home \/h\/\.codex` running/ } },
+  },
+  {
+    name: 'a placeholder whose access token has expired',
+    change: (f) => {
+      f.placeholder = { path: '/h/.codex/auth.json', accessExpiresAt: iso(NOW - 1000), lastRefresh: null }
+    },
+    want: { 'auth_file.placeholder': 'warn' },
+    say: { 'auth_file.placeholder': { summary: /its access token expired at / } },
+  },
+  {
+    name: 'a placeholder without exp, last_refresh 9 days old',
+    change: (f) => {
+      f.placeholder = { path: '/h/.codex/auth.json', accessExpiresAt: null, lastRefresh: iso(NOW - 9 * 24 * 3600_000) }
+    },
+    want: { 'auth_file.placeholder': 'warn' },
+    say: { 'auth_file.placeholder': { summary: /last_refresh \(.*\) is older than 8 days/ } },
+  },
+  {
+    name: 'talking to a restricted socket: said; no units, no daemon home; the placeholder in this shell\'s home',
+    change: (f) => {
+      remote(f)
+      f.placeholder = { path: '/r/.codex/auth.json', accessExpiresAt: iso(NOW + 50 * 60_000), lastRefresh: null }
+    },
+    want: { 'socket.restricted': 'ok', 'service.units': 'absent', 'service.enabled': 'absent', 'auth_file.placeholder': 'ok' },
+    say: {
+      'socket.restricted': { summary: /^talking to a restricted socket \(remote machine\)/ },
+      codex_home: { summary: /^\/r\/\.codex: a directory/ },
+      auth_file: { summary: /^\/r\/\.codex\/auth\.json: yours, mode 0600, parses as Codex reads it$/ },
+    },
+  },
+  {
+    name: 'a restricted socket, no alias: the exec --remote alias to add',
+    change: (f) => {
+      remote(f)
+      f.broker.alias = null
+    },
+    want: { 'socket.restricted': 'ok', broker: 'warn', 'service.units': 'absent' },
+    say: { broker: { fix: /^add alias codex='codex-auth exec --remote -- codex' to your shell's rc file \(README: "Remote machines and containers"\)$/ } },
+  },
+  {
+    name: 'a restricted socket, no home yet, no auth.json: ok (exec --remote makes them); the daemon\'s store home not compared',
+    change: (f) => {
+      remote(f)
+      f.home.stat = null
+      f.auth = { path: '/r/.codex/auth.json', stat: null, local: { state: 'absent' } }
+      if (f.daemon.state === 'answered') f.daemon.status.settings.codexHomeTarget = '/elsewhere'
+    },
+    want: { 'socket.restricted': 'ok', 'service.units': 'absent' },
+    say: { auth_file: { summary: /exec --remote -- codex` writes one/ }, codex_home: { summary: /does not exist yet/ } },
+  },
+  {
+    name: 'the restricted socket is not served: its path is too long',
+    change: (f) => {
+      if (f.daemon.state === 'answered') f.daemon.status.daemon.restrictedSocket = null
+      f.restricted = { path: '/run/user/1000/codex-authd/default.restricted.sock', served: false, tooLong: true, file: null }
+    },
+    want: { 'socket.restricted': 'warn' },
+    say: { 'socket.restricted': { summary: /does not serve the restricted socket.*longer than the 107 bytes/, fix: /CODEX_AUTHD_SOCK/ } },
+  },
+  {
+    name: 'the restricted socket is not served: something else is there; then: not known why',
+    change: (f) => {
+      f.restricted = { path: '/run/user/1000/codex-authd/default.restricted.sock', served: false, tooLong: false, file: { uid: ME, mode: 0o140600, kind: 'socket' } }
+    },
+    want: { 'socket.restricted': 'warn' },
+    say: { 'socket.restricted': { summary: /something is already at .*another daemon/ } },
+  },
+  {
+    name: 'the restricted socket is not served, not known why: the log',
+    change: (f) => {
+      f.restricted = { path: '/run/user/1000/codex-authd/default.restricted.sock', served: false, tooLong: false, file: null }
+    },
+    want: { 'socket.restricted': 'warn' },
+    say: { 'socket.restricted': { summary: /the restricted socket is not served/, fix: /^journalctl --user -u codex-authd\.service/ } },
+  },
+  {
+    name: 'the restricted socket 0666',
+    change: (f) => {
+      f.restricted!.file = { uid: ME, mode: 0o140666, kind: 'socket' }
+    },
+    want: { 'socket.restricted': 'warn' },
+    say: { 'socket.restricted': { fix: /^chmod 600 \/run\/user\/1000\/codex-authd\/default\.restricted\.sock/ } },
+  },
+  {
+    name: 'a daemon too old for the restricted socket: no line',
+    change: (f) => void (f.restricted = null),
+    want: { 'socket.restricted': 'absent' },
+  },
+  {
+    name: 'the keyring store, served from the entry; DBUS set here',
+    change: (f) => {
+      if (f.daemon.state === 'answered') f.daemon.status = status({ mode: 'chatgpt', source: 'keyring', settings: { ...status().settings, credentialsStore: 'keyring' } })
+    },
+    want: { 'store.dbus': 'ok' },
+    say: { store: { summary: /^credentials store: keyring \(cli_auth_credentials_store\): the login lives in the Secret Service entry, auth\.json is not used; served from the keyring entry$/ } },
+  },
+  {
+    name: 'auto, served from auth.json; DBUS unset in this fish shell: warn, with the set -gx',
+    change: (f) => {
+      if (f.daemon.state === 'answered') f.daemon.status = status({ settings: { ...status().settings, credentialsStore: 'auto' } })
+      f.dbus = { addressSet: false, runtimeBus: '/run/user/1000/bus' }
+      f.broker.shell = 'fish'
+    },
+    want: { 'store.dbus': 'warn' },
+    say: {
+      store: { summary: /auto .*: the keyring entry when there is one, else auth\.json; served from auth\.json$/ },
+      'store.dbus': { summary: /^DBUS_SESSION_BUS_ADDRESS is not set in this shell: Codex started here cannot reach the keyring and falls back to auth\.json$/, fix: /^set -gx DBUS_SESSION_BUS_ADDRESS unix:path=\/run\/user\/1000\/bus / },
+    },
+  },
+  {
+    name: 'keyring: DBUS set here, not in the daemon (keyring_unreachable no_session)',
+    change: (f) => {
+      const problems = [{ code: 'keyring_unreachable', message: 'no session bus', file: null, line: null, column: null, details: { cause: 'no_session' } }]
+      if (f.daemon.state === 'answered') f.daemon.status = status({ mode: 'chatgpt', source: null, loggedIn: false, problems, settings: { ...status().settings, credentialsStore: 'keyring' } })
+      f.auth.stat = null
+      f.dbus = { addressSet: false, runtimeBus: null }
+    },
+    want: { 'store.dbus': 'warn', login: 'fail', 'problem.keyring_unreachable': 'fail' },
+    say: { 'store.dbus': { summary: /not set in this shell, nor in the daemon's environment: .*cannot load or save the login/, fix: /^export DBUS_SESSION_BUS_ADDRESS=unix:path=\$XDG_RUNTIME_DIR\/bus/ } },
+  },
+  {
+    name: 'keyring, DBUS set here but the daemon has none',
+    change: (f) => {
+      const problems = [{ code: 'keyring_unreachable', message: 'no session bus', file: null, line: null, column: null, details: { cause: 'no_session' } }]
+      if (f.daemon.state === 'answered') f.daemon.status = status({ problems, settings: { ...status().settings, credentialsStore: 'keyring' } })
+    },
+    want: { 'store.dbus': 'warn', 'problem.keyring_unreachable': 'fail' },
+    say: { 'store.dbus': { summary: /set in this shell, but not in the daemon's environment/, fix: /service install/ } },
+  },
+  {
+    name: 'the ephemeral store: no DBUS line',
+    change: (f) => {
+      if (f.daemon.state === 'answered') f.daemon.status = status({ settings: { ...status().settings, credentialsStore: 'ephemeral' } })
+      f.dbus = { addressSet: false, runtimeBus: null }
+    },
+    want: { 'store.dbus': 'absent' },
+    say: { store: { summary: /ephemeral .*in its own memory only: the daemon has nothing to serve/ } },
+  },
+  {
+    name: 'keyring on macOS: no DBUS line',
+    change: (f) => {
+      f.platform = 'darwin'
+      f.service = { manager: null }
+      if (f.daemon.state === 'answered') f.daemon.status = status({ source: 'keyring', settings: { ...status().settings, credentialsStore: 'keyring' } })
+      f.dbus = { addressSet: false, runtimeBus: null }
+    },
+    want: { 'store.dbus': 'absent' },
+  },
   { name: 'no codex on PATH', change: (f) => void (f.codexCli = { state: 'absent' }), want: { codex_cli: 'warn' } },
   { name: 'codex --version fails', change: (f) => void (f.codexCli = { state: 'failed', path: '/usr/bin/codex', reason: 'exit status 2' }), want: { codex_cli: 'warn' } },
 ]
@@ -536,13 +716,15 @@ t.test('end to end', async (t) => {
     // The real Codex CLI first on PATH: its own `--version`.
     const r = await doctor(t, d.socket, { PATH: `${path.dirname(codexBin())}:${systemPath}` })
     t.equal(r.code, 0, 'exit 0')
-    for (const id of ['socket.path', 'socket.file', 'socket.dir', 'daemon', 'login', 'codex_home', 'auth_file', 'store', 'broker', 'codex_cli']) {
+    for (const id of ['socket.path', 'socket.file', 'socket.dir', 'daemon', 'socket.restricted', 'login', 'codex_home', 'auth_file', 'store', 'broker', 'codex_cli']) {
       t.equal(check(t, r, id).status, 'ok', `${id} ok: ${check(t, r, id).summary}`)
     }
     t.match(check(t, r, 'socket.path').summary, `${d.socket} (given with --socket)`)
     t.match(check(t, r, 'broker').summary, `${path.join(user, '.bashrc')}:3 aliases codex`)
     t.match(check(t, r, 'codex_cli').summary, `Codex CLI ${CODEX_VERIFIED_VERSION} at ${CODEX_BIN}`)
     t.match(check(t, r, 'login').summary, /^API key configured \(from auth\.json\)$/)
+    t.match(check(t, r, 'socket.restricted').summary, `${restrictedSocketPath(d.socket)}: a socket, yours, mode 0600`)
+    t.notOk(r.json.checks.some((c) => c.id === 'auth_file.placeholder'), 'no placeholder line for a login of its own')
     // Units not installed here: a warning with what to run.
     t.match(check(t, r, 'service.units'), { status: 'warn', fix: 'codex-authd service install' })
     for (const c of r.json.checks) if (c.status === 'warn') t.ok(c.fix !== undefined || /:/.test(c.summary), `${c.id}: a reason`)
@@ -600,6 +782,31 @@ t.test('end to end', async (t) => {
     t.equal(check(t, r, 'login').status, 'ok')
     writeAuth(d.home, JSON.stringify({ auth_mode: 'apikey', OPENAI_API_KEY: KEY }, null, 2))
     await problems('the daemon reads auth.json again', (codes) => codes.length === 0)
+  })
+
+  await t.test('a remote machine: the restricted socket, a sink-written auth.json whose token has expired', async (t) => {
+    // What `sink --codex-home` or `exec --remote` writes, by hand: Codex's format, a placeholder refresh token.
+    const remoteHome = tempDir('cad-drr-')
+    const jwt = (claims: Record<string, unknown>): string => `${Buffer.from('{"alg":"none"}').toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.sig`
+    const expired = Math.floor(Date.now() / 1000) - 60
+    const access = jwt({ exp: expired, sub: 'u' })
+    const placeholder = `codex-authd-ph.${Buffer.alloc(32, 7).toString('base64url')}`
+    registerSecret(access, 'access token (placeholder auth.json)')
+    registerSecret(placeholder, 'placeholder (placeholder auth.json)')
+    const tokens = { id_token: jwt({ exp: expired, email: 'r@example.com' }), access_token: access, refresh_token: placeholder, account_id: 'acc' }
+    writeAuth(remoteHome, JSON.stringify({ auth_mode: 'chatgpt', OPENAI_API_KEY: null, tokens, last_refresh: new Date().toISOString() }, null, 2))
+    const r = await doctor(t, restrictedSocketPath(d.socket), { CODEX_HOME: remoteHome })
+    t.equal(r.code, 0, 'warnings only')
+    t.match(check(t, r, 'socket.restricted'), { status: 'ok', summary: /^talking to a restricted socket \(remote machine\)/ })
+    t.notOk(r.json.checks.some((c) => c.id.startsWith('service.')), 'no service checks: the units are the workstation\'s')
+    t.match(check(t, r, 'codex_home'), { status: 'ok', summary: `${remoteHome}: a directory` })
+    t.match(check(t, r, 'auth_file'), { status: 'ok', summary: `${path.join(remoteHome, 'auth.json')}: yours, mode 0600` })
+    t.match(check(t, r, 'auth_file.placeholder'), {
+      status: 'warn',
+      summary: `its access token expired at ${new Date(expired * 1000).toISOString()}, within Codex's 5-minute window`,
+      fix: `run Codex as \`codex-auth exec --remote -- codex …\`; keep \`codex-auth sink --codex-home ${remoteHome}\``,
+    })
+    t.match(r.text, /^warn  auth_file\.placeholder +/m)
   })
 
   await t.test('service units installed, enabled, then edited: warn, not current', async (t) => {

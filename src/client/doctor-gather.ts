@@ -11,7 +11,8 @@ import * as path from 'node:path'
 import { AuthdError, AuthdTimeoutError, ConnectionClosedError, DaemonUnreachableError, SocketTrustError, VersionMismatchError, connect, socketPathFor } from './index.js'
 import { ErrorCode, PROTOCOL_VERSION } from '../rpc/contract.js'
 import { allowedOwnerFrom, socketFacts } from '../os/socket-owner.js'
-import { defaultCodexHomeFor, givenCodexHome, socketPathMax, socketPathTooLong } from '../paths.js'
+import { defaultCodexHomeFor, givenCodexHome, restrictedSocketPath, socketPathMax, socketPathTooLong } from '../paths.js'
+import { isPlaceholder } from '../placeholder.js'
 import { readAuth } from '../store/authstore.js'
 import { compareInstalled, systemdEnableLink, type ServiceManager } from '../service/install.js'
 import { jsonForTerminal } from '../text.js'
@@ -25,11 +26,14 @@ import {
   type BrokerFacts,
   type CodexCliFacts,
   type DaemonFacts,
+  type DbusFacts,
   type DoctorFacts,
   type FileFacts,
   type LocalAuthRead,
   type OverrideFacts,
+  type PlaceholderFileFacts,
   type ProbeResult,
+  type RestrictedSocketFacts,
   type ServiceFacts,
 } from './doctor.js'
 
@@ -94,12 +98,75 @@ async function askDaemon(i: GatherInput): Promise<DaemonFacts> {
       if (!(e instanceof AuthdError && e.code === ErrorCode.MethodNotFound)) throw e
     }
     const status = await client.status()
-    return { state: 'answered', version: version ?? status.daemon.version, protocol, status, elapsedMs: Math.round(performance.now() - started) }
+    const elapsedMs = Math.round(performance.now() - started)
+    return { state: 'answered', version: version ?? status.daemon.version, protocol, status, elapsedMs, restricted: await onRestrictedSocket(client) }
   } catch (e) {
     return daemonFailure(e)
   } finally {
     client.close()
   }
+}
+
+/**
+ * Whether the socket is a restricted one (docs/remote.md#the-restricted-socket): `placeholderList`
+ * is refused there with -32008. On the main socket it answers ids, labels and dates (never a
+ * placeholder); a daemon older than placeholders answers method-not-found: not restricted either.
+ */
+async function onRestrictedSocket(client: Awaited<ReturnType<typeof connect>>): Promise<boolean> {
+  try {
+    await client.placeholderList()
+    return false
+  } catch (e) {
+    if (e instanceof AuthdError && (e.code === ErrorCode.Restricted || e.code === ErrorCode.MethodNotFound)) return e.code === ErrorCode.Restricted
+    throw e
+  }
+}
+
+/** The payload's `exp` of a JWT as an ISO time, or null; nothing else of the token is kept. */
+function jwtExpiry(jwt: unknown): string | null {
+  if (typeof jwt !== 'string') return null
+  try {
+    const exp = (JSON.parse(Buffer.from(jwt.split('.')[1] ?? '', 'base64url').toString('utf8')) as { exp?: unknown }).exp
+    return typeof exp === 'number' && Number.isFinite(exp) ? new Date(exp * 1000).toISOString() : null
+  } catch {
+    return null
+  }
+}
+
+/**
+ * This shell's auth.json when its refresh token is a placeholder: the access token's `exp` and
+ * `last_refresh` only (at most 1 MiB read; anything unreadable is left to `auth_file`).
+ */
+function placeholderFile(home: string): PlaceholderFileFacts | null {
+  const file = path.join(home, 'auth.json')
+  try {
+    const st = fs.statSync(file)
+    if (!st.isFile() || st.size > 1024 * 1024) return null
+    const j = JSON.parse(fs.readFileSync(file, 'utf8')) as { tokens?: { refresh_token?: unknown; access_token?: unknown }; last_refresh?: unknown }
+    const refresh = j.tokens?.refresh_token
+    if (typeof refresh !== 'string' || !isPlaceholder(refresh)) return null
+    return { path: file, accessExpiresAt: jwtExpiry(j.tokens?.access_token), lastRefresh: typeof j.last_refresh === 'string' ? j.last_refresh : null }
+  } catch {
+    return null
+  }
+}
+
+/** The daemon's restricted socket, as seen from here; null when the daemon did not answer on its main socket. */
+function restrictedFacts(daemon: DaemonFacts, platform: NodeJS.Platform): RestrictedSocketFacts | null {
+  if (daemon.state !== 'answered' || daemon.restricted) return null
+  const d = daemon.status.daemon
+  // A daemon older than the restricted socket has no such field: nothing to say.
+  if (d.restrictedSocket === undefined) return null
+  const p = d.restrictedSocket ?? restrictedSocketPath(d.socket)
+  const st = statFacts(p, false)
+  const file = st === null ? null : { uid: st.uid, mode: st.mode, kind: st.kind === 'file' ? ('other' as const) : st.kind }
+  return { path: p, served: d.restrictedSocket !== null, tooLong: socketPathTooLong(p, platform), file }
+}
+
+function dbusFacts(env: NodeJS.ProcessEnv): DbusFacts {
+  const runtime = env.XDG_RUNTIME_DIR
+  const bus = runtime !== undefined && path.isAbsolute(runtime) ? path.join(runtime, 'bus') : null
+  return { addressSet: (env.DBUS_SESSION_BUS_ADDRESS ?? '') !== '', runtimeBus: bus !== null && statFacts(bus)?.kind === 'socket' ? bus : null }
 }
 
 function daemonFailure(e: unknown): DaemonFacts {
@@ -274,11 +341,14 @@ export async function gatherFacts(i: GatherInput): Promise<DoctorFacts> {
   const [daemon, service, broker, codexCli] = await Promise.all([askDaemon(i), serviceFacts(i), brokerFacts(i.env), codexCliFacts(i.env, i.cwd)])
 
   const shell = givenCodexHome(i.env, i.codexHome)
-  const checked = daemon.state === 'answered' ? (daemon.status.settings.codexHomeTarget ?? daemon.status.settings.codexHome) : shell
+  // On the main socket the daemon's home is checked; on a restricted one (a remote machine) the daemon's is elsewhere: this shell's.
+  const onMain = daemon.state === 'answered' && !daemon.restricted
+  const checked = onMain ? (daemon.status.settings.codexHomeTarget ?? daemon.status.settings.codexHome) : shell
   const authPath = path.join(checked, 'auth.json')
-  const auth: AuthFacts = { path: authPath, stat: statFacts(authPath), local: daemon.state === 'answered' ? null : await readAuthHere(checked) }
+  const auth: AuthFacts = { path: authPath, stat: statFacts(authPath), local: onMain ? null : await readAuthHere(checked) }
   return {
     platform: i.platform,
+    now: Date.now(),
     me: i.me,
     clientVersion: VERSION,
     clientProtocol: PROTOCOL_VERSION,
@@ -304,6 +374,9 @@ export async function gatherFacts(i: GatherInput): Promise<DoctorFacts> {
     service,
     broker,
     codexCli,
+    placeholder: placeholderFile(shell),
+    restricted: restrictedFacts(daemon, i.platform),
+    dbus: dbusFacts(i.env),
     verifiedCodexVersion: CODEX_VERIFIED_VERSION,
   }
 }

@@ -37,7 +37,11 @@ export interface FileFacts {
 }
 
 export type DaemonFacts =
-  | { state: 'answered'; version: string; protocol: number | null; status: Status; elapsedMs: number }
+  /**
+   * `restricted`: the socket talked to is a restricted one (`placeholderList` answered -32008
+   * `restricted`): a forwarded socket on a remote machine or in a container (docs/remote.md).
+   */
+  | { state: 'answered'; version: string; protocol: number | null; status: Status; elapsedMs: number; restricted: boolean }
   /** `code`: the codes of docs/contract.md#errors-as-json (`daemon_unreachable`, `socket_untrusted`, `timeout`, ...). */
   | { state: 'failed'; code: string; message: string; errno: string | null }
 
@@ -123,8 +127,39 @@ export type CodexCliFacts =
   | { state: 'ran'; path: string; version: string | null; output: string; elapsedMs: number }
   | { state: 'failed'; path: string; reason: string }
 
+/**
+ * This shell's CODEX_HOME/auth.json when its refresh token is a placeholder (docs/remote.md), read
+ * for dates only: never a token.
+ */
+export interface PlaceholderFileFacts {
+  path: string
+  /** The access token's `exp` (ISO), null when it has none. */
+  accessExpiresAt: string | null
+  /** `last_refresh` as written, or null. */
+  lastRefresh: string | null
+}
+
+/** The daemon's restricted socket as seen from here (only when the main socket answered). */
+export interface RestrictedSocketFacts {
+  /** `status.daemon.restrictedSocket`, else where the daemon would have bound it. */
+  path: string
+  served: boolean
+  tooLong: boolean
+  /** lstat of the path; null when absent. */
+  file: OwnerStat | null
+}
+
+export interface DbusFacts {
+  /** `DBUS_SESSION_BUS_ADDRESS` is set (non-empty) in this environment. */
+  addressSet: boolean
+  /** `$XDG_RUNTIME_DIR/bus` when it is a socket (the address to set), else null. */
+  runtimeBus: string | null
+}
+
 export interface DoctorFacts {
   platform: string
+  /** Now, ms since the epoch (the placeholder file's dates are judged against it). */
+  now: number
   /** The uid running doctor. */
   me: number
   clientVersion: string
@@ -136,6 +171,10 @@ export interface DoctorFacts {
   service: ServiceFacts
   broker: BrokerFacts
   codexCli: CodexCliFacts
+  placeholder: PlaceholderFileFacts | null
+  /** null when the daemon did not answer, or answered on a restricted socket. */
+  restricted: RestrictedSocketFacts | null
+  dbus: DbusFacts
   /** The Codex CLI release the file format was verified with (version.ts). */
   verifiedCodexVersion: string
 }
@@ -183,6 +222,16 @@ function startFix(f: DoctorFacts): string {
 
 // ---------------------------------------------------------------------------------------------
 // Checks
+
+/** The daemon answered on a restricted socket: this is a remote machine or a container. */
+function onRestricted(f: DoctorFacts): boolean {
+  return f.daemon.state === 'answered' && f.daemon.restricted
+}
+
+/** The daemon's status when it answered on the main socket (its files are the ones checked here). */
+function answeredOnMain(f: DoctorFacts): Status | null {
+  return f.daemon.state === 'answered' && !f.daemon.restricted ? f.daemon.status : null
+}
 
 function socketPathCheck(f: DoctorFacts): Check {
   const s = f.socket
@@ -305,11 +354,12 @@ function homeCheck(f: DoctorFacts): Check {
   const h = f.home
   const id = 'codex_home'
   const st = h.stat
+  if (st === null && onRestricted(f)) return { id, status: 'ok', summary: `CODEX_HOME ${h.checked} does not exist yet: \`codex-auth exec --remote\` creates it (0700)` }
   if (st === null) return { id, status: 'fail', summary: `CODEX_HOME ${h.checked} does not exist`, fix: `mkdir -m 700 ${shellWord(h.checked)} (or point CODEX_HOME at your Codex home)` }
   const details: Record<string, unknown> = { path: h.checked, uid: st.uid, mode: mode(st.mode) }
   if (st.kind !== 'directory') return { id, status: 'fail', summary: `CODEX_HOME ${h.checked} is not a directory`, details }
   const d = f.daemon
-  if (d.state === 'answered') {
+  if (d.state === 'answered' && !d.restricted) {
     const served = d.status.settings.codexHomeTarget ?? d.status.settings.codexHome
     const shell = h.shellTarget ?? h.shell
     details.servedByDaemon = served
@@ -337,10 +387,11 @@ function where(p: StatusProblem): string {
 function authFileCheck(f: DoctorFacts): Check {
   const a = f.auth
   const id = 'auth_file'
-  const d = f.daemon
-  const status = d.state === 'answered' ? d.status : null
+  // On a restricted socket the daemon's status is about the workstation's file, not this one.
+  const status = answeredOnMain(f)
   const problem = status !== null ? (status.problems.find((p) => p.code === 'auth_unreadable') ?? null) : a.local?.state === 'unreadable' ? a.local.problem : null
   if (a.stat === null && problem === null) {
+    if (onRestricted(f)) return { id, status: 'ok', summary: `no ${a.path}: on a machine with a forwarded socket, \`codex-auth exec --remote -- codex\` writes one for Codex` }
     if (status?.loggedIn && status.source !== 'auth.json') {
       return { id, status: 'ok', summary: `no ${a.path}: the credential comes from ${status.source === 'env' ? "OPENAI_API_KEY in the daemon's environment" : (status.source ?? 'elsewhere')}` }
     }
@@ -414,9 +465,147 @@ function problemChecks(status: Status, auth: AuthFacts): Check[] {
     }))
 }
 
+/** Where the login being served comes from, in words. */
+function sourceWords(status: Status): string {
+  if (status.source === 'keyring') return 'the keyring entry'
+  if (status.source === 'auth.json') return 'auth.json'
+  if (status.source === 'env') return "OPENAI_API_KEY in the daemon's environment"
+  return 'nothing (not logged in)'
+}
+
+/** What each store means (docs/keyring.md#what-is-built), and what serves the login now. */
 function storeCheck(status: Status): Check {
   const store = status.settings.credentialsStore
-  return { id: 'store', status: 'ok', summary: `credentials store: ${store} (cli_auth_credentials_store)`, details: { credentialsStore: store } }
+  const head = `credentials store: ${store} (cli_auth_credentials_store)`
+  const from = sourceWords(status)
+  const what =
+    store === 'file'
+      ? `the login lives in auth.json; served from ${from}`
+      : store === 'keyring'
+        ? `the login lives in the Secret Service entry, auth.json is not used; served from ${from}`
+        : store === 'auto'
+          ? `the keyring entry when there is one, else auth.json; served from ${from}`
+          : store === 'ephemeral'
+            ? 'Codex keeps its login in its own memory only: the daemon has nothing to serve'
+            : `served from ${from}`
+  return { id: 'store', status: 'ok', summary: `${head}: ${what}`, details: { credentialsStore: store, source: status.source } }
+}
+
+/** `export NAME=value` in the syntax of the user's shell. */
+function exportLine(shell: string | null, name: string, value: string): string {
+  if (shell === 'fish') return `set -gx ${name} ${value}`
+  if (shell === 'csh' || shell === 'tcsh') return `setenv ${name} ${value}`
+  return `export ${name}=${value}`
+}
+
+/**
+ * Under `keyring`/`auto` on Linux, Codex started from this shell reaches the Secret Service
+ * through DBUS_SESSION_BUS_ADDRESS (docs/keyring.md): said for this shell and for the daemon (its
+ * `keyring_unreachable` problem with cause `no_session`). Not on a restricted socket: there Codex
+ * runs with the file store (`exec --remote` forces it).
+ */
+function dbusCheck(f: DoctorFacts, status: Status): Check | null {
+  const store = status.settings.credentialsStore
+  if (f.platform !== 'linux' || (store !== 'keyring' && store !== 'auto') || onRestricted(f)) return null
+  const id = 'store.dbus'
+  const daemonHasNone = status.problems.some((p) => p.code === 'keyring_unreachable' && p.details?.cause === 'no_session')
+  const details = { shell: f.dbus.addressSet, daemon: !daemonHasNone, runtimeBus: f.dbus.runtimeBus }
+  const without = store === 'keyring' ? 'cannot load or save the login' : 'falls back to auth.json'
+  if (!f.dbus.addressSet) {
+    const address = f.dbus.runtimeBus !== null ? `unix:path=${shellWord(f.dbus.runtimeBus)}` : 'unix:path=$XDG_RUNTIME_DIR/bus'
+    return {
+      id,
+      status: 'warn',
+      summary: `DBUS_SESSION_BUS_ADDRESS is not set in this shell${daemonHasNone ? ", nor in the daemon's environment" : ''}: Codex started here cannot reach the keyring and ${without}`,
+      fix: `${exportLine(f.broker.shell, 'DBUS_SESSION_BUS_ADDRESS', address)} (in your shell's rc file)`,
+      details,
+    }
+  }
+  if (daemonHasNone) {
+    return {
+      id,
+      status: 'warn',
+      summary: "DBUS_SESSION_BUS_ADDRESS is set in this shell, but not in the daemon's environment: the daemon cannot reach the keyring",
+      fix: 'start the daemon with DBUS_SESSION_BUS_ADDRESS set (the units `codex-authd service install` writes set it), then restart it',
+      details,
+    }
+  }
+  return { id, status: 'ok', summary: 'DBUS_SESSION_BUS_ADDRESS is set in this shell: Codex started here reaches the keyring', details }
+}
+
+/**
+ * The restricted socket (docs/remote.md#the-restricted-socket): on a remote machine, that this
+ * client talks to one; on the workstation, that the daemon serves it, and its file like the main
+ * socket's.
+ */
+function restrictedCheck(f: DoctorFacts): Check | null {
+  const id = 'socket.restricted'
+  if (onRestricted(f)) {
+    return { id, status: 'ok', summary: "talking to a restricted socket (remote machine): login, logout and refresh are refused here; the workstation's checks (service units, the daemon's CODEX_HOME) are left out" }
+  }
+  const r = f.restricted
+  if (r === null) return null
+  const details = { path: r.path, served: r.served }
+  if (!r.served) {
+    const why = r.tooLong
+      ? { because: `${r.path} is longer than the ${f.socket.maxBytes} bytes a socket path may have`, fix: 'set CODEX_AUTHD_SOCK (or --socket) to a shorter path, then restart the daemon' }
+      : r.file !== null
+        ? { because: `something is already at ${r.path} (another daemon?)`, fix: `stop whatever listens at ${shellWord(r.path)}, then restart the daemon` }
+        : { because: "the daemon's log says why (`the restricted socket is not served`)", fix: 'journalctl --user -u codex-authd.service, then restart the daemon' }
+    return { id, status: 'warn', summary: `the daemon does not serve the restricted socket: no remote machine or container can be given one; ${why.because}`, fix: why.fix, details }
+  }
+  const st = r.file
+  if (st === null || st.kind !== 'socket') return { id, status: 'warn', summary: `the daemon serves the restricted socket at ${r.path}, but ${st === null ? 'nothing is there' : 'it is not a socket'} as seen from here`, details }
+  const owner = { ...details, uid: st.uid, mode: mode(st.mode) }
+  if (st.uid !== f.me) return { id, status: 'warn', summary: `${r.path} is owned by uid ${st.uid}, not by you (uid ${f.me})`, details: owner }
+  if ((st.mode & 0o077) !== 0) {
+    return { id, status: 'warn', summary: `${r.path}: yours, but mode ${mode(st.mode)}: other users may connect`, fix: `chmod 600 ${shellWord(r.path)} (the daemon creates it 0600)`, details: owner }
+  }
+  return { id, status: 'ok', summary: `${r.path}: a socket, yours, mode ${mode(st.mode)} (for ssh -R or a container: docs/remote.md)`, details: owner }
+}
+
+/** Codex's proactive window: it refreshes by itself once the access token has 5 minutes left (docs/codex-compat.md#refresh-triggers). */
+export const CODEX_REFRESH_WINDOW_MS = 5 * 60_000
+/** Without `exp`, Codex refreshes once `last_refresh` is older than 8 days. */
+const CODEX_STALE_LAST_REFRESH_MS = 8 * 24 * 3600_000
+
+const SINK_CANNOT_COVER =
+  "a Codex started without `codex-auth exec --remote` has no broker: when the backend answers 401 (a token revoked early), it sends the placeholder to OpenAI's token endpoint, which rejects it, and Codex asks to sign in again"
+
+/**
+ * This shell's auth.json holds a placeholder (docs/remote.md#what-a-sink-cannot-cover): warn when
+ * Codex would refresh it by itself now (no sink keeps it fresh), else ok with the one case a sink
+ * cannot cover.
+ */
+function placeholderCheck(f: DoctorFacts): Check | null {
+  const p = f.placeholder
+  if (p === null) return null
+  const id = 'auth_file.placeholder'
+  const dir = dirOf(p.path)
+  const details = { path: p.path, accessExpiresAt: p.accessExpiresAt, lastRefresh: p.lastRefresh, note: SINK_CANNOT_COVER }
+  const run = 'run Codex as `codex-auth exec --remote -- codex …`'
+  const keep = `keep \`codex-auth sink --codex-home ${shellWord(dir)}\` running (a user service: README) so that it renews the file before Codex's 5-minute window`
+  const exp = p.accessExpiresAt !== null ? Date.parse(p.accessExpiresAt) : NaN
+  const last = p.lastRefresh !== null ? Date.parse(p.lastRefresh) : NaN
+  const due = Number.isFinite(exp)
+    ? exp - f.now <= CODEX_REFRESH_WINDOW_MS
+      ? `its access token ${exp <= f.now ? 'expired' : 'expires'} at ${p.accessExpiresAt}, within Codex's 5-minute window`
+      : null
+    : Number.isFinite(last) && f.now - last > CODEX_STALE_LAST_REFRESH_MS
+      ? `its last_refresh (${p.lastRefresh}) is older than 8 days`
+      : null
+  const what = `${p.path} holds a placeholder (written by \`codex-auth sink --codex-home\` or \`exec --remote\`)`
+  if (due !== null) {
+    return {
+      id,
+      status: 'warn',
+      summary: `${what}; ${due}: nothing keeps it fresh, so a Codex started without \`codex-auth exec --remote\` refreshes by itself, sends the placeholder to OpenAI, and asks to sign in again`,
+      fix: `${run}; ${keep}`,
+      details,
+    }
+  }
+  const until = p.accessExpiresAt !== null ? `, its access token valid until ${p.accessExpiresAt}` : ''
+  return { id, status: 'ok', summary: `${what}${until}. The one case a sink cannot cover: ${SINK_CANNOT_COVER}; ${run}, and ${keep}`, details }
 }
 
 function serviceChecks(f: DoctorFacts): Check[] {
@@ -461,6 +650,8 @@ function unsetLine(shell: string | null, vars: readonly string[]): string {
 }
 
 const ALIAS_LINE = "alias codex='codex-auth exec -- codex'"
+/** On a machine with a forwarded restricted socket Codex must run in remote mode (docs/remote.md#exec---remote). */
+const REMOTE_ALIAS_LINE = "alias codex='codex-auth exec --remote -- codex'"
 
 function brokerCheck(f: DoctorFacts): Check {
   const b = f.broker
@@ -475,12 +666,13 @@ function brokerCheck(f: DoctorFacts): Check {
         details,
       }
     }
+    const alias = onRestricted(f) ? REMOTE_ALIAS_LINE : ALIAS_LINE
     const looked = b.rcFiles.length > 0 ? ` in ${b.rcFiles.join(', ')}` : ''
     return {
       id,
       status: 'warn',
-      summary: `Codex started from this shell refreshes its tokens by itself: no CODEX_REFRESH_TOKEN_URL_OVERRIDE here, and no \`${ALIAS_LINE}\`${looked} (an alias of this shell cannot be seen from here: \`type codex\` shows it)`,
-      fix: `add ${ALIAS_LINE} to your shell's rc file (README: "Codex's own refreshes")`,
+      summary: `Codex started from this shell refreshes its tokens by itself: no CODEX_REFRESH_TOKEN_URL_OVERRIDE here, and no \`${alias}\`${looked} (an alias of this shell cannot be seen from here: \`type codex\` shows it)`,
+      fix: `add ${alias} to your shell's rc file (README: ${onRestricted(f) ? '"Remote machines and containers"' : '"Codex\'s own refreshes"'})`,
       details,
     }
   }
@@ -531,14 +723,14 @@ function codexCliCheck(f: DoctorFacts): Check {
 /** Every check, in the order a person reads them: the socket, the daemon, the files, the service, this shell. */
 export function diagnose(f: DoctorFacts): DoctorReport {
   const status = f.daemon.state === 'answered' ? f.daemon.status : null
-  const checks: Check[] = [socketPathCheck(f), socketFileCheck(f)]
-  const dir = socketDirCheck(f)
-  if (dir !== null) checks.push(dir)
-  checks.push(daemonCheck(f))
+  const present = (c: Check | null): Check[] => (c !== null ? [c] : [])
+  const checks: Check[] = [socketPathCheck(f), socketFileCheck(f), ...present(socketDirCheck(f)), daemonCheck(f), ...present(restrictedCheck(f))]
   if (status !== null) checks.push(loginCheck(status))
-  checks.push(homeCheck(f), authFileCheck(f))
-  if (status !== null) checks.push(storeCheck(status), ...problemChecks(status, f.auth))
-  checks.push(...serviceChecks(f), brokerCheck(f), codexCliCheck(f))
+  checks.push(homeCheck(f), authFileCheck(f), ...present(placeholderCheck(f)))
+  if (status !== null) checks.push(storeCheck(status), ...present(dbusCheck(f, status)), ...problemChecks(status, f.auth))
+  // The service units are the workstation's: nothing to install on a machine with a forwarded socket.
+  if (!onRestricted(f)) checks.push(...serviceChecks(f))
+  checks.push(brokerCheck(f), codexCliCheck(f))
   return { checks, ok: checks.every((c) => c.status !== 'fail') }
 }
 
