@@ -89,7 +89,8 @@ t.test('default account and Codex authorize params via driveAuthorization', asyn
   t.teardown(() => p.stop())
   const tok = await mintTokens(p)
   t.equal(tok.accountId, DEFAULT_ACCOUNT.accountId)
-  t.equal(tok.expiresIn, 3600)
+  // expires_in is counted from the token's issue to the answer: a second may tick between them.
+  t.ok(tok.expiresIn > 3590 && tok.expiresIn <= 3600, `default AT TTL is 3600 (${tok.expiresIn})`)
 })
 
 t.test('openid-client refreshTokenGrant works and rotates', async (t) => {
