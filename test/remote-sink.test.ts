@@ -160,6 +160,10 @@ t.test('a container that only gets the socket file: its own mount and network na
     'mount -t tmpfs -o mode=0700 box /mnt',
     'touch /mnt/authd.sock && mount --bind "$SOCK" /mnt/authd.sock',
     'mkdir /mnt/vol /mnt/home && mount --bind "$VOL" /mnt/vol',
+    // The program itself, as an image would hold it: Node and the bundle, bind-mounted, since
+    // either may live under /tmp or /home (CI's Node for another line does).
+    'touch /mnt/node && mount --bind "$NODE" /mnt/node && NODE=/mnt/node',
+    'mkdir /mnt/dist && mount --bind "$(dirname "$CLI")" /mnt/dist && CLI=/mnt/dist/$(basename "$CLI")',
     'mount -t tmpfs -o mode=1777 tmp /tmp && mount -t tmpfs -o mode=0755 home /home',
     'test ! -e "$WS_HOME" && test ! -e "$(dirname "$SOCK")"',
     'echo box-ready >&2',

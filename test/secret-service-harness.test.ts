@@ -38,18 +38,15 @@ t.test("Codex's API-key login under keyring is an item the harness reads back", 
 
   const entry = await ss.codexEntry(home)
   t.ok(entry, 'items() finds the entry by the account the harness computes')
-  // docs/keyring.md's four, plus the xdg:schema every item carries (secret-tool hides it).
+  // docs/keyring.md's four. Some runs also show xdg:schema (seen on one machine, not on CI's fresh
+  // install): allowed, with its one value, and nothing else.
+  const { 'xdg:schema': schema, ...measured } = entry?.attributes ?? {}
   t.same(
-    entry?.attributes,
-    {
-      service: 'Codex Auth',
-      username: codexKeyringAccount(home),
-      target: 'default',
-      application: 'rust-keyring',
-      'xdg:schema': 'org.freedesktop.Secret.Generic',
-    },
+    measured,
+    { service: 'Codex Auth', username: codexKeyringAccount(home), target: 'default', application: 'rust-keyring' },
     'attributes as measured in docs/keyring.md',
   )
+  t.ok(schema === undefined || schema === 'org.freedesktop.Secret.Generic', `xdg:schema absent or generic (${schema})`)
   t.match(codexKeyringAccount(home), /^cli\|[0-9a-f]{16}$/)
   t.ok(entry?.secret === JSON.stringify({ auth_mode: 'apikey', OPENAI_API_KEY: key }), "the secret is auth.json's compact JSON with the key")
   t.equal((await ss.items()).length, 1, 'one item under service "Codex Auth"')
