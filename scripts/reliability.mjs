@@ -12,7 +12,8 @@ const files = [
   'test/reliability-socket-security.test.ts',
   'test/reliability-crash.test.ts',
   'test/reliability-concurrent-codex.test.ts',
-  'test/refresh-kill9.test.ts',
+  'test/refresh-kill9-lanes-a.test.ts',
+  'test/refresh-kill9-lanes-b.test.ts',
   'test/secrets.test.ts',
 ]
 const tap = join(root, 'node_modules', '.bin', 'tap')
