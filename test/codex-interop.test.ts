@@ -11,8 +11,7 @@ import t, { type Test } from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
 import { parseAuthFile, serializeAuthFile } from '../src/codex/authfile.js'
-import { connect, subscribe } from './support/daemon.js'
-import type { RawConnection } from './support/rpc.js'
+import { connect, nextAuthChanged, subscribe } from './support/daemon.js'
 import { decodeJwtPayload, mintTokens, startProvider, type TestProvider } from './support/provider.js'
 import { authFileFor, CODEX_UA, codexDaemon, codexHome, requireCodex, DAEMON_UA, endedByItself, startCodexWorld, writeAuthJson, type CodexWorld, shown } from './support/codex.js'
 
@@ -31,25 +30,6 @@ t.teardown(async () => {
 
 // ---------------------------------------------------------------- helpers
 
-/** The next authChanged whose Status satisfies `pred`, or an error after `timeoutMs`. */
-async function nextChange(c: RawConnection, pred: (status: any) => boolean, what: string, timeoutMs = 10_000): Promise<any> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out waiting for authChanged: ${what}`)), timeoutMs)
-  })
-  const wait = (async () => {
-    for (;;) {
-      const m = await c.next()
-      if (m.method === 'authChanged' && pred(m.params)) return m.params
-    }
-  })()
-  try {
-    return await Promise.race([wait, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
 const codexRefreshes = () => provider.countCalls((c) => c.endpoint === 'token' && c.grantType === 'refresh_token' && CODEX_UA.test(c.userAgent))
 
 // ---------------------------------------------------------------- tests
@@ -66,7 +46,7 @@ t.test('`codex login --with-api-key` writes a file the daemon serves as an API k
   t.equal(r.code, 0, `codex login --with-api-key exits 0 (${r.ms} ms)`, { diagnostic: r.code !== 0, output: shown(r) })
   t.match(r.stdout + r.stderr, /API key saved/, 'Codex says the key was saved')
 
-  const s = await nextChange(sub, (s) => s.loggedIn && s.mode === 'apikey', 'logged in with an API key')
+  const s = await nextAuthChanged(sub, (s) => s.loggedIn && s.mode === 'apikey', 'logged in with an API key')
   t.equal(s.source, 'auth.json', 'status source is auth.json')
   const g = (await c.call('getAuth')).result
   t.equal(g?.mode, 'apikey', 'getAuth mode apikey')
@@ -133,7 +113,7 @@ t.test('`codex logout` is seen by the daemon: logged out, getAuth -32001', async
   t.match(r.stderr, /Successfully logged out/, 'Codex: Successfully logged out (stderr)')
   t.notOk(fs.existsSync(path.join(home, 'auth.json')), 'auth.json is gone')
 
-  const s = await nextChange(sub, (s) => !s.loggedIn, 'logged out')
+  const s = await nextAuthChanged(sub, (s) => !s.loggedIn, 'logged out')
   t.equal(s.mode, null)
   t.equal((await c.call('getAuth')).error?.code, -32001, 'getAuth: -32001 not logged in')
 
