@@ -134,6 +134,18 @@ function unreachable(e: KeyringError, fallback: boolean): Problem {
   return keyringUnreachable(e.keyringCause, e.detail, fallback)
 }
 
+/**
+ * The reads of a store whose credential may be in the entry (keyring, auto): a replaced secret
+ * sends no signal, so a re-read always asks the keyring again (docs/keyring.md#what-is-built).
+ */
+function entryReads(home: string, load: (ownWrite: OwnWrite | null) => Promise<Loaded>): Pick<CredentialStore, 'load' | 'reread' | 'readAfterWriters'> {
+  return {
+    load: (ownWrite) => load(ownWrite ?? null),
+    reread: async () => (await load(null)).read,
+    readAfterWriters: (timeoutMs) => readAuthAfterWriters(home, timeoutMs, async () => (await load(null)).read),
+  }
+}
+
 export function keyringStore(home: string, keyring: KeyringBackend): CredentialStore {
   const load = async (ownWrite: OwnWrite | null): Promise<Loaded> => {
     const ignored = await ignoredFile(home)
@@ -149,9 +161,7 @@ export function keyringStore(home: string, keyring: KeyringBackend): CredentialS
   return {
     kind: 'keyring',
     usesKeyring: true,
-    load: (ownWrite) => load(ownWrite ?? null),
-    reread: async () => (await load(null)).read,
-    readAfterWriters: (timeoutMs) => readAuthAfterWriters(home, timeoutMs, async () => (await load(null)).read),
+    ...entryReads(home, load),
     commit: (opts) => commitWith(home, (target) => entryBacking(keyring, home, target), opts),
   }
 }
@@ -216,10 +226,7 @@ export function autoStore(home: string, keyring: KeyringBackend): CredentialStor
   return {
     kind: 'auto',
     usesKeyring: true,
-    load: (ownWrite) => load(ownWrite ?? null),
-    // The entry is always asked again; the file only when it is what was read and has changed.
-    reread: async () => (await load(null)).read,
-    readAfterWriters: (timeoutMs) => readAuthAfterWriters(home, timeoutMs, async () => (await load(null)).read),
+    ...entryReads(home, load),
     commit: (opts) => commitWith(home, (target) => autoBacking(entryBacking(keyring, home, target), fileBacking(target)), opts),
   }
 }
