@@ -1,10 +1,9 @@
 // `codex-auth token` wall time (process start to exit, against a running daemon) vs `node -e 0`,
-// run round-robin so background load hits both alike. The token goes to a pipe and is discarded.
+// taken in turn so background load hits both alike. The token goes to a pipe and is discarded.
 // Usage: node bench/cli-token.mjs [--runs 40]
-import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import { parseArgs } from 'node:util'
-import { CLI_BIN, fmt, median, nowMs, percentile, printTable, startDaemon, verdict } from './lib.mjs'
+import { CLI_BIN, fmt, printTable, startDaemon, timeCommandsInTurn, verdict } from './lib.mjs'
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '40' } } })
 const RUNS = Math.max(30, Number(values.runs))
@@ -22,27 +21,8 @@ try {
     'node -e 0': [process.execPath, ['-e', '0']],
     'codex-auth token': [process.execPath, [CLI_BIN, '--socket', daemon.socket, 'token']],
   }
-  const times = Object.fromEntries(Object.keys(commands).map((k) => [k, []]))
-  const run = (k) => {
-    const [cmd, args] = commands[k]
-    const t0 = nowMs()
-    const r = spawnSync(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
-    const ms = nowMs() - t0
-    if (r.status !== 0) throw new Error(`${k} exited ${r.status}: ${r.stderr}`)
-    return ms
-  }
-  for (const k of Object.keys(commands)) for (let i = 0; i < 3; i++) run(k) // warm the page cache
-  for (let i = 0; i < RUNS; i++) {
-    const order = i % 2 === 0 ? Object.keys(commands) : Object.keys(commands).reverse()
-    for (const k of order) times[k].push(run(k))
-  }
-  const rows = []
-  const summary = {}
-  for (const [k, xs] of Object.entries(times)) {
-    const s = [...xs].sort((a, b) => a - b)
-    summary[k] = { median: median(xs), p10: percentile(s, 10), p90: percentile(s, 90), runs: xs.length }
-    rows.push([k, fmt(summary[k].median, 1), fmt(summary[k].p10, 1), fmt(summary[k].p90, 1)])
-  }
+  const summary = timeCommandsInTurn(commands, { env, runs: RUNS })
+  const rows = Object.entries(summary).map(([k, x]) => [k, fmt(x.median, 1), fmt(x.p10, 1), fmt(x.p90, 1)])
   const ratio = summary['codex-auth token'].median / summary['node -e 0'].median
   const ratioP10 = summary['codex-auth token'].p10 / summary['node -e 0'].p10
   rows.push(['ratio', fmt(ratio, 2), fmt(ratioP10, 2), ''])

@@ -1,6 +1,6 @@
 // Shared helpers for the benchmark scripts: a daemon on a temp CODEX_HOME and socket, a minimal
 // NDJSON JSON-RPC client, fake credentials and small statistics. Plain Node ESM against dist/.
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
@@ -200,3 +200,29 @@ export function printTable(title, header, rows) {
 
 export const fmt = (x, d = 3) => (Number.isFinite(x) ? x.toFixed(d) : String(x))
 export const verdict = (ok) => (ok ? 'met' : 'MISSED')
+
+/**
+ * Wall time of whole commands, `runs` times each, taken in turn (each round starts one further
+ * along, so background load hits all alike) after 3 warm-up runs each (the page cache).
+ * `commands`: name -> [file, args]. Returns name -> {median, p10, p90, runs} in ms.
+ */
+export function timeCommandsInTurn(commands, { env, runs }) {
+  const keys = Object.keys(commands)
+  const times = Object.fromEntries(keys.map((k) => [k, []]))
+  const run = (k) => {
+    const [cmd, args] = commands[k]
+    const t0 = nowMs()
+    const r = spawnSync(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    const ms = nowMs() - t0
+    if (r.status !== 0) throw new Error(`${k} exited ${r.status}: ${r.stderr}`)
+    return ms
+  }
+  for (const k of keys) for (let i = 0; i < 3; i++) run(k)
+  for (let i = 0; i < runs; i++) for (let j = 0; j < keys.length; j++) times[keys[(i + j) % keys.length]].push(run(keys[(i + j) % keys.length]))
+  const summary = {}
+  for (const [k, xs] of Object.entries(times)) {
+    const sorted = [...xs].sort((a, b) => a - b)
+    summary[k] = { median: median(xs), p10: percentile(sorted, 10), p90: percentile(sorted, 90), runs: xs.length }
+  }
+  return summary
+}

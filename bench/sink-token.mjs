@@ -9,7 +9,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
-import { CLI_BIN, fmt, median, nowMs, percentile, printTable, startDaemon, tempDir } from './lib.mjs'
+import { CLI_BIN, fmt, median, nowMs, printTable, startDaemon, tempDir, timeCommandsInTurn } from './lib.mjs'
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '40' } } })
 const RUNS = Math.max(30, Number(values.runs))
@@ -47,21 +47,7 @@ try {
     'codex-auth token': [process.execPath, [CLI_BIN, '--socket', daemon.socket, 'token']],
     'ssh-add -l': ['ssh-add', ['-l']],
   }
-  const times = Object.fromEntries(Object.keys(commands).map((k) => [k, []]))
-  const run = (k) => {
-    const [cmd, args] = commands[k]
-    const t0 = nowMs()
-    const r = spawnSync(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
-    const ms = nowMs() - t0
-    if (r.status !== 0) throw new Error(`${k} exited ${r.status}`)
-    return ms
-  }
-  for (const k of Object.keys(commands)) for (let i = 0; i < 3; i++) run(k) // warm the page cache
-  const keys = Object.keys(commands)
-  for (let i = 0; i < RUNS; i++) {
-    const order = keys.map((_, j) => keys[(i + j) % keys.length])
-    for (const k of order) times[k].push(run(k))
-  }
+  const summary = timeCommandsInTurn(commands, { env, runs: RUNS })
   const reads = []
   for (let i = 0; i < 1000; i++) {
     const t0 = nowMs()
@@ -69,11 +55,6 @@ try {
     reads.push(nowMs() - t0)
   }
   const rows = []
-  const summary = {}
-  for (const [k, xs] of Object.entries(times)) {
-    const s = [...xs].sort((a, b) => a - b)
-    summary[k] = { median: median(xs), p10: percentile(s, 10), p90: percentile(s, 90), runs: xs.length }
-  }
   const base = summary['ssh-add -l'].median
   for (const [k, s] of Object.entries(summary)) rows.push([k, fmt(s.median, 2), fmt(s.p10, 2), fmt(s.p90, 2), `${fmt(s.median / base, 2)}x`])
   const readUs = median(reads) * 1000
