@@ -245,7 +245,8 @@ export function methodTable(deps: MethodDeps): MethodTable {
   async function getAuth(params: unknown): Promise<Methods['getAuth'][1]> {
     const { minValiditySeconds } = parseGetAuthParams(params)
     // A keyring entry Codex replaced sends no signal: read it again if the last read is old.
-    await deps.refresher.rereadIfStale()
+    const reread = deps.refresher.rereadIfStale()
+    if (reread !== null) await reread
     const before = deps.snapshot()
     // docs/architecture.md: the last good credential of an unparsable file is served until it
     // expires; then the file is the error (-32006), not the refresh.

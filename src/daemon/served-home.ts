@@ -237,7 +237,7 @@ export class UnservedHome implements HomeView {
   private readonly snap: Snapshot
   readonly refresher = {
     ensureFresh: async (): Promise<void> => {},
-    rereadIfStale: async (): Promise<void> => {},
+    rereadIfStale: (): null => null,
     forceRefresh: async (): Promise<void> => {},
     status: (): RefreshStatus => ({ state: 'idle', lastError: null, nextAttemptAt: null, nextRefreshAt: null }),
     // Nothing to spend: the broker answers every token 401 after its re-read (docs/broker.md).

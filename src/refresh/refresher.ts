@@ -200,7 +200,7 @@ export class Refresher {
   }
 
   /** getAuth, first: under a keyring store, an old read of the entry is done again (AuthState.rereadIfStale). */
-  rereadIfStale(): Promise<void> {
+  rereadIfStale(): Promise<void> | null {
     return this.o.state.rereadIfStale()
   }
 

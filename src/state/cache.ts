@@ -224,8 +224,9 @@ export class AuthState extends EventEmitter<StateEvents> {
    * keyringRereadMs, since a Codex that replaced the entry (SetSecret: a re-login, a refresh) sent
    * no signal. Driven by callers, never a timer; one keyring read per window however many callers.
    */
-  async rereadIfStale(): Promise<void> {
-    if (this.store.usesKeyring && performance.now() - this.loadedAt > this.keyringRereadMs) await this.reload()
+  rereadIfStale(): Promise<void> | null {
+    // null (not a resolved promise) when there is nothing to do: getAuth's hot path then awaits nothing.
+    return this.store.usesKeyring && performance.now() - this.loadedAt > this.keyringRereadMs ? this.reload() : null
   }
 
   /** What is watched right now (for tests and diagnostics). */
